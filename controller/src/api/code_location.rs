@@ -1,0 +1,351 @@
+//! The `CodeLocation` resource: one deployable unit, its repository, CI and artifact.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    Condition, DurationSpec, EnvVar, Mount, NAME_PATTERN, PortMapping, SecretSource,
+};
+
+/// One deployable unit: a git repository, the CI that judges its commits,
+/// how a commit becomes something that runs, and how to tell it is healthy.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "vigie.dev",
+    version = "v1alpha1",
+    kind = "CodeLocation",
+    namespaced,
+    status = "CodeLocationStatus",
+    shortname = "cl",
+    category = "vigie",
+    doc = "One deployable unit: its git repository, CI provider and required checks, artifact, container settings and health check.",
+    printcolumn(name = "Repository", type_ = "string", json_path = ".spec.repo.url"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CodeLocationSpec {
+    /// The git repository holding the code.
+    pub repo: Repository,
+    /// Which git refs move which environment's Release: a branch (every new commit)
+    /// or a tag pattern (glob such as `v*`, or a semver range such as `>=1.2, <2`).
+    #[serde(default)]
+    pub track: Vec<TrackRule>,
+    /// The CI whose verdict validates a SHA, and the checks that count.
+    pub ci: CiSpec,
+    /// How a SHA becomes something that runs. Exactly one of `image`, `compose`, `gitCheckout`.
+    pub artifact: Artifact,
+    /// Container settings shared by every environment (Releases may override ports and env).
+    #[serde(default)]
+    pub container: ContainerSettings,
+    /// HTTP health check of a running SHA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// A git repository.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Repository {
+    /// Clone URL: `https://…`, `ssh://…`, `git@host:path` or `file://…`.
+    #[schemars(regex(
+        pattern = r"^(https?://|ssh://|file://|[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:)\S+$"
+    ))]
+    pub url: String,
+    /// The main branch (commit subjects between SHAs are read from it).
+    #[serde(default = "default_branch")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$"))]
+    pub branch: String,
+    /// Credentials: a token for HTTPS, or an SSH key and known hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<GitCredentials>,
+}
+
+fn default_branch() -> String {
+    "main".to_owned()
+}
+
+/// Credentials for a git remote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.token) != has(self.sshKey)").message("set either token (HTTPS) or sshKey (SSH)"))]
+#[x_kube(validation = Rule::new("!has(self.sshKey) || has(self.knownHosts)").message("sshKey requires knownHosts: unknown hosts are never trusted").field_path(".knownHosts"))]
+pub struct GitCredentials {
+    /// Token for HTTPS remotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretSource>,
+    /// Private key for SSH remotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<SecretSource>,
+    /// `known_hosts` lines for SSH remotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<SecretSource>,
+}
+
+/// Maps a git ref to the Release of one environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.branch) != has(self.tags)").message("set exactly one of branch or tags"))]
+pub struct TrackRule {
+    /// The Environment whose Release follows the ref.
+    #[schemars(regex(pattern = NAME_PATTERN), length(max = 253))]
+    pub environment: String,
+    /// Follow every new commit on this branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$"))]
+    pub branch: Option<String>,
+    /// Follow the newest tag matching this glob (`v*`) or semver range (`>=1.0.0, <2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub tags: Option<String>,
+}
+
+/// The CI provider and the checks that count. Exactly one provider is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("[has(self.github), has(self.gitlab), has(self.webhook)].filter(x, x).size() == 1")
+    .message("set exactly one of github, gitlab, webhook"))]
+pub struct CiSpec {
+    /// GitHub check runs and commit statuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubCi>,
+    /// GitLab pipelines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitlab: Option<GitLabCi>,
+    /// Signed verdicts posted to `/hooks/ci` (any CI, or `vigie ci report`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookCi>,
+    /// Names of the checks that must pass (globs allowed); empty means every check.
+    #[serde(default)]
+    pub required_checks: Vec<String>,
+    /// How often CI is polled while a SHA is being verified (5s to 10m).
+    #[serde(default = "default_poll_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('10m')").message("must be between 5s and 10m"))]
+    pub poll_interval: DurationSpec,
+}
+
+fn default_poll_interval() -> DurationSpec {
+    DurationSpec::from_secs(10)
+}
+
+/// GitHub (github.com or Enterprise).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitHubCi {
+    /// `owner/repo`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))]
+    pub repository: String,
+    /// API base URL (`https://github.example.com/api/v3` for Enterprise).
+    #[serde(default = "default_github_api")]
+    #[schemars(regex(pattern = "^https?://"))]
+    pub api_url: String,
+    /// API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretSource>,
+    /// Secret of the repository webhook (`X-Hub-Signature-256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<SecretSource>,
+}
+
+fn default_github_api() -> String {
+    "https://api.github.com".to_owned()
+}
+
+/// GitLab (gitlab.com or self-managed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitLabCi {
+    /// Project id or `group/project` path.
+    #[schemars(length(min = 1))]
+    pub project: String,
+    /// API base URL.
+    #[serde(default = "default_gitlab_api")]
+    #[schemars(regex(pattern = "^https?://"))]
+    pub api_url: String,
+    /// API token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretSource>,
+    /// Secret token of the project webhook (`X-Gitlab-Token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_token: Option<SecretSource>,
+}
+
+fn default_gitlab_api() -> String {
+    "https://gitlab.com/api/v4".to_owned()
+}
+
+/// Verdicts posted to `/hooks/ci`, signed with HMAC-SHA256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookCi {
+    /// HMAC key; defaults to the process-wide webhook secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretSource>,
+}
+
+/// How a SHA becomes something that runs. Exactly one kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Artifact {
+    /// A container image per SHA.
+    Image(ImageArtifact),
+    /// A service of an existing compose file, its image tag set to the SHA.
+    Compose(ComposeArtifact),
+    /// A git checkout of the SHA in a directory mounted into the container.
+    GitCheckout(GitCheckoutArtifact),
+}
+
+/// A container image per SHA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageArtifact {
+    /// Image reference with `{sha}` (or `{shortSha}`), e.g. `registry.example.com/app:{sha}`.
+    #[schemars(regex(pattern = r"^\S*\{(sha|shortSha)\}\S*$"))]
+    pub template: String,
+}
+
+/// A service of a compose file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComposeArtifact {
+    /// Path of the compose file on the Vigie host.
+    #[schemars(length(min = 1))]
+    pub file: String,
+    /// The service to run.
+    #[schemars(length(min = 1))]
+    pub service: String,
+    /// Image tag template for the service (`{sha}` by default): the service's image with this tag.
+    #[serde(default = "default_tag_template")]
+    #[schemars(regex(pattern = r"\{(sha|shortSha)\}"))]
+    pub tag: String,
+}
+
+fn default_tag_template() -> String {
+    "{sha}".to_owned()
+}
+
+/// A git checkout bind-mounted into a container of a fixed image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitCheckoutArtifact {
+    /// Directory on the host holding the working tree (one per environment: `{environment}` is replaced).
+    #[schemars(regex(pattern = "^/"))]
+    pub path: String,
+    /// Image that runs the code.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Where the working tree is mounted in the container.
+    #[serde(default = "default_mount_path")]
+    #[schemars(regex(pattern = "^/"))]
+    pub mount_path: String,
+}
+
+fn default_mount_path() -> String {
+    "/app".to_owned()
+}
+
+/// Container settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSettings {
+    /// Ports the application listens on, and where they are published.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// Entrypoint override.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Host paths or volumes to mount.
+    #[serde(default)]
+    pub volumes: Vec<Mount>,
+    /// Working directory in the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Number of replicas (Kubernetes backend).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: u32,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+/// HTTP health check of a running SHA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path requested with GET.
+    #[serde(default = "default_health_path")]
+    #[schemars(regex(pattern = "^/"))]
+    pub path: String,
+    /// Container port to check; defaults to the first port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// Expected HTTP status.
+    #[serde(default = "default_expected_status")]
+    #[schemars(range(min = 100, max = 599))]
+    pub expected_status: u16,
+    /// A substring the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_body: Option<String>,
+    /// Timeout of one request (100ms to 5m).
+    #[serde(default = "default_health_request_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('5m')").message("must be between 100ms and 5m"))]
+    pub timeout: DurationSpec,
+    /// Retries after a failed request before the SHA is unhealthy (0 to 20).
+    #[serde(default = "default_retries")]
+    #[schemars(range(min = 0, max = 20))]
+    pub retries: u32,
+    /// First delay between retries; it doubles each time (100ms to 5m).
+    #[serde(default = "default_retry_interval")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('5m')").message("must be between 100ms and 5m"))]
+    pub interval: DurationSpec,
+}
+
+fn default_health_path() -> String {
+    "/".to_owned()
+}
+
+fn default_expected_status() -> u16 {
+    200
+}
+
+fn default_health_request_timeout() -> DurationSpec {
+    DurationSpec::from_secs(10)
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+fn default_retry_interval() -> DurationSpec {
+    DurationSpec::from_secs(2)
+}
+
+/// Observed state of a CodeLocation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeLocationStatus {
+    /// `Ready`: the configuration is usable and CI answers.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The generation of the spec last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

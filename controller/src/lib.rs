@@ -1,0 +1,12 @@
+//! Vigie keeps every environment of a code location on a commit that CI has validated:
+//! it deploys a new commit first, watches CI for it, and rolls back to the last
+//! validated commit when CI turns red.
+//!
+//! The lifecycle rules live in [`lifecycle`], a pure module; [`manifest`] loads and
+//! validates the resources from YAML files; [`api`] defines the resources; [`cli`]
+//! is the `vigie` command.
+
+pub mod api;
+pub mod cli;
+pub mod lifecycle;
+pub mod manifest;

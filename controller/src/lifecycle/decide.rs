@@ -1,0 +1,1146 @@
+//! The release lifecycle as one pure function: from the spec, the recorded status and
+//! what was observed (workload, CI verdicts, upstream validations, hooks, the clock)
+//! to the new status, the workload's target, the hooks to run and the notifications.
+//!
+//! No I/O happens here: this module imports neither kube's client nor bollard, and
+//! the clock is an input. Deciding again on the same inputs and the returned status
+//! yields the same status and no notification: the decision is a fixpoint.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use jiff::Timestamp;
+
+use super::{
+    conditions,
+    windows::{Gate, Windows},
+};
+use crate::api::{
+    Sha,
+    environment::{
+        ApprovalPolicy, CiErrorPolicy, EnvironmentSpec, EventKind, Strategy, TimeoutPolicy,
+    },
+    release::{
+        CiState, CiSummary, HealthState, HealthSummary, HistoryEntry, HistoryEvent, Phase,
+        QuarantineEntry, ReleaseSpec, ReleaseStatus, Rollout, ShortShas, SuspectEntry,
+    },
+};
+
+/// How many transitions one decision may chain before it stops (a safety net: the
+/// lifecycle has no cycle that needs more than a handful).
+const MAX_STEPS: usize = 16;
+
+/// The desired commit, as resolved by the edge from `spec.revision`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Desired {
+    /// `spec.revision` is empty.
+    None,
+    /// The revision resolved to this SHA.
+    Sha(Sha),
+    /// The revision (a tag or branch) could not be resolved.
+    Unresolved {
+        /// The revision as written.
+        revision: String,
+        /// Why it could not be resolved.
+        reason: String,
+    },
+}
+
+impl Desired {
+    fn sha(&self) -> Option<&Sha> {
+        match self {
+            Self::Sha(sha) => Some(sha),
+            Self::None | Self::Unresolved { .. } => None,
+        }
+    }
+}
+
+/// Whether the backend could be asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    /// The backend answered.
+    Reachable,
+    /// The backend did not answer; nothing observed about the workload can be trusted.
+    Unreachable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the backend reports about the workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadObservation {
+    /// Whether the backend answered.
+    pub backend: BackendState,
+    /// The SHA the workload runs, if any.
+    pub sha: Option<Sha>,
+    /// Its health (HTTP check, container state, rollout state), judged after the retries.
+    pub health: HealthState,
+    /// Why it is not healthy.
+    pub reason: Option<String>,
+}
+
+/// A CI verdict for one SHA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CiVerdict {
+    /// The verdict.
+    pub state: CiState,
+    /// Link to the run.
+    pub url: Option<String>,
+    /// Failing check names.
+    pub failed_checks: Vec<String>,
+    /// A few words from CI.
+    pub description: Option<String>,
+}
+
+/// What the upstream environment (`promotion.from`) holds for this code location.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Upstream {
+    /// SHAs validated upstream.
+    pub validated: BTreeSet<Sha>,
+    /// SHAs whose upstream validation was revoked.
+    pub suspect: BTreeSet<Sha>,
+}
+
+/// Outcome of one hook run for the SHA in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// Started, not finished.
+    Running,
+    /// Exited 0; the output (a backup) is here.
+    Succeeded {
+        /// Where the output was written.
+        output: Option<String>,
+    },
+    /// Exited non-zero, timed out or could not start.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Everything observed outside the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observations {
+    /// The clock.
+    pub now: Timestamp,
+    /// The desired commit.
+    pub desired: Desired,
+    /// The workload.
+    pub workload: WorkloadObservation,
+    /// CI verdicts known, by SHA.
+    pub ci: BTreeMap<Sha, CiVerdict>,
+    /// The upstream environment's validations, when the environment promotes from one.
+    pub upstream: Option<Upstream>,
+    /// Outcomes of the pre-deploy hooks for the SHA in flight, by hook name.
+    pub hooks: BTreeMap<String, HookOutcome>,
+}
+
+/// Everything `decide` reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// The Release's spec.
+    pub spec: &'a ReleaseSpec,
+    /// `metadata.generation` of the Release.
+    pub generation: Option<i64>,
+    /// The Environment's spec.
+    pub environment: &'a EnvironmentSpec,
+    /// The Environment's deploy windows, resolved.
+    pub windows: Option<&'a Windows>,
+    /// The recorded status.
+    pub status: &'a ReleaseStatus,
+    /// What was observed.
+    pub observed: &'a Observations,
+}
+
+/// What the workload should run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadTarget {
+    /// The SHA to run.
+    pub sha: Sha,
+    /// A SHA whose workload must be kept ready (stopped) for a fast rollback.
+    pub keep: Option<Sha>,
+}
+
+/// A pre-deploy hook that must run (once: the edge names its run after the hook and SHA).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookRun {
+    /// Hook name.
+    pub name: String,
+    /// The SHA about to be deployed.
+    pub sha: Sha,
+    /// The SHA running now (the rollback point).
+    pub previous: Option<Sha>,
+}
+
+/// A notification to send, from a transition (sent once per transition).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// What happened.
+    pub event: EventKind,
+    /// The SHA concerned.
+    pub sha: Sha,
+    /// The other SHA (rollback point, rollback target).
+    pub previous: Option<Sha>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Link to the CI run or logs.
+    pub url: Option<String>,
+    /// Who, for a person's act.
+    pub by: Option<String>,
+}
+
+/// The result of a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The status to record once the rest is applied.
+    pub status: ReleaseStatus,
+    /// What the workload should run; `None` leaves it as it is.
+    pub workload: Option<WorkloadTarget>,
+    /// Pre-deploy hooks that must have run before the workload moves.
+    pub hooks: Vec<HookRun>,
+    /// Notifications for the transitions made.
+    pub notifications: Vec<Notification>,
+    /// When to decide again even if nothing changes (a deadline, a window opening).
+    pub requeue_after: Option<Duration>,
+}
+
+/// Why a desired SHA cannot start now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Block {
+    /// It was rolled back here.
+    Quarantined {
+        /// Since when.
+        since: Timestamp,
+        /// Why it was rolled back.
+        reason: String,
+    },
+    /// The environment has `promotion.from` but no view of it.
+    NoUpstream,
+    /// Not validated in the upstream environment.
+    NotValidatedUpstream,
+    /// Validated upstream, but suspect there.
+    SuspectUpstream,
+    /// Outside the deploy windows.
+    OutsideWindow {
+        /// When the windows open.
+        until: Timestamp,
+    },
+    /// The windows never open.
+    NoWindow,
+    /// The last attempt at this SHA failed and needs a person.
+    Failed,
+}
+
+/// Decides the next status, target, hooks and notifications. Pure.
+#[must_use]
+pub fn decide(input: &Input<'_>) -> Decision {
+    let mut d = Decider {
+        input,
+        status: input.status.clone(),
+        notifications: Vec::new(),
+        block: None,
+    };
+    d.bookkeeping();
+    let reachable = input.observed.workload.backend == BackendState::Reachable;
+    if reachable {
+        for _ in 0..MAX_STEPS {
+            if !d.step() {
+                break;
+            }
+        }
+    }
+    d.finish()
+}
+
+struct Decider<'a> {
+    input: &'a Input<'a>,
+    status: ReleaseStatus,
+    notifications: Vec<Notification>,
+    block: Option<Block>,
+}
+
+impl Decider<'_> {
+    fn obs(&self) -> &Observations {
+        self.input.observed
+    }
+
+    fn now(&self) -> Timestamp {
+        self.input.observed.now
+    }
+
+    fn env(&self) -> &EnvironmentSpec {
+        self.input.environment
+    }
+
+    fn verdict(&self, sha: &Sha) -> Option<&CiVerdict> {
+        self.obs().ci.get(sha)
+    }
+
+    fn notify(
+        &mut self,
+        event: EventKind,
+        sha: &Sha,
+        previous: Option<&Sha>,
+        reason: Option<String>,
+        url: Option<String>,
+        by: Option<String>,
+    ) {
+        self.notifications.push(Notification {
+            event,
+            sha: sha.clone(),
+            previous: previous.cloned(),
+            reason,
+            url,
+            by,
+        });
+    }
+
+    /// A history entry at `now` with only the event and SHA filled in.
+    fn entry(&self, event: HistoryEvent, sha: &Sha) -> HistoryEntry {
+        HistoryEntry {
+            at: self.now(),
+            event,
+            sha: sha.clone(),
+            previous: None,
+            by: None,
+            reason: None,
+            url: None,
+            output: None,
+        }
+    }
+
+    /// Appends to the history, dropping the oldest entries past the environment's limit.
+    fn record(&mut self, entry: HistoryEntry) {
+        self.status.history.push(entry);
+        let limit = usize::try_from(self.env().history_limit.max(1)).unwrap_or(usize::MAX);
+        if self.status.history.len() > limit {
+            let excess = self.status.history.len() - limit;
+            self.status.history.drain(..excess);
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        if self.status.phase != phase {
+            self.status.phase = phase;
+            self.status.phase_since = Some(self.now());
+        }
+    }
+
+    fn is_quarantined(&self, sha: &Sha) -> bool {
+        self.status.quarantine.iter().any(|q| &q.sha == sha)
+    }
+
+    fn is_suspect(&self, sha: &Sha) -> bool {
+        self.status.suspect.iter().any(|s| &s.sha == sha)
+    }
+
+    /// Records what is observed and what people asked, before any transition.
+    fn bookkeeping(&mut self) {
+        let obs = self.input.observed;
+        self.status.observed_generation = self.input.generation.or(self.status.observed_generation);
+        self.status.desired_sha = obs.desired.sha().cloned();
+        if obs.workload.backend == BackendState::Reachable {
+            self.status.deployed_sha.clone_from(&obs.workload.sha);
+            self.status.health = Some(HealthSummary {
+                state: obs.workload.health,
+                reason: obs.workload.reason.clone(),
+            });
+        }
+        self.clear_quarantines();
+        self.revoke_validations();
+        self.record_ci_recoveries();
+    }
+
+    /// Lifts quarantines that a person cleared, on the record.
+    fn clear_quarantines(&mut self) {
+        for clearance in &self.input.spec.clear_quarantine {
+            let before = self.status.quarantine.len();
+            self.status
+                .quarantine
+                .retain(|q| !(q.sha == clearance.sha && q.at <= clearance.at));
+            if self.status.quarantine.len() != before {
+                self.record(HistoryEntry {
+                    by: Some(clearance.by.clone()),
+                    reason: Some(clearance.reason.clone()),
+                    ..self.entry(HistoryEvent::QuarantineCleared, &clearance.sha)
+                });
+            }
+        }
+    }
+
+    /// A red re-run of CI for the validated SHA, or its going down under monitoring, makes it suspect.
+    fn revoke_validations(&mut self) {
+        let Some(validated) = self.status.validated_sha.clone() else {
+            return;
+        };
+        if self.is_suspect(&validated) {
+            return;
+        }
+        let ci_red = self
+            .verdict(&validated)
+            .filter(|v| v.state == CiState::Failure)
+            .cloned();
+        let workload = &self.obs().workload;
+        let down = self.env().monitoring.mark_suspect
+            && workload.backend == BackendState::Reachable
+            && workload.sha.as_ref() == Some(&validated)
+            && workload.health == HealthState::Unhealthy
+            && matches!(self.status.phase, Phase::Validated | Phase::RolledBack);
+        let (reason, url) = if let Some(v) = ci_red {
+            (
+                format!("a later CI run failed{}", failed_checks_suffix(&v)),
+                v.url,
+            )
+        } else if down {
+            (
+                format!(
+                    "went down while validated: {}",
+                    workload
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "unhealthy".into())
+                ),
+                None,
+            )
+        } else {
+            return;
+        };
+        self.status.suspect.push(SuspectEntry {
+            sha: validated.clone(),
+            at: self.now(),
+            reason: reason.clone(),
+        });
+        self.record(HistoryEntry {
+            reason: Some(reason.clone()),
+            url: url.clone(),
+            ..self.entry(HistoryEvent::Suspect, &validated)
+        });
+        self.notify(
+            EventKind::Suspect,
+            &validated,
+            None,
+            Some(reason),
+            url,
+            None,
+        );
+    }
+
+    /// A green re-run for a quarantined SHA is recorded; the SHA stays quarantined.
+    fn record_ci_recoveries(&mut self) {
+        let recovered: Vec<(Sha, Timestamp, Option<String>)> = self
+            .status
+            .quarantine
+            .iter()
+            .filter_map(|q| {
+                let v = self
+                    .verdict(&q.sha)
+                    .filter(|v| v.state == CiState::Success)?;
+                Some((q.sha.clone(), q.at, v.url.clone()))
+            })
+            .collect();
+        for (sha, since, url) in recovered {
+            let already = self
+                .status
+                .history
+                .iter()
+                .any(|h| h.event == HistoryEvent::Validated && h.sha == sha && h.at >= since);
+            if !already {
+                let reason = "a CI re-run passed after the rollback; the SHA stays quarantined until cleared".to_owned();
+                self.record(HistoryEntry {
+                    reason: Some(reason),
+                    url,
+                    ..self.entry(HistoryEvent::Validated, &sha)
+                });
+            }
+        }
+    }
+
+    /// One transition; `false` when there is none to make.
+    fn step(&mut self) -> bool {
+        self.block = None;
+        match self.status.phase {
+            Phase::RollingBack => self.step_rolling_back(),
+            Phase::Deploying | Phase::Verifying => self.step_in_flight(),
+            Phase::Pending
+            | Phase::AwaitingApproval
+            | Phase::Validated
+            | Phase::RolledBack
+            | Phase::Failed => self.step_idle(),
+        }
+    }
+
+    fn step_rolling_back(&mut self) -> bool {
+        let Some(rollout) = self.status.rollout.clone() else {
+            // A rollback with nothing recorded cannot be continued; say so.
+            self.set_phase(Phase::Failed);
+            return true;
+        };
+        let Some(to) = rollout.rollback_point.clone() else {
+            self.set_phase(Phase::Failed);
+            return true;
+        };
+        let w = &self.obs().workload;
+        if w.sha.as_ref() == Some(&to) && w.health == HealthState::Healthy {
+            self.set_phase(Phase::RolledBack);
+            self.status.rollout = None;
+            self.notify(
+                EventKind::RolledBack,
+                &rollout.sha,
+                Some(&to),
+                rollout.failure.clone(),
+                self.status.ci.as_ref().and_then(|c| c.url.clone()),
+                None,
+            );
+            return true;
+        }
+        false
+    }
+
+    fn step_in_flight(&mut self) -> bool {
+        let Some(mut rollout) = self.status.rollout.clone() else {
+            self.set_phase(Phase::Pending);
+            return true;
+        };
+        // A newer revision supersedes the one in flight, if it may start now.
+        if let Some(desired) = self.obs().desired.sha().cloned()
+            && desired != rollout.sha
+            && self.gate(&desired).is_ok()
+        {
+            self.record(HistoryEntry {
+                reason: Some(format!("superseded by {}", desired.short())),
+                ..self.entry(HistoryEvent::Superseded, &rollout.sha)
+            });
+            self.start_rollout(&desired);
+            return true;
+        }
+        let verdict = self.verdict(&rollout.sha).cloned();
+        if let Some(v) = &verdict {
+            self.status.ci = Some(summary(&rollout.sha, v));
+        }
+        if let Some(v) = verdict.as_ref().filter(|v| v.state == CiState::Failure) {
+            let reason = format!("CI failed{}", failed_checks_suffix(v));
+            self.begin_rollback(&mut rollout, reason, v.url.clone());
+            return true;
+        }
+        match self.status.phase {
+            Phase::Deploying => self.step_deploying(rollout),
+            _ => self.step_verifying(rollout, verdict),
+        }
+    }
+
+    fn step_deploying(&mut self, mut rollout: Rollout) -> bool {
+        // Pre-deploy hooks first, in order; each must succeed before the workload moves.
+        for hook in &self.env().hooks.pre_deploy {
+            if rollout.hooks_done.contains(&hook.name) {
+                continue;
+            }
+            match self.obs().hooks.get(&hook.name) {
+                Some(HookOutcome::Succeeded { output }) => {
+                    rollout.hooks_done.push(hook.name.clone());
+                    let output = output.clone();
+                    self.record(HistoryEntry {
+                        previous: rollout.rollback_point.clone(),
+                        reason: Some(format!("pre-deploy hook {} succeeded", hook.name)),
+                        output,
+                        ..self.entry(HistoryEvent::HookSucceeded, &rollout.sha)
+                    });
+                    if rollout.hooks_done.len() == self.env().hooks.pre_deploy.len() {
+                        rollout.deployed_at = Some(self.now());
+                    }
+                    self.status.rollout = Some(rollout);
+                    return true;
+                }
+                Some(HookOutcome::Failed { reason }) => {
+                    let reason = format!(
+                        "pre-deploy hook {} failed: {reason}; the deploy is stopped and what runs is kept",
+                        hook.name
+                    );
+                    rollout.failure = Some(reason.clone());
+                    self.status.rollout = Some(rollout.clone());
+                    self.set_phase(Phase::Failed);
+                    self.record(HistoryEntry {
+                        previous: rollout.rollback_point.clone(),
+                        reason: Some(reason.clone()),
+                        ..self.entry(HistoryEvent::Failed, &rollout.sha)
+                    });
+                    self.notify(
+                        EventKind::HookFailed,
+                        &rollout.sha,
+                        rollout.rollback_point.as_ref(),
+                        Some(reason),
+                        None,
+                        None,
+                    );
+                    return true;
+                }
+                Some(HookOutcome::Running) | None => return false,
+            }
+        }
+        let deadline = rollout.deployed_at.unwrap_or(rollout.started_at)
+            + self.env().verification.health_timeout.get();
+        let w = self.obs().workload.clone();
+        if w.sha.as_ref() == Some(&rollout.sha) {
+            match w.health {
+                HealthState::Healthy => {
+                    rollout.healthy_at = Some(self.now());
+                    self.status.rollout = Some(rollout.clone());
+                    self.set_phase(Phase::Verifying);
+                    self.notify(
+                        EventKind::Deployed,
+                        &rollout.sha,
+                        rollout.rollback_point.as_ref(),
+                        None,
+                        None,
+                        None,
+                    );
+                    return true;
+                }
+                HealthState::Unhealthy => {
+                    let reason = format!(
+                        "unhealthy after deploy: {}",
+                        w.reason.unwrap_or_else(|| "health check failed".into())
+                    );
+                    self.begin_rollback(&mut rollout, reason, None);
+                    return true;
+                }
+                HealthState::Progressing | HealthState::Unknown => {}
+            }
+        }
+        if self.now() >= deadline {
+            let reason = format!(
+                "not healthy within {}",
+                self.env().verification.health_timeout
+            );
+            self.begin_rollback(&mut rollout, reason, None);
+            return true;
+        }
+        false
+    }
+
+    fn step_verifying(&mut self, mut rollout: Rollout, verdict: Option<CiVerdict>) -> bool {
+        let w = self.obs().workload.clone();
+        if w.sha.as_ref() != Some(&rollout.sha) {
+            // The workload no longer runs the SHA: deploy it again (verification restarts).
+            rollout.healthy_at = None;
+            self.status.rollout = Some(rollout);
+            self.set_phase(Phase::Deploying);
+            return true;
+        }
+        if w.health == HealthState::Unhealthy {
+            let reason = format!(
+                "unhealthy during verification: {}",
+                w.reason.unwrap_or_else(|| "health check failed".into())
+            );
+            self.begin_rollback(&mut rollout, reason, None);
+            return true;
+        }
+        if self.env().strategy == Strategy::ValidatedOnly {
+            let from = self
+                .env()
+                .promotion
+                .as_ref()
+                .map_or("upstream", |p| p.from.as_str());
+            self.validate(&rollout, Some(format!("validated in {from}")), None);
+            return true;
+        }
+        let timeout = self.env().verification.timeout;
+        let timed_out = self.now() >= rollout.healthy_at.unwrap_or(self.now()) + timeout.get();
+        match verdict {
+            Some(v) if v.state == CiState::Success => {
+                self.validate(&rollout, None, v.url);
+                true
+            }
+            Some(v) if v.state == CiState::Error => match self.env().verification.on_ci_error {
+                CiErrorPolicy::Rollback => {
+                    self.begin_rollback(&mut rollout, error_reason(&v), v.url);
+                    true
+                }
+                CiErrorPolicy::Keep => {
+                    self.keep_unverified(&mut rollout, &error_reason(&v));
+                    true
+                }
+                CiErrorPolicy::Wait => {
+                    self.on_timeout(&mut rollout, timed_out, Some(error_reason(&v)), v.url)
+                }
+            },
+            other => self.on_timeout(&mut rollout, timed_out, None, other.and_then(|v| v.url)),
+        }
+    }
+
+    fn on_timeout(
+        &mut self,
+        rollout: &mut Rollout,
+        timed_out: bool,
+        last_error: Option<String>,
+        url: Option<String>,
+    ) -> bool {
+        if !timed_out {
+            return false;
+        }
+        let mut reason = format!("no CI verdict within {}", self.env().verification.timeout);
+        if let Some(error) = last_error {
+            reason = format!("{reason} (last: {error})");
+        }
+        match self.env().verification.on_timeout {
+            TimeoutPolicy::Rollback => self.begin_rollback(rollout, reason, url),
+            TimeoutPolicy::Keep => self.keep_unverified(rollout, &reason),
+        }
+        true
+    }
+
+    fn validate(&mut self, rollout: &Rollout, reason: Option<String>, url: Option<String>) {
+        let previous = self.status.validated_sha.clone();
+        self.status.validated_sha = Some(rollout.sha.clone());
+        self.status.rollout = None;
+        self.status.suspect.retain(|s| s.sha != rollout.sha);
+        self.set_phase(Phase::Validated);
+        self.record(HistoryEntry {
+            previous: previous.clone(),
+            reason: reason.clone(),
+            url: url.clone(),
+            ..self.entry(HistoryEvent::Validated, &rollout.sha)
+        });
+        self.notify(
+            EventKind::Validated,
+            &rollout.sha,
+            previous.as_ref(),
+            reason,
+            url,
+            None,
+        );
+    }
+
+    fn keep_unverified(&mut self, rollout: &mut Rollout, reason: &str) {
+        let reason = format!("{reason}; kept running unvalidated (policy Keep)");
+        rollout.failure = Some(reason.clone());
+        self.status.rollout = Some(rollout.clone());
+        self.set_phase(Phase::Failed);
+        self.record(HistoryEntry {
+            previous: rollout.rollback_point.clone(),
+            reason: Some(reason.clone()),
+            ..self.entry(HistoryEvent::Failed, &rollout.sha)
+        });
+        self.notify(
+            EventKind::Failed,
+            &rollout.sha,
+            rollout.rollback_point.as_ref(),
+            Some(reason),
+            None,
+            None,
+        );
+    }
+
+    /// Quarantines the SHA in flight and returns to the rollback point, or fails loudly
+    /// when there is none, keeping whatever runs.
+    fn begin_rollback(&mut self, rollout: &mut Rollout, reason: String, url: Option<String>) {
+        if !self.is_quarantined(&rollout.sha) {
+            self.status.quarantine.push(QuarantineEntry {
+                sha: rollout.sha.clone(),
+                at: self.now(),
+                reason: reason.clone(),
+            });
+        }
+        if let Some(to) = rollout.rollback_point.clone() {
+            rollout.failure = Some(reason.clone());
+            self.status.rollout = Some(rollout.clone());
+            self.set_phase(Phase::RollingBack);
+            self.record(HistoryEntry {
+                previous: Some(to.clone()),
+                reason: Some(reason.clone()),
+                url: url.clone(),
+                ..self.entry(HistoryEvent::RolledBack, &rollout.sha)
+            });
+            self.notify(
+                EventKind::VerificationFailed,
+                &rollout.sha,
+                Some(&to),
+                Some(reason),
+                url,
+                None,
+            );
+        } else {
+            let reason =
+                format!("{reason}; no validated SHA to roll back to, whatever runs is kept");
+            rollout.failure = Some(reason.clone());
+            self.status.rollout = Some(rollout.clone());
+            self.set_phase(Phase::Failed);
+            self.record(HistoryEntry {
+                reason: Some(reason.clone()),
+                url: url.clone(),
+                ..self.entry(HistoryEvent::Failed, &rollout.sha)
+            });
+            self.notify(
+                EventKind::Failed,
+                &rollout.sha,
+                None,
+                Some(reason),
+                url,
+                None,
+            );
+        }
+    }
+
+    fn step_idle(&mut self) -> bool {
+        let Some(desired) = self.obs().desired.sha().cloned() else {
+            return false;
+        };
+        if Some(&desired) == self.status.validated_sha.as_ref() {
+            if self.status.phase != Phase::Validated {
+                self.status.rollout = None;
+                self.set_phase(Phase::Validated);
+                return true;
+            }
+            return false;
+        }
+        // A SHA kept running unvalidated (policy Keep) still takes a late verdict.
+        if self.status.phase == Phase::Failed
+            && let Some(mut rollout) = self.status.rollout.clone().filter(|r| r.sha == desired)
+        {
+            let running = self.obs().workload.sha.as_ref() == Some(&desired);
+            match self.verdict(&desired).map(|v| (v.state, v.clone())) {
+                Some((CiState::Success, v)) if running && !self.is_quarantined(&desired) => {
+                    self.validate(&rollout, Some("late CI verdict".into()), v.url);
+                    return true;
+                }
+                Some((CiState::Failure, v)) if running && !self.is_quarantined(&desired) => {
+                    let reason = format!("CI failed{}", failed_checks_suffix(&v));
+                    self.begin_rollback(&mut rollout, reason, v.url.clone());
+                    return true;
+                }
+                _ => {
+                    self.block = Some(Block::Failed);
+                    return false;
+                }
+            }
+        }
+        match self.gate(&desired) {
+            Ok(()) => {
+                self.start_rollout(&desired);
+                true
+            }
+            Err(Refusal::Approval) => {
+                if self.status.phase == Phase::AwaitingApproval {
+                    return false;
+                }
+                self.set_phase(Phase::AwaitingApproval);
+                self.notify(
+                    EventKind::AwaitingApproval,
+                    &desired,
+                    self.status.validated_sha.clone().as_ref(),
+                    None,
+                    None,
+                    None,
+                );
+                true
+            }
+            Err(Refusal::Blocked(block)) => {
+                let changed = match block {
+                    // Waiting outside the window or for upstream is Pending; a quarantine
+                    // or a failure keeps the phase that says what happened.
+                    Block::Quarantined { .. } | Block::Failed => false,
+                    _ => {
+                        let was = self.status.phase;
+                        self.set_phase(Phase::Pending);
+                        was != Phase::Pending
+                    }
+                };
+                self.block = Some(block);
+                changed
+            }
+        }
+    }
+
+    /// Whether `sha` may start now: quarantine, upstream validation, approval, windows.
+    fn gate(&self, sha: &Sha) -> Result<(), Refusal> {
+        if let Some(q) = self.status.quarantine.iter().find(|q| &q.sha == sha) {
+            return Err(Refusal::Blocked(Block::Quarantined {
+                since: q.at,
+                reason: q.reason.clone(),
+            }));
+        }
+        if self.env().strategy == Strategy::ValidatedOnly {
+            let Some(upstream) = &self.obs().upstream else {
+                return Err(Refusal::Blocked(Block::NoUpstream));
+            };
+            if !upstream.validated.contains(sha) {
+                return Err(Refusal::Blocked(Block::NotValidatedUpstream));
+            }
+            if upstream.suspect.contains(sha) {
+                return Err(Refusal::Blocked(Block::SuspectUpstream));
+            }
+        }
+        let needs_approval = self
+            .env()
+            .promotion
+            .as_ref()
+            .is_some_and(|p| p.approval == ApprovalPolicy::Manual);
+        if needs_approval
+            && self
+                .input
+                .spec
+                .approval
+                .as_ref()
+                .is_none_or(|a| &a.sha != sha)
+        {
+            return Err(Refusal::Approval);
+        }
+        if let Some(windows) = self.input.windows {
+            let glass = self
+                .input
+                .spec
+                .break_glass
+                .as_ref()
+                .is_some_and(|b| &b.sha == sha);
+            match windows.gate(self.now()) {
+                Gate::Open => {}
+                _ if glass => {}
+                Gate::OpensAt(until) => {
+                    return Err(Refusal::Blocked(Block::OutsideWindow { until }));
+                }
+                Gate::Never => return Err(Refusal::Blocked(Block::NoWindow)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the rollback point and starts deploying `sha`.
+    fn start_rollout(&mut self, sha: &Sha) {
+        let rollback_point = self.status.validated_sha.clone();
+        if let Some(approval) = self.input.spec.approval.as_ref().filter(|a| &a.sha == sha)
+            && self
+                .env()
+                .promotion
+                .as_ref()
+                .is_some_and(|p| p.approval == ApprovalPolicy::Manual)
+        {
+            self.record(HistoryEntry {
+                previous: rollback_point.clone(),
+                by: Some(approval.by.clone()),
+                reason: approval.reason.clone(),
+                ..self.entry(HistoryEvent::Approved, sha)
+            });
+            self.notify(
+                EventKind::Approved,
+                sha,
+                rollback_point.as_ref(),
+                approval.reason.clone(),
+                None,
+                Some(approval.by.clone()),
+            );
+        }
+        if let (Some(windows), Some(glass)) = (
+            self.input.windows,
+            self.input
+                .spec
+                .break_glass
+                .as_ref()
+                .filter(|b| &b.sha == sha),
+        ) && windows.gate(self.now()) != Gate::Open
+        {
+            self.record(HistoryEntry {
+                previous: rollback_point.clone(),
+                by: Some(glass.by.clone()),
+                reason: Some(glass.reason.clone()),
+                ..self.entry(HistoryEvent::BreakGlass, sha)
+            });
+            self.notify(
+                EventKind::BreakGlass,
+                sha,
+                rollback_point.as_ref(),
+                Some(glass.reason.clone()),
+                None,
+                Some(glass.by.clone()),
+            );
+        }
+        let hooks_pending = !self.env().hooks.pre_deploy.is_empty();
+        self.status.rollout = Some(Rollout {
+            sha: sha.clone(),
+            rollback_point: rollback_point.clone(),
+            started_at: self.now(),
+            deployed_at: if hooks_pending {
+                None
+            } else {
+                Some(self.now())
+            },
+            healthy_at: None,
+            hooks_done: Vec::new(),
+            failure: None,
+        });
+        self.status.ci = self.verdict(sha).map(|v| summary(sha, v));
+        self.set_phase(Phase::Deploying);
+        self.record(HistoryEntry {
+            previous: rollback_point.clone(),
+            ..self.entry(HistoryEvent::Deployed, sha)
+        });
+        self.notify(
+            EventKind::DeployStarted,
+            sha,
+            rollback_point.as_ref(),
+            None,
+            None,
+            None,
+        );
+    }
+
+    fn finish(mut self) -> Decision {
+        let now = self.now();
+        let reachable = self.obs().workload.backend == BackendState::Reachable;
+        let workload = if reachable { self.target() } else { None };
+        let hooks = self.pending_hooks();
+        self.status.short = ShortShas {
+            desired: self
+                .status
+                .desired_sha
+                .as_ref()
+                .map(|s| s.short().to_owned()),
+            deployed: self
+                .status
+                .deployed_sha
+                .as_ref()
+                .map(|s| s.short().to_owned()),
+            validated: self
+                .status
+                .validated_sha
+                .as_ref()
+                .map(|s| s.short().to_owned()),
+        };
+        let requeue_after = self.requeue_after();
+        let view = conditions::View {
+            phase: self.status.phase,
+            observed: self.obs(),
+            status: &self.status,
+            block: self.block.as_ref(),
+            generation: self.status.observed_generation,
+        };
+        let (conditions, message) = conditions::compute(&view, &self.input.status.conditions, now);
+        self.status.conditions = conditions;
+        self.status.message = Some(message);
+        Decision {
+            status: self.status,
+            workload,
+            hooks,
+            notifications: self.notifications,
+            requeue_after,
+        }
+    }
+
+    /// What the workload should run, from the final phase.
+    fn target(&self) -> Option<WorkloadTarget> {
+        let validated = || {
+            self.status
+                .validated_sha
+                .clone()
+                .map(|sha| WorkloadTarget { sha, keep: None })
+        };
+        let rollout = self.status.rollout.as_ref();
+        match self.status.phase {
+            Phase::Deploying => rollout.and_then(|r| {
+                r.deployed_at.map(|_| WorkloadTarget {
+                    sha: r.sha.clone(),
+                    keep: r.rollback_point.clone(),
+                })
+            }),
+            Phase::Verifying => rollout.map(|r| WorkloadTarget {
+                sha: r.sha.clone(),
+                keep: r.rollback_point.clone(),
+            }),
+            Phase::RollingBack => rollout
+                .and_then(|r| r.rollback_point.clone())
+                .map(|sha| WorkloadTarget { sha, keep: None }),
+            Phase::Validated | Phase::RolledBack | Phase::Pending | Phase::AwaitingApproval => {
+                validated()
+            }
+            // A person is needed: leave whatever runs.
+            Phase::Failed => None,
+        }
+    }
+
+    fn pending_hooks(&self) -> Vec<HookRun> {
+        let Some(rollout) = self
+            .status
+            .rollout
+            .as_ref()
+            .filter(|_| self.status.phase == Phase::Deploying)
+        else {
+            return Vec::new();
+        };
+        self.env()
+            .hooks
+            .pre_deploy
+            .iter()
+            .filter(|h| !rollout.hooks_done.contains(&h.name))
+            .take(1)
+            .map(|h| HookRun {
+                name: h.name.clone(),
+                sha: rollout.sha.clone(),
+                previous: rollout.rollback_point.clone(),
+            })
+            .collect()
+    }
+
+    fn requeue_after(&self) -> Option<Duration> {
+        let now = self.now();
+        let until = |t: Timestamp| -> Option<Duration> {
+            let d = t.duration_since(now);
+            Some(
+                Duration::try_from(d)
+                    .unwrap_or(Duration::ZERO)
+                    .max(Duration::from_secs(1)),
+            )
+        };
+        if self.obs().workload.backend != BackendState::Reachable {
+            return Some(Duration::from_secs(10));
+        }
+        let rollout = self.status.rollout.as_ref();
+        match (self.status.phase, &self.block) {
+            (Phase::Deploying, _) => rollout.and_then(|r| {
+                until(
+                    r.deployed_at.unwrap_or(r.started_at)
+                        + self.env().verification.health_timeout.get(),
+                )
+            }),
+            (Phase::Verifying, _) => rollout.and_then(|r| {
+                until(r.healthy_at.unwrap_or(now) + self.env().verification.timeout.get())
+            }),
+            (_, Some(Block::OutsideWindow { until: t })) => until(*t),
+            _ => None,
+        }
+    }
+}
+
+/// Why `gate` refused a SHA.
+enum Refusal {
+    Approval,
+    Blocked(Block),
+}
+
+fn summary(sha: &Sha, v: &CiVerdict) -> CiSummary {
+    CiSummary {
+        sha: sha.clone(),
+        state: v.state,
+        url: v.url.clone(),
+        failed_checks: v.failed_checks.clone(),
+        description: v.description.clone(),
+    }
+}
+
+fn failed_checks_suffix(v: &CiVerdict) -> String {
+    if v.failed_checks.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", v.failed_checks.join(", "))
+    }
+}
+
+fn error_reason(v: &CiVerdict) -> String {
+    format!(
+        "CI error{}",
+        v.description
+            .as_ref()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default()
+    )
+}

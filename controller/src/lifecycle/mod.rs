@@ -1,0 +1,14 @@
+//! The release lifecycle: pure rules, no I/O. [`decide`] turns the spec, the recorded
+//! status and the observations into the next status and what to do; [`windows`] does
+//! the deploy-window arithmetic.
+
+mod conditions;
+pub mod decide;
+pub mod windows;
+
+pub use conditions::{DEGRADED, PROGRESSING, READY, VERIFIED, reason};
+pub use decide::{
+    BackendState, Block, CiVerdict, Decision, Desired, HookOutcome, HookRun, Input, Notification,
+    Observations, Upstream, WorkloadObservation, WorkloadTarget, decide,
+};
+pub use windows::{Gate, Windows};

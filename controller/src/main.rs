@@ -1,0 +1,5 @@
+//! The `vigie` binary.
+
+fn main() -> std::process::ExitCode {
+    vigie::cli::main()
+}
