@@ -17,15 +17,27 @@ fn events(d: &Decision) -> Vec<EventKind> {
 }
 
 fn history(w: &World) -> Vec<(HistoryEvent, String)> {
-    w.status.history.iter().map(|h| (h.event, h.sha.short().to_owned())).collect()
+    w.status
+        .history
+        .iter()
+        .map(|h| (h.event, h.sha.short().to_owned()))
+        .collect()
 }
 
+#[allow(clippy::unnecessary_wraps, reason = "compared with `Decision::workload`, an Option")]
 fn target(c: char, keep: Option<char>) -> Option<WorkloadTarget> {
-    Some(WorkloadTarget { sha: sha(c), keep: keep.map(sha) })
+    Some(WorkloadTarget {
+        sha: sha(c),
+        keep: keep.map(sha),
+    })
 }
 
 fn condition<'a>(w: &'a World, type_: &str) -> &'a vigie::api::Condition {
-    w.status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    w.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap()
 }
 
 #[test]
@@ -47,7 +59,10 @@ fn a_first_deploy_starts_with_no_rollback_point() {
     assert_eq!(events(&d), vec![EventKind::DeployStarted]);
     let rollout = w.status.rollout.as_ref().unwrap();
     assert_eq!(rollout.rollback_point, None);
-    assert_eq!(history(&w), vec![(HistoryEvent::Deployed, "aaaaaaa".into())]);
+    assert_eq!(
+        history(&w),
+        vec![(HistoryEvent::Deployed, "aaaaaaa".into())]
+    );
 }
 
 #[test]
@@ -55,11 +70,17 @@ fn the_rollback_point_is_recorded_before_the_deploy() {
     let mut w = World::validated(environment(), 'a');
     let d = w.want('b').decide();
     assert_eq!(w.status.phase, Phase::Deploying);
-    assert_eq!(w.status.rollout.as_ref().unwrap().rollback_point, Some(sha('a')));
+    assert_eq!(
+        w.status.rollout.as_ref().unwrap().rollback_point,
+        Some(sha('a'))
+    );
     // The previous SHA is kept ready for a fast rollback.
     assert_eq!(d.workload, target('b', Some('a')));
     let last = w.status.history.last().unwrap();
-    assert_eq!((last.event, last.previous.clone()), (HistoryEvent::Deployed, Some(sha('a'))));
+    assert_eq!(
+        (last.event, last.previous.clone()),
+        (HistoryEvent::Deployed, Some(sha('a')))
+    );
     assert_eq!(w.status.validated_sha, Some(sha('a')));
 }
 
@@ -103,7 +124,10 @@ fn verifying_waits_for_ci_then_validates() {
     assert_eq!(w.status.phase, Phase::Validated);
     assert_eq!(events(&d), vec![EventKind::Validated]);
     assert_eq!(condition(&w, READY).status, ConditionStatus::True);
-    assert_eq!(condition(&w, "Verified").message, "bbbbbbb is validated (https://ci.example/runs/b)");
+    assert_eq!(
+        condition(&w, "Verified").message,
+        "bbbbbbb is validated (https://ci.example/runs/b)"
+    );
 }
 
 #[test]
@@ -120,7 +144,10 @@ fn red_ci_rolls_back_and_quarantines() {
     assert_eq!(n.reason.as_deref(), Some("CI failed: tests"));
     assert_eq!(w.status.quarantine[0].sha, sha('b'));
     let entry = w.status.history.last().unwrap();
-    assert_eq!((entry.event, &entry.previous), (HistoryEvent::RolledBack, &Some(sha('a'))));
+    assert_eq!(
+        (entry.event, &entry.previous),
+        (HistoryEvent::RolledBack, &Some(sha('a')))
+    );
     assert_eq!(entry.url.as_deref(), Some("https://ci.example/runs/b"));
     // A serves again: RolledBack.
     let d = w.running('a', HealthState::Healthy).decide();
@@ -133,7 +160,8 @@ fn red_ci_rolls_back_and_quarantines() {
 fn red_ci_during_deploying_rolls_back_at_once() {
     let mut w = World::validated(environment(), 'a');
     w.want('b').decide();
-    w.running('b', HealthState::Progressing).ci('b', CiState::Failure);
+    w.running('b', HealthState::Progressing)
+        .ci('b', CiState::Failure);
     let d = w.decide();
     assert_eq!(w.status.phase, Phase::RollingBack);
     assert_eq!(d.workload, target('a', None));
@@ -159,7 +187,9 @@ fn a_quarantined_sha_is_not_redeployed() {
     assert_eq!(w.status.phase, Phase::Deploying);
     assert_eq!(d.workload, target('c', Some('a')));
     // Going back to B later still does not redeploy it.
-    w.running('c', HealthState::Healthy).ci('c', CiState::Success).decide();
+    w.running('c', HealthState::Healthy)
+        .ci('c', CiState::Success)
+        .decide();
     let d = w.want('b').decide();
     assert_eq!(d.workload, target('c', None));
     assert_eq!(w.status.phase, Phase::Validated);
@@ -177,7 +207,12 @@ fn a_clearance_lifts_the_quarantine_on_the_record() {
     let d = w.decide();
     assert!(w.status.quarantine.is_empty());
     assert!(history(&w).contains(&(HistoryEvent::QuarantineCleared, "bbbbbbb".into())));
-    let cleared = w.status.history.iter().find(|h| h.event == HistoryEvent::QuarantineCleared).unwrap();
+    let cleared = w
+        .status
+        .history
+        .iter()
+        .find(|h| h.event == HistoryEvent::QuarantineCleared)
+        .unwrap();
     assert_eq!(cleared.by.as_deref(), Some("alice"));
     assert_eq!(w.status.phase, Phase::Deploying);
     assert_eq!(d.workload, target('b', Some('a')));
@@ -198,10 +233,19 @@ fn a_newer_revision_supersedes_the_one_being_verified() {
     let d = w.want('c').decide();
     assert_eq!(w.status.phase, Phase::Deploying);
     // The rollback point stays A: B was never validated.
-    assert_eq!(w.status.rollout.as_ref().unwrap().rollback_point, Some(sha('a')));
+    assert_eq!(
+        w.status.rollout.as_ref().unwrap().rollback_point,
+        Some(sha('a'))
+    );
     assert_eq!(d.workload, target('c', Some('a')));
     let tail: Vec<_> = history(&w).into_iter().rev().take(2).collect();
-    assert_eq!(tail, vec![(HistoryEvent::Deployed, "ccccccc".into()), (HistoryEvent::Superseded, "bbbbbbb".into())]);
+    assert_eq!(
+        tail,
+        vec![
+            (HistoryEvent::Deployed, "ccccccc".into()),
+            (HistoryEvent::Superseded, "bbbbbbb".into())
+        ]
+    );
     // A late red verdict for the superseded B changes nothing.
     let d = w.ci('b', CiState::Failure).decide();
     assert_eq!(w.status.phase, Phase::Deploying);
@@ -218,7 +262,13 @@ fn a_first_deploy_that_fails_keeps_what_runs_and_invents_nothing() {
     assert_eq!(w.status.phase, Phase::Failed);
     assert_eq!(d.workload, None, "no rollback target is invented");
     assert_eq!(events(&d), vec![EventKind::Failed]);
-    assert!(d.notifications[0].reason.as_deref().unwrap().contains("no validated SHA to roll back to"));
+    assert!(
+        d.notifications[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no validated SHA to roll back to")
+    );
     assert_eq!(w.status.quarantine[0].sha, sha('b'));
     assert_eq!(w.status.validated_sha, None);
     assert_eq!(condition(&w, "Degraded").status, ConditionStatus::True);
@@ -233,8 +283,16 @@ fn a_first_deploy_that_fails_keeps_what_runs_and_invents_nothing() {
 #[test]
 fn ci_error_policies() {
     for (policy, phase, workload) in [
-        (CiErrorPolicy::Wait, Phase::Verifying, target('b', Some('a'))),
-        (CiErrorPolicy::Rollback, Phase::RollingBack, target('a', None)),
+        (
+            CiErrorPolicy::Wait,
+            Phase::Verifying,
+            target('b', Some('a')),
+        ),
+        (
+            CiErrorPolicy::Rollback,
+            Phase::RollingBack,
+            target('a', None),
+        ),
         (CiErrorPolicy::Keep, Phase::Failed, None),
     ] {
         let mut env = environment();
@@ -263,7 +321,13 @@ fn ci_error_with_wait_ends_at_the_timeout_and_a_rerun_can_still_validate() {
     w.running('b', HealthState::Healthy).decide();
     let d = w.ci('b', CiState::Error).advance(300).decide();
     assert_eq!(w.status.phase, Phase::RollingBack);
-    assert!(d.notifications[0].reason.as_deref().unwrap().contains("no CI verdict within 5m (last: CI error: runner lost)"));
+    assert!(
+        d.notifications[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no CI verdict within 5m (last: CI error: runner lost)")
+    );
 }
 
 #[test]
@@ -285,7 +349,11 @@ fn verification_timeout_policies() {
     let d = w.advance(300).decide();
     assert_eq!(w.status.phase, Phase::Failed);
     assert_eq!(d.workload, None, "Keep leaves B running");
-    assert_eq!(w.status.rollout.as_ref().unwrap().rollback_point, Some(sha('a')), "the rollback point is kept");
+    assert_eq!(
+        w.status.rollout.as_ref().unwrap().rollback_point,
+        Some(sha('a')),
+        "the rollback point is kept"
+    );
     // A late verdict is still taken: green validates B.
     let d = w.ci('b', CiState::Success).decide();
     assert_eq!(w.status.phase, Phase::Validated);
@@ -299,7 +367,13 @@ fn unhealthy_new_sha_rolls_back_in_both_phases() {
     let d = w.running('b', HealthState::Unhealthy).decide();
     assert_eq!(w.status.phase, Phase::RollingBack);
     assert_eq!(d.workload, target('a', None));
-    assert!(d.notifications[0].reason.as_deref().unwrap().contains("GET /health returned 500"));
+    assert!(
+        d.notifications[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("GET /health returned 500")
+    );
 
     let mut w = World::validated(environment(), 'a');
     w.want('b').decide();
@@ -312,11 +386,16 @@ fn unhealthy_new_sha_rolls_back_in_both_phases() {
 fn a_sha_never_healthy_rolls_back_after_the_health_timeout() {
     let mut w = World::validated(environment(), 'a');
     w.want('b').decide();
-    w.running('b', HealthState::Progressing).advance(299).decide();
+    w.running('b', HealthState::Progressing)
+        .advance(299)
+        .decide();
     assert_eq!(w.status.phase, Phase::Deploying);
     let d = w.advance(1).decide();
     assert_eq!(w.status.phase, Phase::RollingBack);
-    assert_eq!(d.notifications[0].reason.as_deref(), Some("not healthy within 5m"));
+    assert_eq!(
+        d.notifications[0].reason.as_deref(),
+        Some("not healthy within 5m")
+    );
 }
 
 #[test]
@@ -325,7 +404,10 @@ fn validated_only_refuses_shas_not_validated_upstream() {
     let d = w.want('b').upstream(&['a'], &[]).decide();
     assert_eq!(w.status.phase, Phase::Pending);
     assert_eq!(d.workload, target('a', None));
-    assert_eq!(condition(&w, PROGRESSING).reason, reason::NOT_VALIDATED_UPSTREAM);
+    assert_eq!(
+        condition(&w, PROGRESSING).reason,
+        reason::NOT_VALIDATED_UPSTREAM
+    );
     // Suspect upstream is refused too.
     w.upstream(&['a', 'b'], &['b']).decide();
     assert_eq!(condition(&w, PROGRESSING).reason, reason::SUSPECT_UPSTREAM);
@@ -351,9 +433,21 @@ fn manual_approval_must_name_the_exact_sha() {
     assert_eq!(w.status.phase, Phase::AwaitingApproval);
     let d = w.approve('b', "bob").decide();
     assert_eq!(w.status.phase, Phase::Deploying);
-    assert_eq!(events(&d), vec![EventKind::Approved, EventKind::DeployStarted]);
-    let approved = w.status.history.iter().rev().find(|h| h.event == HistoryEvent::Approved).unwrap();
-    assert_eq!((approved.sha.clone(), approved.by.as_deref()), (sha('b'), Some("bob")));
+    assert_eq!(
+        events(&d),
+        vec![EventKind::Approved, EventKind::DeployStarted]
+    );
+    let approved = w
+        .status
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.event == HistoryEvent::Approved)
+        .unwrap();
+    assert_eq!(
+        (approved.sha.clone(), approved.by.as_deref()),
+        (sha('b'), Some("bob"))
+    );
     // Validated upstream: healthy is enough, no second CI watch.
     let d = w.running('b', HealthState::Healthy).decide();
     assert_eq!(w.status.phase, Phase::Validated);
@@ -378,8 +472,15 @@ fn outside_the_window_a_change_waits_and_says_until_when() {
     assert_eq!(d.workload, target('a', None));
     let c = condition(&w, PROGRESSING);
     assert_eq!(c.reason, reason::OUTSIDE_DEPLOY_WINDOW);
-    assert!(c.message.contains("until 2026-11-30T07:00:00Z"), "{}", c.message);
-    assert_eq!(d.requeue_after.map(|r| r.as_secs()), Some(2 * 86_400 + 15 * 3600));
+    assert!(
+        c.message.contains("until 2026-11-30T07:00:00Z"),
+        "{}",
+        c.message
+    );
+    assert_eq!(
+        d.requeue_after.map(|r| r.as_secs()),
+        Some(2 * 86_400 + 15 * 3600)
+    );
     // Monday 08:00 Brussels: it goes.
     w.at("2026-11-30T07:00:00Z").decide();
     assert_eq!(w.status.phase, Phase::Deploying);
@@ -389,16 +490,31 @@ fn outside_the_window_a_change_waits_and_says_until_when() {
 fn break_glass_deploys_outside_the_window_on_the_record() {
     let mut w = World::validated(environment(), 'a');
     w.windows = Some(weekend_freeze());
-    let d = w.at("2026-11-28T10:00:00Z").want('b').break_glass('b', "carol", "hotfix for the login outage").decide();
+    let d = w
+        .at("2026-11-28T10:00:00Z")
+        .want('b')
+        .break_glass('b', "carol", "hotfix for the login outage")
+        .decide();
     assert_eq!(w.status.phase, Phase::Deploying);
-    assert_eq!(events(&d), vec![EventKind::BreakGlass, EventKind::DeployStarted]);
-    let entry = w.status.history.iter().find(|h| h.event == HistoryEvent::BreakGlass).unwrap();
+    assert_eq!(
+        events(&d),
+        vec![EventKind::BreakGlass, EventKind::DeployStarted]
+    );
+    let entry = w
+        .status
+        .history
+        .iter()
+        .find(|h| h.event == HistoryEvent::BreakGlass)
+        .unwrap();
     assert_eq!(entry.by.as_deref(), Some("carol"));
     assert_eq!(entry.reason.as_deref(), Some("hotfix for the login outage"));
     // A break-glass for another SHA does not open the window.
     let mut w = World::validated(environment(), 'a');
     w.windows = Some(weekend_freeze());
-    w.at("2026-11-28T10:00:00Z").want('b').break_glass('c', "carol", "hotfix").decide();
+    w.at("2026-11-28T10:00:00Z")
+        .want('b')
+        .break_glass('c', "carol", "hotfix")
+        .decide();
     assert_eq!(w.status.phase, Phase::Pending);
 }
 
@@ -409,7 +525,10 @@ fn windows_never_block_a_rollback() {
     w.at("2026-11-27T14:00:00Z").want('b').decide();
     w.running('b', HealthState::Healthy).decide();
     // The freeze starts; CI turns red inside it.
-    let d = w.at("2026-11-27T15:30:00Z").ci('b', CiState::Failure).decide();
+    let d = w
+        .at("2026-11-27T15:30:00Z")
+        .ci('b', CiState::Failure)
+        .decide();
     assert_eq!(w.status.phase, Phase::RollingBack);
     assert_eq!(d.workload, target('a', None));
     w.running('a', HealthState::Healthy).decide();
@@ -422,7 +541,11 @@ fn a_red_rerun_makes_the_validated_sha_suspect_once() {
     let d = w.ci('a', CiState::Failure).decide();
     assert_eq!(events(&d), vec![EventKind::Suspect]);
     assert_eq!(w.status.suspect[0].sha, sha('a'));
-    assert_eq!(w.status.validated_sha, Some(sha('a')), "still the rollback target");
+    assert_eq!(
+        w.status.validated_sha,
+        Some(sha('a')),
+        "still the rollback target"
+    );
     assert_eq!(condition(&w, "Verified").reason, reason::SUSPECT);
     assert!(w.advance(60).decide().notifications.is_empty());
 }
@@ -453,7 +576,13 @@ fn a_green_rerun_after_a_rollback_is_recorded_but_the_sha_stays_quarantined() {
     assert_eq!(d.workload, target('a', None));
     assert_eq!(w.status.phase, Phase::RolledBack);
     let tail: Vec<_> = history(&w).into_iter().rev().take(2).collect();
-    assert_eq!(tail, vec![(HistoryEvent::Validated, "bbbbbbb".into()), (HistoryEvent::RolledBack, "bbbbbbb".into())]);
+    assert_eq!(
+        tail,
+        vec![
+            (HistoryEvent::Validated, "bbbbbbb".into()),
+            (HistoryEvent::RolledBack, "bbbbbbb".into())
+        ]
+    );
     let before = w.status.history.len();
     w.advance(60).decide();
     assert_eq!(w.status.history.len(), before, "recorded once");
@@ -464,11 +593,20 @@ fn an_unreachable_backend_freezes_the_lifecycle() {
     let mut w = World::validated(environment(), 'a');
     w.want('b').decide();
     w.running('b', HealthState::Healthy).decide();
-    w.obs.workload.backend = BackendState::Unreachable { reason: "connection refused".into() };
+    w.obs.workload.backend = BackendState::Unreachable {
+        reason: "connection refused".into(),
+    };
     let d = w.ci('b', CiState::Failure).advance(600).decide();
-    assert_eq!(w.status.phase, Phase::Verifying, "no transition on unreliable observations");
+    assert_eq!(
+        w.status.phase,
+        Phase::Verifying,
+        "no transition on unreliable observations"
+    );
     assert_eq!(d.workload, None);
-    assert_eq!(condition(&w, "Degraded").reason, reason::BACKEND_UNAVAILABLE);
+    assert_eq!(
+        condition(&w, "Degraded").reason,
+        reason::BACKEND_UNAVAILABLE
+    );
     assert!(d.requeue_after.is_some());
     // Back: the red verdict is acted on.
     w.obs.workload.backend = BackendState::Reachable;
@@ -482,16 +620,39 @@ fn pre_deploy_hooks_run_before_the_workload_moves() {
     let mut w = World::validated(with_backup_hook(environment()), 'a');
     let d = w.want('b').decide();
     assert_eq!(w.status.phase, Phase::Deploying);
-    assert_eq!(d.workload, None, "what runs is left alone while the backup runs");
+    assert_eq!(
+        d.workload, None,
+        "what runs is left alone while the backup runs"
+    );
     assert_eq!(d.hooks.len(), 1);
-    assert_eq!((d.hooks[0].name.as_str(), &d.hooks[0].sha, &d.hooks[0].previous), ("backup", &sha('b'), &Some(sha('a'))));
+    assert_eq!(
+        (
+            d.hooks[0].name.as_str(),
+            &d.hooks[0].sha,
+            &d.hooks[0].previous
+        ),
+        ("backup", &sha('b'), &Some(sha('a')))
+    );
     assert_eq!(condition(&w, PROGRESSING).reason, reason::RUNNING_HOOKS);
     let d = w.hook("backup", HookOutcome::Running).decide();
     assert_eq!(d.workload, None);
-    let d = w.hook("backup", HookOutcome::Succeeded { output: Some("/backups/b.tgz".into()) }).decide();
+    let d = w
+        .hook(
+            "backup",
+            HookOutcome::Succeeded {
+                output: Some("/backups/b.tgz".into()),
+            },
+        )
+        .decide();
     assert_eq!(d.workload, target('b', Some('a')));
     assert!(d.hooks.is_empty());
-    let entry = w.status.history.iter().rev().find(|h| h.event == HistoryEvent::HookSucceeded).unwrap();
+    let entry = w
+        .status
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.event == HistoryEvent::HookSucceeded)
+        .unwrap();
     assert_eq!(entry.output.as_deref(), Some("/backups/b.tgz"));
 }
 
@@ -499,11 +660,21 @@ fn pre_deploy_hooks_run_before_the_workload_moves() {
 fn a_failing_hook_stops_the_deploy_and_keeps_what_runs() {
     let mut w = World::validated(with_backup_hook(environment()), 'a');
     w.want('b').decide();
-    let d = w.hook("backup", HookOutcome::Failed { reason: "exit status 2".into() }).decide();
+    let d = w
+        .hook(
+            "backup",
+            HookOutcome::Failed {
+                reason: "exit status 2".into(),
+            },
+        )
+        .decide();
     assert_eq!(w.status.phase, Phase::Failed);
     assert_eq!(d.workload, None);
     assert_eq!(events(&d), vec![EventKind::HookFailed]);
-    assert!(w.status.quarantine.is_empty(), "B never ran: nothing to quarantine");
+    assert!(
+        w.status.quarantine.is_empty(),
+        "B never ran: nothing to quarantine"
+    );
     assert_eq!(w.status.validated_sha, Some(sha('a')));
     assert!(w.advance(60).decide().notifications.is_empty());
 }
@@ -512,14 +683,30 @@ fn a_failing_hook_stops_the_deploy_and_keeps_what_runs() {
 fn resuming_after_a_crash_does_not_deploy_twice() {
     let mut w = World::validated(environment(), 'a');
     w.want('b').decide();
-    let deployed = w.status.history.iter().filter(|h| h.event == HistoryEvent::Deployed).count();
+    let deployed = w
+        .status
+        .history
+        .iter()
+        .filter(|h| h.event == HistoryEvent::Deployed)
+        .count();
     // The controller died after the backend moved to B; a new process decides from the record.
     let mut restarted = w.clone();
     restarted.running('b', HealthState::Healthy);
     let d = restarted.decide();
     assert_eq!(restarted.status.phase, Phase::Verifying);
-    assert_eq!(restarted.status.history.iter().filter(|h| h.event == HistoryEvent::Deployed).count(), deployed);
-    assert_eq!(restarted.status.rollout.as_ref().unwrap().rollback_point, Some(sha('a')));
+    assert_eq!(
+        restarted
+            .status
+            .history
+            .iter()
+            .filter(|h| h.event == HistoryEvent::Deployed)
+            .count(),
+        deployed
+    );
+    assert_eq!(
+        restarted.status.rollout.as_ref().unwrap().rollback_point,
+        Some(sha('a'))
+    );
     assert_eq!(events(&d), vec![EventKind::Deployed]);
     // It died before recording anything: the old record (Validated A) plus B running
     // resumes the deploy of B with A as rollback point.
@@ -527,7 +714,10 @@ fn resuming_after_a_crash_does_not_deploy_twice() {
     w.want('b').running('b', HealthState::Healthy);
     let d = w.decide();
     assert_eq!(w.status.phase, Phase::Verifying);
-    assert_eq!(w.status.rollout.as_ref().unwrap().rollback_point, Some(sha('a')));
+    assert_eq!(
+        w.status.rollout.as_ref().unwrap().rollback_point,
+        Some(sha('a'))
+    );
     assert_eq!(d.workload, target('b', Some('a')));
 }
 
@@ -559,7 +749,10 @@ fn history_stays_bounded() {
         assert!(w.status.history.len() <= 5);
     }
     assert_eq!(w.status.validated_sha, Some(sha('3')));
-    assert_eq!(w.status.history.last().unwrap().event, HistoryEvent::Validated);
+    assert_eq!(
+        w.status.history.last().unwrap().event,
+        HistoryEvent::Validated
+    );
 }
 
 #[test]
@@ -567,9 +760,15 @@ fn conditions_keep_their_transition_time_while_unchanged() {
     let mut w = World::validated(environment(), 'a');
     let ready = condition(&w, READY).clone();
     w.advance(3600).decide();
-    assert_eq!(condition(&w, READY).last_transition_time, ready.last_transition_time);
+    assert_eq!(
+        condition(&w, READY).last_transition_time,
+        ready.last_transition_time
+    );
     w.want('b').decide();
-    assert_ne!(condition(&w, READY).last_transition_time, ready.last_transition_time);
+    assert_ne!(
+        condition(&w, READY).last_transition_time,
+        ready.last_transition_time
+    );
     assert_eq!(condition(&w, READY).status, ConditionStatus::False);
     assert_eq!(w.status.observed_generation, Some(1));
     assert_eq!(w.status.short.desired.as_deref(), Some("bbbbbbb"));

@@ -34,7 +34,10 @@ pub fn crd_files() -> Result<Vec<(String, String)>, serde_norway::Error> {
         .into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            Ok((format!("{name}.yaml"), format!("---\n{}", serde_norway::to_string(&crd)?)))
+            Ok((
+                format!("{name}.yaml"),
+                format!("---\n{}", serde_norway::to_string(&crd)?),
+            ))
         })
         .collect()
 }

@@ -132,7 +132,7 @@ pub struct QuarantineClearance {
     /// Why.
     #[schemars(length(min = 3, max = 1024))]
     pub reason: String,
-    /// When the clearance was given: quarantines recorded after it are not lifted by it.
+    /// When the clearance was given: it lifts only quarantines recorded before this instant.
     #[schemars(with = "String")]
     pub at: Timestamp,
 }
@@ -338,6 +338,9 @@ pub struct QuarantineEntry {
     pub at: Timestamp,
     /// Why.
     pub reason: String,
+    /// A later CI run passed for this SHA; it stays quarantined until cleared.
+    #[serde(default)]
+    pub ci_passed_later: bool,
 }
 
 /// A validated SHA whose validation was revoked.

@@ -252,6 +252,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             }
         }
     }
+    d.aftermath();
     d.finish()
 }
 
@@ -350,6 +351,10 @@ impl Decider<'_> {
             });
         }
         self.clear_quarantines();
+    }
+
+    /// Records what the transitions made observable: revoked validations, green re-runs.
+    fn aftermath(&mut self) {
         self.revoke_validations();
         self.record_ci_recoveries();
     }
@@ -360,13 +365,24 @@ impl Decider<'_> {
             let before = self.status.quarantine.len();
             self.status
                 .quarantine
-                .retain(|q| !(q.sha == clearance.sha && q.at <= clearance.at));
+                .retain(|q| !(q.sha == clearance.sha && q.at < clearance.at));
             if self.status.quarantine.len() != before {
                 self.record(HistoryEntry {
                     by: Some(clearance.by.clone()),
                     reason: Some(clearance.reason.clone()),
                     ..self.entry(HistoryEvent::QuarantineCleared, &clearance.sha)
                 });
+                // A failed attempt at the cleared SHA is closed: it may be tried afresh.
+                if self.status.phase == Phase::Failed
+                    && self
+                        .status
+                        .rollout
+                        .as_ref()
+                        .is_some_and(|r| r.sha == clearance.sha)
+                {
+                    self.status.rollout = None;
+                    self.set_phase(Phase::Pending);
+                }
             }
         }
     }
@@ -430,31 +446,32 @@ impl Decider<'_> {
 
     /// A green re-run for a quarantined SHA is recorded; the SHA stays quarantined.
     fn record_ci_recoveries(&mut self) {
-        let recovered: Vec<(Sha, Timestamp, Option<String>)> = self
-            .status
-            .quarantine
-            .iter()
-            .filter_map(|q| {
-                let v = self
-                    .verdict(&q.sha)
-                    .filter(|v| v.state == CiState::Success)?;
-                Some((q.sha.clone(), q.at, v.url.clone()))
-            })
-            .collect();
-        for (sha, since, url) in recovered {
-            let already = self
-                .status
-                .history
-                .iter()
-                .any(|h| h.event == HistoryEvent::Validated && h.sha == sha && h.at >= since);
-            if !already {
-                let reason = "a CI re-run passed after the rollback; the SHA stays quarantined until cleared".to_owned();
-                self.record(HistoryEntry {
-                    reason: Some(reason),
-                    url,
-                    ..self.entry(HistoryEvent::Validated, &sha)
-                });
+        // In a ValidatedOnly environment the verdict comes from upstream, not from a re-run here.
+        if self.env().strategy == Strategy::ValidatedOnly {
+            return;
+        }
+        let mut recovered = Vec::new();
+        for q in &mut self.status.quarantine {
+            if let Some(v) = self
+                .input
+                .observed
+                .ci
+                .get(&q.sha)
+                .filter(|v| v.state == CiState::Success)
+                && !q.ci_passed_later
+            {
+                q.ci_passed_later = true;
+                recovered.push((q.sha.clone(), v.url.clone()));
             }
+        }
+        for (sha, url) in recovered {
+            let reason =
+                "a CI re-run passed after the rollback; the SHA stays quarantined until cleared";
+            self.record(HistoryEntry {
+                reason: Some(reason.to_owned()),
+                url,
+                ..self.entry(HistoryEvent::Validated, &sha)
+            });
         }
     }
 
@@ -504,17 +521,25 @@ impl Decider<'_> {
             self.set_phase(Phase::Pending);
             return true;
         };
-        // A newer revision supersedes the one in flight, if it may start now.
+        // A newer revision supersedes the one in flight, if it may start now. Going back
+        // to the validated SHA abandons the rollout: the validated SHA is put back as is.
         if let Some(desired) = self.obs().desired.sha().cloned()
             && desired != rollout.sha
-            && self.gate(&desired).is_ok()
         {
-            self.record(HistoryEntry {
-                reason: Some(format!("superseded by {}", desired.short())),
-                ..self.entry(HistoryEvent::Superseded, &rollout.sha)
-            });
-            self.start_rollout(&desired);
-            return true;
+            let back_to_validated = Some(&desired) == self.status.validated_sha.as_ref();
+            if back_to_validated || self.gate(&desired).is_ok() {
+                self.record(HistoryEntry {
+                    reason: Some(format!("superseded by {}", desired.short())),
+                    ..self.entry(HistoryEvent::Superseded, &rollout.sha)
+                });
+                if back_to_validated {
+                    self.status.rollout = None;
+                    self.set_phase(Phase::Validated);
+                } else {
+                    self.start_rollout(&desired);
+                }
+                return true;
+            }
         }
         let verdict = self.verdict(&rollout.sha).cloned();
         if let Some(v) = &verdict {
@@ -638,12 +663,22 @@ impl Decider<'_> {
             return true;
         }
         if self.env().strategy == Strategy::ValidatedOnly {
+            // The upstream validation is the verdict; it must still hold now.
             let from = self
                 .env()
                 .promotion
                 .as_ref()
-                .map_or("upstream", |p| p.from.as_str());
-            self.validate(&rollout, Some(format!("validated in {from}")), None);
+                .map_or("upstream", |p| p.from.as_str())
+                .to_owned();
+            let still = self.obs().upstream.as_ref().is_some_and(|u| {
+                u.validated.contains(&rollout.sha) && !u.suspect.contains(&rollout.sha)
+            });
+            if still {
+                self.validate(&rollout, Some(format!("validated in {from}")), None);
+            } else {
+                let reason = format!("its validation in {from} was revoked during the deploy");
+                self.begin_rollback(&mut rollout, reason, None);
+            }
             return true;
         }
         let timeout = self.env().verification.timeout;
@@ -741,6 +776,7 @@ impl Decider<'_> {
                 sha: rollout.sha.clone(),
                 at: self.now(),
                 reason: reason.clone(),
+                ci_passed_later: false,
             });
         }
         if let Some(to) = rollout.rollback_point.clone() {
@@ -799,6 +835,11 @@ impl Decider<'_> {
         if self.status.phase == Phase::Failed
             && let Some(mut rollout) = self.status.rollout.clone().filter(|r| r.sha == desired)
         {
+            if self.env().strategy == Strategy::ValidatedOnly {
+                // Validation comes from upstream only: a person must act.
+                self.block = Some(Block::Failed);
+                return false;
+            }
             let running = self.obs().workload.sha.as_ref() == Some(&desired);
             match self.verdict(&desired).map(|v| (v.state, v.clone())) {
                 Some((CiState::Success, v)) if running && !self.is_quarantined(&desired) => {

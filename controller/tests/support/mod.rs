@@ -1,6 +1,9 @@
 //! A small world for driving `decide` in tests: specs, observations and a clock.
 
-#![allow(dead_code, reason = "each test file uses a different part of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the helpers"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,16 +12,17 @@ use vigie::{
     api::{
         Sha,
         environment::{
-            ApprovalPolicy, Backend, DeployWindows, DockerBackend, EnvironmentSpec, Hook, Hooks, Monitoring, Promotion,
-            Strategy, Verification, WeeklyRange,
+            ApprovalPolicy, Backend, DeployWindows, DockerBackend, EnvironmentSpec, Hook, Hooks,
+            Monitoring, Promotion, Strategy, Verification, WeeklyRange,
         },
         release::{
-            ApprovalGrant, BreakGlass, CiState, HealthState, Overrides, QuarantineClearance, ReleaseSpec, ReleaseStatus,
+            ApprovalGrant, BreakGlass, CiState, HealthState, Overrides, QuarantineClearance,
+            ReleaseSpec, ReleaseStatus,
         },
     },
     lifecycle::{
-        BackendState, CiVerdict, Decision, Desired, HookOutcome, Input, Observations, Upstream, Windows,
-        WorkloadObservation, decide,
+        BackendState, CiVerdict, Decision, Desired, HookOutcome, Input, Observations, Upstream,
+        Windows, WorkloadObservation, decide,
     },
 };
 
@@ -44,7 +48,10 @@ pub fn environment() -> EnvironmentSpec {
 pub fn validated_only(approval: ApprovalPolicy) -> EnvironmentSpec {
     EnvironmentSpec {
         strategy: Strategy::ValidatedOnly,
-        promotion: Some(Promotion { from: "preprod".into(), approval }),
+        promotion: Some(Promotion {
+            from: "preprod".into(),
+            approval,
+        }),
         ..environment()
     }
 }
@@ -67,7 +74,10 @@ pub fn weekend_freeze() -> Windows {
     Windows::new(&DeployWindows {
         time_zone: "Europe/Brussels".into(),
         allow: vec![],
-        deny: vec![WeeklyRange { from: "Fri 16:00".into(), to: "Mon 08:00".into() }],
+        deny: vec![WeeklyRange {
+            from: "Fri 16:00".into(),
+            to: "Mon 08:00".into(),
+        }],
     })
     .unwrap()
 }
@@ -142,7 +152,8 @@ impl World {
     pub fn running(&mut self, c: char, health: HealthState) -> &mut Self {
         self.obs.workload.sha = Some(sha(c));
         self.obs.workload.health = health;
-        self.obs.workload.reason = (health == HealthState::Unhealthy).then(|| "GET /health returned 500".into());
+        self.obs.workload.reason =
+            (health == HealthState::Unhealthy).then(|| "GET /health returned 500".into());
         self
     }
 
@@ -152,7 +163,11 @@ impl World {
             CiVerdict {
                 state,
                 url: Some(format!("https://ci.example/runs/{c}")),
-                failed_checks: if state == CiState::Failure { vec!["tests".into()] } else { vec![] },
+                failed_checks: if state == CiState::Failure {
+                    vec!["tests".into()]
+                } else {
+                    vec![]
+                },
                 description: (state == CiState::Error).then(|| "runner lost".into()),
             },
         );
@@ -168,12 +183,21 @@ impl World {
     }
 
     pub fn approve(&mut self, c: char, by: &str) -> &mut Self {
-        self.spec.approval = Some(ApprovalGrant { sha: sha(c), by: by.into(), reason: Some("release 1.2".into()), at: None });
+        self.spec.approval = Some(ApprovalGrant {
+            sha: sha(c),
+            by: by.into(),
+            reason: Some("release 1.2".into()),
+            at: None,
+        });
         self
     }
 
     pub fn break_glass(&mut self, c: char, by: &str, reason: &str) -> &mut Self {
-        self.spec.break_glass = Some(BreakGlass { sha: sha(c), by: by.into(), reason: reason.into() });
+        self.spec.break_glass = Some(BreakGlass {
+            sha: sha(c),
+            by: by.into(),
+            reason: reason.into(),
+        });
         self
     }
 
@@ -193,7 +217,7 @@ impl World {
     }
 
     pub fn advance(&mut self, seconds: i64) -> &mut Self {
-        self.obs.now = self.obs.now + SignedDuration::from_secs(seconds);
+        self.obs.now += SignedDuration::from_secs(seconds);
         self
     }
 
@@ -224,7 +248,11 @@ impl World {
         w.decide();
         // Hook outcomes are reported for the SHA in flight only.
         w.obs.hooks.clear();
-        assert_eq!(w.status.phase, vigie::api::Phase::Validated, "setup: {c} validated");
+        assert_eq!(
+            w.status.phase,
+            vigie::api::Phase::Validated,
+            "setup: {c} validated"
+        );
         w
     }
 }
