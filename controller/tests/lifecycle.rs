@@ -24,7 +24,10 @@ fn history(w: &World) -> Vec<(HistoryEvent, String)> {
         .collect()
 }
 
-#[allow(clippy::unnecessary_wraps, reason = "compared with `Decision::workload`, an Option")]
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "compared with `Decision::workload`, an Option"
+)]
 fn target(c: char, keep: Option<char>) -> Option<WorkloadTarget> {
     Some(WorkloadTarget {
         sha: sha(c),
