@@ -217,6 +217,7 @@ impl JsonSchema for DurationSpec {
         json_schema!({
             "type": "string",
             "pattern": DURATION_PATTERN,
+            "maxLength": 32,
         })
     }
 }

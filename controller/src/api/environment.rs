@@ -61,8 +61,9 @@ pub struct EnvironmentSpec {
     /// Commands run before a deploy (backups) and after it (smoke tests).
     #[serde(default)]
     pub hooks: Hooks,
-    /// Where notifications go, each sink with the events it wants.
+    /// Where notifications go, each sink with the events it wants (at most 32).
     #[serde(default)]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, a.name == b.name))").message("notification sink names must be unique"))]
     pub notifications: Vec<NotificationSink>,
     /// Periodic health monitoring of the releases running here.
