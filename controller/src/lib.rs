@@ -7,6 +7,7 @@
 //! is the `vigie` command.
 
 pub mod api;
+pub mod backend;
 pub mod cli;
 pub mod lifecycle;
 pub mod manifest;

@@ -1,0 +1,656 @@
+//! The Docker backend: bollard against a local socket, `DOCKER_HOST`, TCP with TLS,
+//! or SSH. Containers are planned as data in [`plan`]; this module only sends them.
+//!
+//! Each SHA gets its own container (`vigie-<env>-<location>-<sha7>`); only the target
+//! runs. The rollback point's container is kept stopped, with its image, so that a
+//! rollback starts it again without re-pulling or rebuilding anything.
+
+pub mod checkout;
+pub mod compose;
+pub mod plan;
+
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
+
+use bollard::{
+    API_DEFAULT_VERSION, Docker,
+    models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum},
+    query_parameters::{
+        CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+        KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+        RemoveContainerOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+    },
+};
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use tokio::sync::Mutex;
+
+use self::plan::{
+    ContainerPlan, LABEL_CONFIG, LABEL_HOOK, LABEL_HOOK_OUTPUT, LABEL_LOCATION, LABEL_SHA,
+};
+use super::{Backend, BackendError, Probe, Result, Workload, health};
+use crate::{
+    api::{
+        Sha,
+        code_location::Artifact,
+        environment::{DockerBackend as DockerSpec, Hook},
+        release::HealthState,
+    },
+    lifecycle::{BackendState, HookOutcome, HookRun, WorkloadObservation, WorkloadTarget},
+};
+
+/// How long a request to the engine may take.
+const ENGINE_TIMEOUT_SECS: u64 = 120;
+/// Grace period of `docker stop`.
+const STOP_GRACE_SECS: i32 = 10;
+/// A container restarted this many times within [`LOOP_WINDOW`] is restart-looping.
+const LOOP_RESTARTS: i64 = 2;
+/// See [`LOOP_RESTARTS`].
+const LOOP_WINDOW: Duration = Duration::from_secs(120);
+
+/// A Docker engine.
+#[derive(Clone)]
+pub struct DockerBackend {
+    client: Arc<Mutex<Client>>,
+    http: reqwest::Client,
+    host: String,
+}
+
+struct Client {
+    docker: Docker,
+    negotiated: bool,
+}
+
+fn engine(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Engine(e.to_string())
+}
+
+impl DockerBackend {
+    /// Connects (lazily: nothing is sent yet) to the engine an Environment names.
+    pub fn connect(spec: &DockerSpec) -> Result<Self> {
+        let host = spec
+            .host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_default();
+        let docker = if host.is_empty() {
+            Docker::connect_with_local_defaults()
+        } else if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, ENGINE_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else if host.starts_with("tcp://") {
+            match &spec.tls {
+                Some(tls) => match (&tls.ca_file, &tls.cert_file, &tls.key_file) {
+                    (Some(ca), Some(cert), Some(key)) => Docker::connect_with_ssl(
+                        &host,
+                        Path::new(key),
+                        Path::new(cert),
+                        Path::new(ca),
+                        ENGINE_TIMEOUT_SECS,
+                        API_DEFAULT_VERSION,
+                    ),
+                    _ => {
+                        return Err(BackendError::Engine(format!(
+                            "{host}: tls.secretRef is read by the operator only; standalone, give caFile, certFile and keyFile"
+                        )));
+                    }
+                },
+                None => Docker::connect_with_http(&host, ENGINE_TIMEOUT_SECS, API_DEFAULT_VERSION),
+            }
+        } else if host.starts_with("ssh://") {
+            Docker::connect_with_ssh(&host, ENGINE_TIMEOUT_SECS, API_DEFAULT_VERSION, None)
+        } else {
+            return Err(BackendError::Engine(format!("unsupported Docker host {host:?}")));
+        }
+        .map_err(|e| BackendError::Engine(format!("{}: {e}", display_host(&host))))?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(engine)?;
+        Ok(Self {
+            client: Arc::new(Mutex::new(Client {
+                docker,
+                negotiated: false,
+            })),
+            http,
+            host,
+        })
+    }
+
+    /// The engine client, its API version negotiated on first success.
+    async fn docker(&self) -> Result<Docker> {
+        let mut client = self.client.lock().await;
+        if !client.negotiated {
+            let negotiated = client
+                .docker
+                .clone()
+                .negotiate_version()
+                .await
+                .map_err(|e| BackendError::Engine(format!("{}: {e}", display_host(&self.host))))?;
+            client.docker = negotiated;
+            client.negotiated = true;
+        }
+        Ok(client.docker.clone())
+    }
+
+    /// Every container of the workload (hook runs apart), inspected.
+    async fn containers(
+        &self,
+        docker: &Docker,
+        w: &Workload,
+    ) -> Result<Vec<ContainerInspectResponse>> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&plan::workload_filter(w))
+            .build();
+        let list = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine)?;
+        let mut out = Vec::new();
+        for c in list {
+            if c.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(LABEL_HOOK))
+            {
+                continue;
+            }
+            let Some(id) = c.id else { continue };
+            match docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(inspect) => out.push(inspect),
+                // Removed between the list and the inspect.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(engine(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ensure_image(&self, docker: &Docker, image: &str) -> Result<()> {
+        if docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let (repo, tag) = match image.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+            _ => (image, "latest"),
+        };
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(repo)
+            .tag(tag)
+            .build();
+        docker
+            .create_image(Some(options), None, None)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| BackendError::Image {
+                image: image.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    async fn create(&self, docker: &Docker, plan: &ContainerPlan) -> Result<()> {
+        self.ensure_image(docker, &plan.image).await?;
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&plan.name)
+            .build();
+        docker
+            .create_container(Some(options), plan.create_body())
+            .await
+            .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn remove(&self, docker: &Docker, id: &str) -> Result<()> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match docker.remove_container(id, Some(options)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    async fn stop(&self, docker: &Docker, id: &str) -> Result<()> {
+        let options = StopContainerOptionsBuilder::default()
+            .t(STOP_GRACE_SECS)
+            .build();
+        match docker.stop_container(id, Some(options)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    /// The last lines a container wrote, for a failed hook's reason.
+    async fn tail(&self, docker: &Docker, id: &str) -> String {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("5")
+            .build();
+        let lines: Vec<String> = docker
+            .logs(id, Some(options))
+            .filter_map(|l| async move { l.ok().map(|l| l.to_string()) })
+            .collect()
+            .await;
+        lines.concat().trim().to_owned()
+    }
+
+    /// Moves a git-checkout artifact's working tree to `sha`; the container running the
+    /// old code is stopped so that it restarts on the new tree.
+    async fn sync_checkout(
+        &self,
+        docker: &Docker,
+        w: &Workload,
+        template: &str,
+        container: &str,
+        sha: &Sha,
+    ) -> Result<()> {
+        let path = plan::checkout_path(template, w);
+        if checkout::head(Path::new(&path)).as_ref() == Some(sha) {
+            return Ok(());
+        }
+        let (url, tree, at) = (w.repo_url.clone(), path.clone(), sha.clone());
+        tokio::task::spawn_blocking(move || checkout::checkout(&url, Path::new(&tree), &at))
+            .await
+            .map_err(engine)??;
+        if let Some(c) = self
+            .containers(docker, w)
+            .await?
+            .iter()
+            .find(|c| name(c) == container && is_running(c))
+        {
+            self.stop(docker, c.id.as_deref().unwrap_or_default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Hook runs of SHAs other than the target are done with.
+    async fn remove_other_hook_runs(&self, docker: &Docker, w: &Workload, sha: &Sha) -> Result<()> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&plan::workload_filter(w))
+            .build();
+        for c in docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine)?
+        {
+            let labels = c.labels.unwrap_or_default();
+            if labels.contains_key(LABEL_HOOK)
+                && labels.get(LABEL_SHA).map(String::as_str) != Some(sha.as_str())
+            {
+                self.remove(docker, c.id.as_deref().unwrap_or_default())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn observe_container(
+        &self,
+        w: &Workload,
+        c: &ContainerInspectResponse,
+        probe: Probe,
+    ) -> (HealthState, Option<String>) {
+        let state = c.state.clone().unwrap_or_default();
+        let restarts = c.restart_count.unwrap_or(0);
+        let exit = state.exit_code.unwrap_or(0);
+        match state.status {
+            Some(ContainerStateStatusEnum::RESTARTING) => {
+                return (
+                    HealthState::Unhealthy,
+                    Some(format!(
+                        "restart-looping ({restarts} restarts, last exit code {exit})"
+                    )),
+                );
+            }
+            Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD) => {
+                return (
+                    HealthState::Unhealthy,
+                    Some(format!("exited with code {exit}")),
+                );
+            }
+            Some(ContainerStateStatusEnum::CREATED) => {
+                return (
+                    HealthState::Progressing,
+                    Some("created, not started".into()),
+                );
+            }
+            Some(ContainerStateStatusEnum::RUNNING) => {}
+            other => {
+                return (
+                    HealthState::Unhealthy,
+                    Some(format!("container is {other:?}")),
+                );
+            }
+        }
+        let started = state
+            .started_at
+            .as_deref()
+            .and_then(|s| s.parse::<Timestamp>().ok());
+        let recently = started
+            .is_some_and(|t| Timestamp::now().duration_since(t).unsigned_abs() < LOOP_WINDOW);
+        if restarts >= LOOP_RESTARTS && recently {
+            return (
+                HealthState::Unhealthy,
+                Some(format!(
+                    "restart-looping ({restarts} restarts, last exit code {exit})"
+                )),
+            );
+        }
+        match state.health.and_then(|h| h.status) {
+            Some(HealthStatusEnum::STARTING) => {
+                return (
+                    HealthState::Progressing,
+                    Some("HEALTHCHECK starting".into()),
+                );
+            }
+            Some(HealthStatusEnum::UNHEALTHY) => {
+                return (
+                    HealthState::Unhealthy,
+                    Some("Docker HEALTHCHECK reports unhealthy".into()),
+                );
+            }
+            _ => {}
+        }
+        let Some(hc) = w.health_check.as_ref().filter(|_| probe == Probe::Full) else {
+            return (HealthState::Healthy, None);
+        };
+        let Some((ip, port)) = published_port(c, hc.port) else {
+            return (
+                HealthState::Unhealthy,
+                Some("the health check's port is not published".into()),
+            );
+        };
+        match health::check(&self.http, &health::url(&ip, port, &hc.path), hc).await {
+            Ok(()) => (HealthState::Healthy, None),
+            Err(reason) => {
+                // A container that died during the checks says more than the HTTP error.
+                (HealthState::Unhealthy, Some(reason))
+            }
+        }
+    }
+}
+
+fn display_host(host: &str) -> &str {
+    if host.is_empty() {
+        "the local Docker engine"
+    } else {
+        host
+    }
+}
+
+fn label<'a>(c: &'a ContainerInspectResponse, key: &str) -> Option<&'a str> {
+    c.config
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+fn name(c: &ContainerInspectResponse) -> &str {
+    c.name
+        .as_deref()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+}
+
+fn is_running(c: &ContainerInspectResponse) -> bool {
+    matches!(
+        c.state.as_ref().and_then(|s| s.status),
+        Some(ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::RESTARTING)
+    )
+}
+
+/// The host address and port where container port `port` (default: the first one) is published.
+fn published_port(c: &ContainerInspectResponse, port: Option<u16>) -> Option<(String, u16)> {
+    let ports = c.network_settings.as_ref()?.ports.as_ref()?;
+    let mut keys: Vec<&String> = ports.keys().collect();
+    keys.sort();
+    let key = match port {
+        Some(p) => keys
+            .into_iter()
+            .find(|k| k.split('/').next() == Some(p.to_string().as_str()))?,
+        None => keys.into_iter().next()?,
+    };
+    let binding = ports.get(key)?.as_ref()?.first()?;
+    Some((
+        binding.host_ip.clone().unwrap_or_default(),
+        binding.host_port.as_ref()?.parse().ok()?,
+    ))
+}
+
+impl Backend for DockerBackend {
+    async fn observe(&self, w: &Workload, probe: Probe) -> WorkloadObservation {
+        let unreachable = |e: BackendError| WorkloadObservation {
+            backend: BackendState::Unreachable {
+                reason: e.to_string(),
+            },
+            sha: None,
+            health: HealthState::Unknown,
+            reason: None,
+        };
+        let docker = match self.docker().await {
+            Ok(d) => d,
+            Err(e) => return unreachable(e),
+        };
+        let containers = match self.containers(&docker, w).await {
+            Ok(c) => c,
+            Err(e) => return unreachable(e),
+        };
+        // What runs is the container started last: the one Vigie started on purpose.
+        let current = containers.iter().max_by_key(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.started_at.clone())
+                .unwrap_or_default()
+        });
+        let Some(current) = current else {
+            return WorkloadObservation {
+                backend: BackendState::Reachable,
+                sha: None,
+                health: HealthState::Unknown,
+                reason: None,
+            };
+        };
+        let sha = label(current, LABEL_SHA).and_then(|s| s.parse().ok());
+        let (health, reason) = self.observe_container(w, current, probe).await;
+        WorkloadObservation {
+            backend: BackendState::Reachable,
+            sha,
+            health,
+            reason,
+        }
+    }
+
+    async fn apply(&self, w: &Workload, target: &WorkloadTarget) -> Result<()> {
+        let docker = self.docker().await?;
+        let service = match &w.artifact {
+            Artifact::Compose(a) => {
+                let (file, service) = (a.file.clone(), a.service.clone());
+                Some(
+                    tokio::task::spawn_blocking(move || compose::load(&file, &service))
+                        .await
+                        .map_err(engine)??,
+                )
+            }
+            _ => None,
+        };
+        let want = plan::workload_container(w, &target.sha, service.as_ref());
+        let keep = target.keep.as_ref().map(|k| plan::container_name(w, k));
+        if let Artifact::GitCheckout(g) = &w.artifact {
+            self.sync_checkout(&docker, w, &g.path, &want.name, &target.sha)
+                .await?;
+        }
+        let containers = self.containers(&docker, w).await?;
+        let existing = containers.iter().find(|c| name(c) == want.name);
+        let needs_create = match existing {
+            Some(c)
+                if label(c, LABEL_CONFIG) == want.labels.get(LABEL_CONFIG).map(String::as_str) =>
+            {
+                false
+            }
+            Some(c) => {
+                self.remove(&docker, c.id.as_deref().unwrap_or_default())
+                    .await?;
+                true
+            }
+            None => true,
+        };
+        if needs_create {
+            // Created before the old one stops: a failed pull leaves what runs alone.
+            self.create(&docker, &want).await?;
+        }
+        let target_running = !needs_create && existing.is_some_and(is_running);
+        for c in containers
+            .iter()
+            .filter(|c| name(c) != want.name && is_running(c))
+        {
+            self.stop(&docker, c.id.as_deref().unwrap_or_default())
+                .await?;
+        }
+        if !target_running {
+            match docker
+                .start_container(&want.name, None::<StartContainerOptions>)
+                .await
+            {
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => {}
+                Err(e) => return Err(engine(e)),
+            }
+        }
+        for c in containers
+            .iter()
+            .filter(|c| name(c) != want.name && Some(name(c)) != keep.as_deref())
+        {
+            self.remove(&docker, c.id.as_deref().unwrap_or_default())
+                .await?;
+        }
+        self.remove_other_hook_runs(&docker, w, &target.sha).await
+    }
+
+    async fn run_hooks(
+        &self,
+        w: &Workload,
+        runs: &[HookRun],
+        hooks: &[Hook],
+    ) -> Result<BTreeMap<String, HookOutcome>> {
+        let docker = self.docker().await?;
+        let mut outcomes = BTreeMap::new();
+        for run in runs {
+            let Some(hook) = hooks.iter().find(|h| h.name == run.name) else {
+                continue;
+            };
+            let name = plan::hook_container_name(w, &hook.name, &run.sha);
+            let inspect = match docker
+                .inspect_container(&name, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(i) => i,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    let time = Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+                    let plan = plan::hook_container(w, hook, run, &time);
+                    if let Err(e) = self.create(&docker, &plan).await {
+                        outcomes.insert(
+                            run.name.clone(),
+                            HookOutcome::Failed {
+                                reason: e.to_string(),
+                            },
+                        );
+                        continue;
+                    }
+                    docker
+                        .start_container(&name, None::<StartContainerOptions>)
+                        .await
+                        .map_err(engine)?;
+                    outcomes.insert(run.name.clone(), HookOutcome::Running);
+                    continue;
+                }
+                Err(e) => return Err(engine(e)),
+            };
+            let state = inspect.state.clone().unwrap_or_default();
+            let output = label(&inspect, LABEL_HOOK_OUTPUT).map(str::to_owned);
+            let finished = matches!(
+                state.status,
+                Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
+            );
+            let outcome = if finished {
+                match state.exit_code {
+                    Some(0) => HookOutcome::Succeeded { output },
+                    code => {
+                        let tail = self.tail(&docker, &name).await;
+                        HookOutcome::Failed {
+                            reason: format!("exit status {}: {tail}", code.unwrap_or(-1)),
+                        }
+                    }
+                }
+            } else {
+                let started = state
+                    .started_at
+                    .as_deref()
+                    .and_then(|s| s.parse::<Timestamp>().ok());
+                let elapsed = started.map(|t| Timestamp::now().duration_since(t).unsigned_abs());
+                if elapsed.is_some_and(|e| e > hook.timeout.get()) {
+                    let options = KillContainerOptionsBuilder::default()
+                        .signal("SIGKILL")
+                        .build();
+                    let _ = docker.kill_container(&name, Some(options)).await;
+                    HookOutcome::Failed {
+                        reason: format!("timed out after {}", hook.timeout),
+                    }
+                } else {
+                    HookOutcome::Running
+                }
+            };
+            outcomes.insert(run.name.clone(), outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn prune(&self, environment: &str, keep: &[String]) -> Result<Vec<String>> {
+        let docker = self.docker().await?;
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&plan::environment_filter(environment))
+            .build();
+        let mut removed = Vec::new();
+        for c in docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine)?
+        {
+            let location = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_LOCATION))
+                .cloned()
+                .unwrap_or_default();
+            if !keep.contains(&location) {
+                self.remove(&docker, c.id.as_deref().unwrap_or_default())
+                    .await?;
+                removed.extend(
+                    c.names
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|n| n.trim_start_matches('/').to_owned()),
+                );
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP health check of a running SHA: GET on the published port, expected
+//! status and body substring, a timeout per request, retries with exponential
+//! backoff (`backon`).
+
+use backon::{ExponentialBuilder, Retryable};
+
+use crate::api::code_location::HealthCheck;
+
+/// Bodies are read up to this size; a health endpoint has no reason to send more.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The URL checked for a port published on `host_ip:host_port`.
+#[must_use]
+pub fn url(host_ip: &str, host_port: u16, path: &str) -> String {
+    let host = if host_ip.is_empty() || host_ip == "0.0.0.0" {
+        "127.0.0.1"
+    } else {
+        host_ip
+    };
+    format!("http://{host}:{host_port}{path}")
+}
+
+/// One request: `Ok` when the status and body are as expected, else why not.
+async fn once(client: &reqwest::Client, url: &str, hc: &HealthCheck) -> Result<(), String> {
+    let mut response = client
+        .get(url)
+        .timeout(hc.timeout.get())
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {}", without_url(&e)))?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while body.len() < MAX_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => return Err(format!("GET {url}: reading the body: {}", without_url(&e))),
+        }
+    }
+    if status != hc.expected_status {
+        return Err(format!(
+            "GET {url} returned {status}, expected {}",
+            hc.expected_status
+        ));
+    }
+    if let Some(expected) = &hc.expected_body {
+        let body = String::from_utf8_lossy(&body);
+        if !body.contains(expected.as_str()) {
+            return Err(format!("GET {url}: the body does not contain {expected:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(source) = std::error::Error::source(e) {
+        text = format!("{text}: {source}");
+    }
+    text
+}
+
+/// Checks `url` with the retries of `hc`: `Ok` as soon as one request passes, else the
+/// reason of the last failure.
+pub async fn check(client: &reqwest::Client, url: &str, hc: &HealthCheck) -> Result<(), String> {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(hc.interval.get())
+        .with_factor(2.0)
+        .with_max_times(usize::try_from(hc.retries).unwrap_or(usize::MAX));
+    (|| once(client, url, hc)).retry(backoff).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use tokio::{io::AsyncWriteExt, net::TcpListener};
+
+    use super::*;
+
+    /// A server answering each connection with the next canned response.
+    async fn server(responses: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let i = counter.fetch_add(1, Ordering::SeqCst);
+                let response = responses[i.min(responses.len() - 1)];
+                let mut buf = [0_u8; 1024];
+                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buf).await;
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        (format!("http://{addr}/health"), hits)
+    }
+
+    fn hc(retries: u32) -> HealthCheck {
+        HealthCheck {
+            path: "/health".into(),
+            port: None,
+            expected_status: 200,
+            expected_body: Some("ok".into()),
+            timeout: "1s".parse().unwrap(),
+            retries,
+            interval: "10ms".parse().unwrap(),
+        }
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n";
+    const FAIL: &str = "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 5\r\nconnection: close\r\n\r\nfail\n";
+    const WRONG_BODY: &str =
+        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nnope\n";
+
+    #[tokio::test]
+    async fn retries_until_healthy() {
+        let (url, hits) = server(vec![FAIL, FAIL, OK]).await;
+        check(&reqwest::Client::new(), &url, &hc(3)).await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_retries_with_the_last_reason() {
+        let (url, hits) = server(vec![FAIL]).await;
+        let e = check(&reqwest::Client::new(), &url, &hc(2))
+            .await
+            .unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        assert!(e.ends_with("returned 500, expected 200"), "{e}");
+        let (url, _) = server(vec![WRONG_BODY]).await;
+        let e = check(&reqwest::Client::new(), &url, &hc(0))
+            .await
+            .unwrap_err();
+        assert!(e.ends_with("the body does not contain \"ok\""), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unhealthy() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let e = check(
+            &reqwest::Client::new(),
+            &url("127.0.0.1", port, "/health"),
+            &hc(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.starts_with(&format!("GET http://127.0.0.1:{port}/health:")),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! The Backend port: drives a Release's workload to a SHA and reports what runs.
+//! Implementations: Docker (through bollard). The lifecycle never sees them: it
+//! receives a [`WorkloadObservation`] and returns a [`WorkloadTarget`].
+
+pub mod docker;
+pub mod health;
+
+use std::{collections::BTreeMap, future::Future};
+
+use crate::{
+    api::{
+        Sha,
+        code_location::{Artifact, CodeLocationSpec, ContainerSettings, HealthCheck},
+        common::EnvVar,
+        environment::{EnvironmentSpec, Hook},
+        release::ReleaseSpec,
+    },
+    lifecycle::{HookOutcome, HookRun, WorkloadObservation, WorkloadTarget},
+};
+
+/// Everything a backend needs to know about one Release's workload, resolved from
+/// the Release, its CodeLocation and its Environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Environment name.
+    pub environment: String,
+    /// CodeLocation name.
+    pub code_location: String,
+    /// Release name.
+    pub release: String,
+    /// The repository's clone URL.
+    pub repo_url: String,
+    /// How a SHA becomes something that runs.
+    pub artifact: Artifact,
+    /// Container settings with the Release's overrides applied.
+    pub container: ContainerSettings,
+    /// HTTP health check.
+    pub health_check: Option<HealthCheck>,
+    /// Compose project label of the containers.
+    pub project: String,
+}
+
+impl Workload {
+    /// Resolves a Release against its CodeLocation and Environment: the Release's ports
+    /// replace the location's when given; its env vars are added or replace by name.
+    #[must_use]
+    pub fn resolve(
+        release_name: &str,
+        release: &ReleaseSpec,
+        location: &CodeLocationSpec,
+        environment: &EnvironmentSpec,
+    ) -> Self {
+        let mut container = location.container.clone();
+        if !release.overrides.ports.is_empty() {
+            container.ports.clone_from(&release.overrides.ports);
+        }
+        for var in &release.overrides.env {
+            match container.env.iter_mut().find(|e| e.name == var.name) {
+                Some(existing) => existing.value.clone_from(&var.value),
+                None => container.env.push(EnvVar {
+                    name: var.name.clone(),
+                    value: var.value.clone(),
+                }),
+            }
+        }
+        let project = match &environment.backend {
+            crate::api::environment::Backend::Docker(d) => d.compose_project.clone(),
+            crate::api::environment::Backend::Kubernetes(_) => None,
+        }
+        .unwrap_or_else(|| format!("vigie-{}", release.environment));
+        Self {
+            environment: release.environment.clone(),
+            code_location: release.code_location.clone(),
+            release: release_name.to_owned(),
+            repo_url: location.repo.url.clone(),
+            artifact: location.artifact.clone(),
+            container,
+            health_check: location.health_check.clone(),
+            project,
+        }
+    }
+}
+
+/// How deep an observation goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Container state only (steady phases: cheap, every tick).
+    State,
+    /// Container state and the HTTP health check with its retries (a deploy or
+    /// rollback in flight, or a monitoring round).
+    Full,
+}
+
+/// Why a backend could not act.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The engine did not answer or refused the request.
+    #[error("failed to reach the Docker engine: {0}")]
+    Engine(String),
+    /// The image for the SHA is neither present nor pullable.
+    #[error("failed to get image {image}: {reason}")]
+    Image {
+        /// The image reference.
+        image: String,
+        /// Why.
+        reason: String,
+    },
+    /// The compose file could not be used.
+    #[error("failed to use compose file {file}: {reason}")]
+    Compose {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// The working tree could not be checked out at the SHA.
+    #[error("failed to check out {sha} in {path}: {reason}")]
+    Checkout {
+        /// The SHA.
+        sha: String,
+        /// The working tree.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
+
+/// Drives workloads to a SHA and reports what runs.
+pub trait Backend: Send + Sync {
+    /// What runs for the workload, and how healthy it is. Never fails: an engine that
+    /// does not answer is reported as [`crate::lifecycle::BackendState::Unreachable`].
+    fn observe(
+        &self,
+        workload: &Workload,
+        probe: Probe,
+    ) -> impl Future<Output = WorkloadObservation> + Send;
+
+    /// Makes the workload run `target.sha`, keeping `target.keep` ready for a fast
+    /// rollback and removing every other container of the workload. Idempotent.
+    fn apply(
+        &self,
+        workload: &Workload,
+        target: &WorkloadTarget,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Starts the hook runs that are not started yet (one per hook and SHA) and
+    /// reports the outcome of each.
+    fn run_hooks(
+        &self,
+        workload: &Workload,
+        runs: &[HookRun],
+        hooks: &[Hook],
+    ) -> impl Future<Output = Result<BTreeMap<String, HookOutcome>>> + Send;
+
+    /// Removes every container of `environment` labelled as ours whose code location
+    /// is not in `keep`.
+    fn prune(
+        &self,
+        environment: &str,
+        keep: &[String],
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+}
+
+/// The `{sha}` and `{shortSha}` substitutions of templates.
+#[must_use]
+pub fn substitute(template: &str, sha: &Sha) -> String {
+    template
+        .replace("{sha}", sha.as_str())
+        .replace("{shortSha}", sha.short())
+}

@@ -1,0 +1,3 @@
+module vigie.dev/demo-app
+
+go 1.22

@@ -1,0 +1,61 @@
+// demo-app is the tiny web application Vigie's demo and end-to-end tests deploy.
+//
+// It serves on $PORT (default 8080):
+//   GET /health  -> 200 "ok" when the app is healthy, 500 "fail" otherwise
+//   GET /        -> the commit it runs and its message
+//
+// Its behaviour comes from a directory of files ($APP_DIR, default /app): "health"
+// (ok|fail|crash) and "message". A commit of the demo repository is such a directory,
+// so a "bad commit" is simply one whose health file says fail or crash. The commit SHA
+// comes from $VIGIE_SHA (set by Vigie) or the file "sha".
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+func read(dir, name, fallback string) string {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return fallback
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func main() {
+	dir := os.Getenv("APP_DIR")
+	if dir == "" {
+		dir = "/app"
+	}
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	if read(dir, "health", "ok") == "crash" {
+		fmt.Fprintln(os.Stderr, "demo-app: this commit crashes at start")
+		os.Exit(3)
+	}
+	sha := os.Getenv("VIGIE_SHA")
+	if sha == "" {
+		sha = read(dir, "sha", "unknown")
+	}
+	http.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		if read(dir, "health", "ok") == "ok" {
+			fmt.Fprintln(w, "ok")
+			return
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprintln(w, "fail")
+	})
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "demo-app %s: %s\n", sha, read(dir, "message", "hello"))
+	})
+	if err := http.ListenAndServe(":"+port, nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
