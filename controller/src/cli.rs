@@ -30,6 +30,58 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Run on a VM with Docker: reconcile the manifests, record status in the state file.
+    Run(RunArgs),
+    /// Show environments × code locations from the state file.
+    Status {
+        /// The state file written by `vigie run`.
+        #[arg(long, env = "VIGIE_STATE", default_value = "vigie-state.json")]
+        state: PathBuf,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// A table for people.
+    Table,
+    /// A JSON array for programs.
+    Json,
+}
+
+/// Options of `vigie run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Directory (or file) of manifests, reloaded when it changes.
+    #[arg(long, env = "VIGIE_MANIFESTS")]
+    pub manifests: PathBuf,
+    /// State file, written atomically.
+    #[arg(long, env = "VIGIE_STATE", default_value = "vigie-state.json")]
+    pub state: PathBuf,
+    /// Address of /healthz, /readyz, /metrics and /hooks/*.
+    #[arg(long, env = "VIGIE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the HMAC key of /hooks/ci (else VIGIE_WEBHOOK_SECRET).
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Seconds between rounds when nothing happens.
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -39,6 +91,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Crds { dir } => crds(dir.as_deref()),
         Command::Validate { paths } => validate(&paths),
+        Command::Run(args) => run(args),
+        Command::Status { state, output } => status(&state, output),
     }
 }
 
@@ -95,4 +149,108 @@ fn display_paths(paths: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn webhook_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
+    let raw = match file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read the webhook secret file {}: {e}",
+                path.display()
+            )
+        })?),
+        None => std::env::var("VIGIE_WEBHOOK_SECRET").ok(),
+    };
+    Ok(raw
+        .map(|s| s.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
+        .filter(|s| !s.is_empty()))
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logs(args.log_format);
+    let secret = match webhook_secret(args.webhook_secret_file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if secret.is_none() {
+        tracing::warn!(
+            "no webhook secret (--webhook-secret-file or VIGIE_WEBHOOK_SECRET): /hooks/ci refuses every delivery"
+        );
+    }
+    if !(args.interval.is_finite() && args.interval > 0.0) {
+        eprintln!("vigie: --interval must be a positive number of seconds");
+        return ExitCode::FAILURE;
+    }
+    let options = crate::standalone::run::Options {
+        manifests: args.manifests,
+        state: args.state,
+        listen: args.listen,
+        secret,
+        interval: std::time::Duration::from_secs_f64(args.interval),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vigie: failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::standalone::run::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(path: &std::path::Path, output: Output) -> ExitCode {
+    let state = match crate::standalone::state::load(path) {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            eprintln!(
+                "vigie: no state file at {} (is vigie run using another --state?)",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rows = crate::standalone::status::rows(&state);
+    let text = match output {
+        Output::Table => crate::standalone::status::table(&rows),
+        Output::Json => match serde_json::to_string_pretty(&rows) {
+            Ok(json) => json + "\n",
+            Err(e) => {
+                eprintln!("vigie: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if std::io::stdout().lock().write_all(text.as_bytes()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }

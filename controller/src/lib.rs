@@ -8,6 +8,10 @@
 
 pub mod api;
 pub mod backend;
+pub mod ci;
 pub mod cli;
+pub mod git;
 pub mod lifecycle;
 pub mod manifest;
+pub mod metrics;
+pub mod standalone;

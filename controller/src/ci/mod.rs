@@ -1,0 +1,128 @@
+//! The CI port: verdicts for a SHA. This source is the generic signed
+//! webhook ([`webhook`]); verdicts are kept per code location and SHA.
+
+pub mod webhook;
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    api::{Sha, release::CiState},
+    lifecycle::CiVerdict,
+};
+
+/// Verdicts kept per code location; older ones are dropped past this.
+pub const VERDICTS_PER_LOCATION: usize = 200;
+
+/// A verdict as stored, with when it arrived.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredVerdict {
+    /// The verdict.
+    pub state: CiState,
+    /// Link to the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Failing checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_checks: Vec<String>,
+    /// A few words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// When it arrived.
+    pub at: Timestamp,
+}
+
+impl StoredVerdict {
+    /// As the lifecycle sees it.
+    #[must_use]
+    pub fn verdict(&self) -> CiVerdict {
+        CiVerdict {
+            state: self.state,
+            url: self.url.clone(),
+            failed_checks: self.failed_checks.clone(),
+            description: self.description.clone(),
+        }
+    }
+}
+
+/// Verdicts by code location and SHA.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Verdicts(BTreeMap<String, BTreeMap<Sha, StoredVerdict>>);
+
+impl Verdicts {
+    /// Records a verdict (the latest for a SHA wins); returns whether anything changed.
+    pub fn record(&mut self, location: &str, sha: Sha, verdict: StoredVerdict) -> bool {
+        let by_sha = self.0.entry(location.to_owned()).or_default();
+        let changed = by_sha.get(&sha).is_none_or(|old| {
+            (old.state, &old.url, &old.failed_checks)
+                != (verdict.state, &verdict.url, &verdict.failed_checks)
+        });
+        by_sha.insert(sha, verdict);
+        while by_sha.len() > VERDICTS_PER_LOCATION {
+            let oldest = by_sha
+                .iter()
+                .min_by_key(|(_, v)| v.at)
+                .map(|(s, _)| s.clone());
+            match oldest {
+                Some(s) => by_sha.remove(&s),
+                None => break,
+            };
+        }
+        changed
+    }
+
+    /// The verdicts of a location, as the lifecycle sees them.
+    #[must_use]
+    pub fn for_location(&self, location: &str) -> BTreeMap<Sha, CiVerdict> {
+        self.0
+            .get(location)
+            .map(|m| m.iter().map(|(s, v)| (s.clone(), v.verdict())).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(i: usize) -> Sha {
+        format!("{i:040x}").parse().unwrap()
+    }
+
+    fn verdict(state: CiState, secs: i64) -> StoredVerdict {
+        StoredVerdict {
+            state,
+            url: None,
+            failed_checks: vec![],
+            description: None,
+            at: Timestamp::from_second(secs).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_latest_verdict_wins_and_the_store_is_bounded() {
+        let mut v = Verdicts::default();
+        assert!(v.record("app", sha(1), verdict(CiState::Pending, 1)));
+        assert!(v.record("app", sha(1), verdict(CiState::Failure, 2)));
+        assert!(
+            !v.record("app", sha(1), verdict(CiState::Failure, 3)),
+            "the same verdict again changes nothing"
+        );
+        assert_eq!(v.for_location("app")[&sha(1)].state, CiState::Failure);
+        for i in 2..(VERDICTS_PER_LOCATION + 10) {
+            v.record(
+                "app",
+                sha(i),
+                verdict(CiState::Success, i64::try_from(i).unwrap() + 10),
+            );
+        }
+        let kept = v.for_location("app");
+        assert_eq!(kept.len(), VERDICTS_PER_LOCATION);
+        assert!(!kept.contains_key(&sha(1)), "the oldest went first");
+        assert!(v.for_location("other").is_empty());
+    }
+}

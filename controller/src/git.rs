@@ -1,0 +1,86 @@
+//! Git at the edge: resolving a revision (branch or tag) to a SHA on a remote, the
+//! `git ls-remote` way, with git2.
+
+use git2::{Direction, Remote};
+
+use crate::api::Sha;
+
+/// Resolves `revision` on the repository at `url`: a full SHA is itself; otherwise
+/// `refs/heads/<revision>`, then `refs/tags/<revision>` (annotated tags peeled).
+pub fn resolve(url: &str, revision: &str) -> Result<Sha, String> {
+    if let Ok(sha) = revision.parse::<Sha>() {
+        return Ok(sha);
+    }
+    let mut remote = Remote::create_detached(url).map_err(|e| format!("{url}: {}", e.message()))?;
+    remote
+        .connect(Direction::Fetch)
+        .map_err(|e| format!("cannot reach {url}: {}", e.message()))?;
+    let heads = remote
+        .list()
+        .map_err(|e| format!("{url}: {}", e.message()))?;
+    let find = |name: &str| {
+        heads
+            .iter()
+            .find(|h| h.name() == name)
+            .map(|h| h.oid().to_string())
+    };
+    let peeled = find(&format!("refs/tags/{revision}^{{}}"));
+    let sha = find(&format!("refs/heads/{revision}"))
+        .or(peeled)
+        .or_else(|| find(&format!("refs/tags/{revision}")))
+        .ok_or_else(|| format!("no branch or tag {revision:?} in {url}"))?;
+    sha.parse().map_err(|e| format!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, process::Command};
+
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn branches_and_tags_resolve_to_shas() {
+        let dir = std::env::temp_dir().join(format!("vigie-git-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(&dir, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        let one = git(&dir, &["rev-parse", "HEAD"]);
+        git(&dir, &["tag", "-a", "v1.0.0", "-m", "release"]);
+        git(&dir, &["commit", "-q", "--allow-empty", "-m", "two"]);
+        let two = git(&dir, &["rev-parse", "HEAD"]);
+        let url = format!("file://{}", dir.display());
+        assert_eq!(resolve(&url, "main").unwrap().to_string(), two);
+        assert_eq!(
+            resolve(&url, "v1.0.0").unwrap().to_string(),
+            one,
+            "annotated tags are peeled"
+        );
+        assert_eq!(resolve(&url, &one).unwrap().to_string(), one);
+        assert!(
+            resolve(&url, "nope")
+                .unwrap_err()
+                .contains("no branch or tag \"nope\"")
+        );
+        assert!(
+            resolve("file:///nonexistent/repo", "main")
+                .unwrap_err()
+                .contains("cannot reach")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,193 @@
+//! Prometheus metrics, prefixed `vigie_`. Label values come from fixed names
+//! (phases, events, outcomes), never from `Debug` output.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::api::{Phase, environment::EventKind};
+
+/// `result` of a reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
+/// `event` of a transition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// The event's name.
+    pub event: &'static str,
+}
+
+/// `outcome` of a webhook delivery.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// accepted, duplicate, unauthorized, too_large, bad_request, unknown_location, error.
+    pub outcome: &'static str,
+}
+
+/// `phase` of Releases.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    /// The phase's name.
+    pub phase: &'static str,
+}
+
+/// The metrics of one Vigie process.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconcile rounds by result.
+    pub reconciles: Family<ResultLabel, Counter>,
+    /// Duration of reconcile rounds.
+    pub reconcile_seconds: Histogram,
+    /// Lifecycle transitions by event.
+    pub transitions: Family<EventLabel, Counter>,
+    /// Webhook deliveries by outcome.
+    pub webhooks: Family<OutcomeLabel, Counter>,
+    /// Releases by phase.
+    pub releases: Family<PhaseLabel, Gauge>,
+    /// 1 when the last manifest load was valid.
+    pub manifests_valid: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("vigie");
+        let reconciles = Family::<ResultLabel, Counter>::default();
+        let reconcile_seconds = Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]);
+        let transitions = Family::<EventLabel, Counter>::default();
+        let webhooks = Family::<OutcomeLabel, Counter>::default();
+        let releases = Family::<PhaseLabel, Gauge>::default();
+        let manifests_valid = Gauge::default();
+        registry.register(
+            "reconciles",
+            "Reconcile rounds by result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_seconds",
+            "Duration of reconcile rounds",
+            reconcile_seconds.clone(),
+        );
+        registry.register(
+            "transitions",
+            "Lifecycle transitions by event",
+            transitions.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by outcome",
+            webhooks.clone(),
+        );
+        registry.register("releases", "Releases by phase", releases.clone());
+        registry.register(
+            "manifests_valid",
+            "1 when the last manifest load was valid",
+            manifests_valid.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_seconds,
+            transitions,
+            webhooks,
+            releases,
+            manifests_valid,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Sets the per-phase gauges from the phases of all Releases.
+    pub fn set_phases(&self, phases: impl Iterator<Item = Phase>) {
+        let mut counts = std::collections::BTreeMap::new();
+        for phase in ALL_PHASES {
+            counts.insert(phase.as_str(), 0_i64);
+        }
+        for phase in phases {
+            *counts.entry(phase.as_str()).or_default() += 1;
+        }
+        for (phase, n) in counts {
+            self.releases.get_or_create(&PhaseLabel { phase }).set(n);
+        }
+    }
+}
+
+const ALL_PHASES: [Phase; 8] = [
+    Phase::Pending,
+    Phase::AwaitingApproval,
+    Phase::Deploying,
+    Phase::Verifying,
+    Phase::Validated,
+    Phase::RollingBack,
+    Phase::RolledBack,
+    Phase::Failed,
+];
+
+/// The fixed name of an event.
+#[must_use]
+pub fn event_name(e: EventKind) -> &'static str {
+    match e {
+        EventKind::DeployStarted => "DeployStarted",
+        EventKind::Deployed => "Deployed",
+        EventKind::Validated => "Validated",
+        EventKind::VerificationFailed => "VerificationFailed",
+        EventKind::RolledBack => "RolledBack",
+        EventKind::Failed => "Failed",
+        EventKind::AwaitingApproval => "AwaitingApproval",
+        EventKind::Approved => "Approved",
+        EventKind::BreakGlass => "BreakGlass",
+        EventKind::Suspect => "Suspect",
+        EventKind::HealthDown => "HealthDown",
+        EventKind::HealthRecovered => "HealthRecovered",
+        EventKind::HookFailed => "HookFailed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_with_the_prefix_and_fixed_labels() {
+        let m = Metrics::default();
+        m.reconciles
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc();
+        m.transitions
+            .get_or_create(&EventLabel {
+                event: event_name(EventKind::RolledBack),
+            })
+            .inc();
+        m.set_phases([Phase::Validated, Phase::Validated, Phase::Failed].into_iter());
+        let text = m.render();
+        assert!(
+            text.contains("vigie_reconciles_total{result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigie_transitions_total{event=\"RolledBack\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigie_releases{phase=\"Validated\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigie_releases{phase=\"Deploying\"} 0"),
+            "{text}"
+        );
+    }
+}

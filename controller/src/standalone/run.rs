@@ -1,0 +1,611 @@
+//! `vigie run`: the reconciler on one VM. Each round observes every Release (the
+//! workload, CI verdicts, the upstream environment, hook runs), decides with the same
+//! pure `decide` as the operator, records the decided status in the state file, then
+//! applies it (workload targets, hook runs) and reports the transitions.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use tokio::net::TcpListener;
+
+use super::{
+    server::{self, Shared},
+    state::{self, ReleaseRecord, StateError},
+};
+use crate::{
+    api::{
+        Phase, Release, ReleaseStatus, Sha,
+        environment::{Backend as BackendSpec, EnvironmentSpec},
+        release::{HealthState, HistoryEvent},
+    },
+    backend::{Backend, Probe, Workload, docker::DockerBackend},
+    lifecycle::{
+        BackendState, Decision, Desired, HookRun, Input, Observations, Upstream, Windows,
+        WorkloadObservation, WorkloadTarget, decide,
+    },
+    manifest::{self, Manifests},
+    metrics::{EventLabel, ResultLabel, event_name},
+};
+
+/// How a `git ls-remote` resolution is reused before asking again.
+const RESOLVE_TTL: Duration = Duration::from_secs(30);
+
+/// Options of `vigie run`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The manifests directory (or file).
+    pub manifests: PathBuf,
+    /// The state file.
+    pub state: PathBuf,
+    /// Where HTTP listens.
+    pub listen: SocketAddr,
+    /// The webhook HMAC key.
+    pub secret: Option<Vec<u8>>,
+    /// Time between rounds when nothing wakes the reconciler.
+    pub interval: Duration,
+}
+
+/// Why `vigie run` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state file cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The listen address cannot be bound.
+    #[error("failed to listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(options: Options) -> Result<(), RunError> {
+    let loaded = state::load(&options.state)?;
+    if loaded.is_none() {
+        tracing::info!(path = %options.state.display(), "no state file yet: starting from nothing");
+    }
+    let shared = Arc::new(Shared::new(
+        loaded.unwrap_or_default(),
+        options.state.clone(),
+        options.secret.clone(),
+    ));
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    tracing::info!(listen = %options.listen, manifests = %options.manifests.display(), "vigie run started");
+    let app = server::router(shared.clone());
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    let mut runner = Runner::new(options.clone(), shared.clone());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    loop {
+        runner.round().await;
+        tokio::select! {
+            () = tokio::time::sleep(options.interval) => {}
+            () = shared.wake.notified() => {}
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("vigie run stopping");
+    server.abort();
+    Ok(())
+}
+
+/// The reconciler's memory between rounds (nothing here is needed to resume).
+pub struct Runner {
+    options: Options,
+    shared: Arc<Shared>,
+    manifests: Option<Manifests>,
+    fingerprint: Option<String>,
+    backends: BTreeMap<String, Result<DockerBackend, String>>,
+    windows: BTreeMap<String, Windows>,
+    applied: HashMap<String, WorkloadTarget>,
+    resolved: HashMap<(String, String), (Instant, Result<Sha, String>)>,
+}
+
+/// One Release, ready to be reconciled.
+struct Item {
+    key: String,
+    release: Release,
+    environment: EnvironmentSpec,
+    workload: Workload,
+}
+
+/// What a Release's round produced.
+struct Outcome {
+    key: String,
+    record: ReleaseRecord,
+    decision: Decision,
+    observed: WorkloadObservation,
+}
+
+impl Runner {
+    /// A runner with nothing loaded yet.
+    #[must_use]
+    pub fn new(options: Options, shared: Arc<Shared>) -> Self {
+        Self {
+            options,
+            shared,
+            manifests: None,
+            fingerprint: None,
+            backends: BTreeMap::new(),
+            windows: BTreeMap::new(),
+            applied: HashMap::new(),
+            resolved: HashMap::new(),
+        }
+    }
+
+    /// Reloads the manifests when they changed; an invalid set is reported and the
+    /// last good one kept.
+    fn reload(&mut self) {
+        let report = manifest::load_paths(std::slice::from_ref(&self.options.manifests));
+        let mut digest = sha2::Sha256::default();
+        for file in &report.files {
+            use sha2::Digest;
+            digest.update(file.display().to_string().as_bytes());
+            digest.update(std::fs::read(file).unwrap_or_default());
+        }
+        let fingerprint = hex::encode(sha2::Digest::finalize(digest));
+        if self.fingerprint.as_deref() == Some(fingerprint.as_str()) {
+            return;
+        }
+        self.fingerprint = Some(fingerprint);
+        if !report.problems.is_empty() {
+            self.shared.metrics.manifests_valid.set(0);
+            let kept = if self.manifests.is_some() {
+                "keeping the last valid set"
+            } else {
+                "nothing to run yet"
+            };
+            tracing::error!(
+                problems = report.problems.len(),
+                "the manifests are invalid; {kept}"
+            );
+            for problem in &report.problems {
+                tracing::error!("{problem}");
+            }
+            return;
+        }
+        let m = report.manifests;
+        tracing::info!("{}", m.summary(report.files.len()));
+        self.shared.metrics.manifests_valid.set(1);
+        self.backends.clear();
+        self.windows.clear();
+        for ((_, name), env) in &m.environments {
+            let backend = match &env.object.spec.backend {
+                BackendSpec::Docker(d) => DockerBackend::connect(d).map_err(|e| e.to_string()),
+                BackendSpec::Kubernetes(k) => Err(format!(
+                    "the Kubernetes backend (namespace {}) needs the operator, not vigie run",
+                    k.namespace
+                )),
+            };
+            if let Err(e) = &backend {
+                tracing::error!(environment = %name, error = %e, "backend unusable");
+            }
+            self.backends.insert(name.clone(), backend);
+            if let Some(w) = env
+                .object
+                .spec
+                .windows
+                .as_ref()
+                .and_then(|w| Windows::new(w).ok())
+            {
+                self.windows.insert(name.clone(), w);
+            }
+        }
+        if let Ok(mut locations) = self.shared.locations.write() {
+            *locations = m.code_locations.keys().map(|(_, n)| n.clone()).collect();
+        }
+        self.manifests = Some(m);
+    }
+
+    fn items(&self) -> Vec<Item> {
+        let Some(m) = &self.manifests else {
+            return Vec::new();
+        };
+        m.releases
+            .iter()
+            .filter_map(|((ns, name), r)| {
+                let location = m
+                    .code_locations
+                    .get(&(ns.clone(), r.object.spec.code_location.clone()))?;
+                let environment = m
+                    .environments
+                    .get(&(ns.clone(), r.object.spec.environment.clone()))?;
+                Some(Item {
+                    key: format!("{ns}/{name}"),
+                    release: r.object.clone(),
+                    environment: environment.object.spec.clone(),
+                    workload: Workload::resolve(
+                        name,
+                        &r.object.spec,
+                        &location.object.spec,
+                        &environment.object.spec,
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    async fn resolve(&mut self, items: &[Item]) -> HashMap<String, Desired> {
+        let mut out = HashMap::new();
+        for item in items {
+            let Some(revision) = item.release.spec.revision.clone() else {
+                out.insert(item.key.clone(), Desired::None);
+                continue;
+            };
+            let cache_key = (item.workload.repo_url.clone(), revision.clone());
+            let fresh = self
+                .resolved
+                .get(&cache_key)
+                .filter(|(at, _)| at.elapsed() < RESOLVE_TTL)
+                .map(|(_, r)| r.clone());
+            let result = if let Some(r) = fresh {
+                r
+            } else {
+                let (url, rev) = cache_key.clone();
+                let r = tokio::task::spawn_blocking(move || crate::git::resolve(&url, &rev))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                self.resolved.insert(cache_key, (Instant::now(), r.clone()));
+                r
+            };
+            out.insert(
+                item.key.clone(),
+                match result {
+                    Ok(sha) => Desired::Sha(sha),
+                    Err(reason) => Desired::Unresolved { revision, reason },
+                },
+            );
+        }
+        out
+    }
+
+    /// One round over every Release.
+    pub async fn round(&mut self) {
+        let started = Instant::now();
+        self.reload();
+        let items = self.items();
+        let desired = self.resolve(&items).await;
+        let snapshot = self.shared.state.lock().expect("state lock").clone();
+        let now = Timestamp::now();
+        let rounds = items.iter().map(|item| {
+            let record = snapshot
+                .releases
+                .get(&item.key)
+                .cloned()
+                .unwrap_or_else(|| ReleaseRecord {
+                    code_location: item.release.spec.code_location.clone(),
+                    environment: item.release.spec.environment.clone(),
+                    status: ReleaseStatus::default(),
+                });
+            let upstream = upstream(
+                &snapshot.releases,
+                &item.environment,
+                &item.release.spec.code_location,
+            );
+            let ci = snapshot
+                .verdicts
+                .for_location(&item.release.spec.code_location);
+            let desired = desired.get(&item.key).cloned().unwrap_or(Desired::None);
+            self.reconcile(item, record, desired, ci, upstream, now)
+        });
+        let outcomes: Vec<Outcome> = join_all(rounds).await;
+        // Record what was decided before acting on it: the rollback point is on disk
+        // before the workload moves.
+        if let Err(e) = self.record(&items, &outcomes) {
+            tracing::error!(error = %e, "failed to record the state; nothing is applied this round");
+            self.shared
+                .metrics
+                .reconciles
+                .get_or_create(&ResultLabel { result: "error" })
+                .inc();
+            return;
+        }
+        let errors = self.apply_all(&items, &outcomes).await;
+        self.report(&outcomes);
+        self.prune(&items).await;
+        let phases: Vec<Phase> = self
+            .shared
+            .state
+            .lock()
+            .expect("state lock")
+            .releases
+            .values()
+            .map(|r| r.status.phase)
+            .collect();
+        self.shared.metrics.set_phases(phases.into_iter());
+        self.shared
+            .metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let result = if errors == 0 { "ok" } else { "error" };
+        self.shared
+            .metrics
+            .reconciles
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        if self.manifests.is_some() {
+            self.shared.ready.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Saves the decided statuses (and forgets Releases no longer in the manifests).
+    fn record(&self, items: &[Item], outcomes: &[Outcome]) -> Result<(), StateError> {
+        let mut current = self.shared.state.lock().expect("state lock");
+        let mut next = current.clone();
+        for o in outcomes {
+            next.releases.insert(o.key.clone(), o.record.clone());
+        }
+        if self.manifests.is_some() {
+            next.releases
+                .retain(|k, _| items.iter().any(|i| &i.key == k));
+        }
+        if next != *current {
+            state::save(&self.shared.state_path, &next)?;
+            *current = next;
+        }
+        Ok(())
+    }
+
+    /// Applies every decision; returns how many failed (their status says why).
+    async fn apply_all(&mut self, items: &[Item], outcomes: &[Outcome]) -> usize {
+        let applies = outcomes.iter().filter_map(|o| {
+            items
+                .iter()
+                .find(|i| i.key == o.key)
+                .map(|item| self.apply(item, o))
+        });
+        let results: Vec<(String, Option<WorkloadTarget>, Result<(), String>)> =
+            join_all(applies).await;
+        let mut errors = 0;
+        for (key, target, result) in results {
+            match result {
+                Ok(()) => {
+                    if let Some(t) = target {
+                        self.applied.insert(key, t);
+                    }
+                }
+                Err(e) => {
+                    errors += 1;
+                    self.applied.remove(&key);
+                    tracing::error!(release = %key, error = %e, "failed to apply");
+                    let mut current = self.shared.state.lock().expect("state lock");
+                    let mut next = current.clone();
+                    if let Some(r) = next.releases.get_mut(&key) {
+                        r.status.message = Some(format!("failed to apply: {e}"));
+                    }
+                    if state::save(&self.shared.state_path, &next).is_ok() {
+                        *current = next;
+                    }
+                }
+            }
+        }
+        errors
+    }
+
+    /// Logs and counts the transitions made.
+    fn report(&self, outcomes: &[Outcome]) {
+        for o in outcomes {
+            for n in &o.decision.notifications {
+                self.shared
+                    .metrics
+                    .transitions
+                    .get_or_create(&EventLabel {
+                        event: event_name(n.event),
+                    })
+                    .inc();
+                tracing::info!(
+                    event = event_name(n.event),
+                    release = %o.key,
+                    environment = %o.record.environment,
+                    code_location = %o.record.code_location,
+                    sha = %n.sha.short(),
+                    previous = n.previous.as_ref().map_or("-", Sha::short),
+                    reason = n.reason.as_deref().unwrap_or(""),
+                    url = n.url.as_deref().unwrap_or(""),
+                    by = n.by.as_deref().unwrap_or(""),
+                    "{}",
+                    event_name(n.event)
+                );
+            }
+        }
+    }
+
+    fn backend(&self, environment: &str) -> Result<&DockerBackend, String> {
+        match self.backends.get(environment) {
+            Some(Ok(b)) => Ok(b),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("no backend for environment {environment}")),
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        item: &Item,
+        mut record: ReleaseRecord,
+        desired: Desired,
+        ci: BTreeMap<Sha, crate::lifecycle::CiVerdict>,
+        upstream: Option<Upstream>,
+        now: Timestamp,
+    ) -> Outcome {
+        let status = &record.status;
+        let probe = match status.phase {
+            Phase::Deploying | Phase::Verifying | Phase::RollingBack => Probe::Full,
+            _ if status.deployed_sha.is_none() => Probe::Full,
+            _ => Probe::State,
+        };
+        let (observed, hooks) = match self.backend(&item.workload.environment) {
+            Ok(backend) => {
+                let runs = pending_runs(&item.environment, status);
+                let hooks = if runs.is_empty() {
+                    BTreeMap::new()
+                } else {
+                    backend
+                        .run_hooks(&item.workload, &runs, &item.environment.hooks.pre_deploy)
+                        .await
+                        .unwrap_or_default()
+                };
+                (backend.observe(&item.workload, probe).await, hooks)
+            }
+            Err(reason) => (
+                WorkloadObservation {
+                    backend: BackendState::Unreachable { reason },
+                    sha: None,
+                    health: HealthState::Unknown,
+                    reason: None,
+                },
+                BTreeMap::new(),
+            ),
+        };
+        let observations = Observations {
+            now,
+            desired,
+            workload: observed.clone(),
+            ci,
+            upstream,
+            hooks,
+        };
+        let decision = decide(&Input {
+            spec: &item.release.spec,
+            generation: None,
+            environment: &item.environment,
+            windows: self.windows.get(&item.workload.environment),
+            status: &record.status,
+            observed: &observations,
+        });
+        record.status = decision.status.clone();
+        Outcome {
+            key: item.key.clone(),
+            record,
+            decision,
+            observed,
+        }
+    }
+
+    async fn apply(
+        &self,
+        item: &Item,
+        o: &Outcome,
+    ) -> (String, Option<WorkloadTarget>, Result<(), String>) {
+        let key = o.key.clone();
+        let Ok(backend) = self.backend(&item.workload.environment) else {
+            return (key, None, Ok(()));
+        };
+        if !o.decision.hooks.is_empty()
+            && let Err(e) = backend
+                .run_hooks(
+                    &item.workload,
+                    &o.decision.hooks,
+                    &item.environment.hooks.pre_deploy,
+                )
+                .await
+        {
+            return (key, None, Err(e.to_string()));
+        }
+        let Some(target) = o.decision.workload.clone() else {
+            return (key, None, Ok(()));
+        };
+        let settled = self.applied.get(&key) == Some(&target)
+            && o.observed.sha.as_ref() == Some(&target.sha)
+            && matches!(
+                o.observed.health,
+                HealthState::Healthy | HealthState::Progressing
+            );
+        if settled {
+            return (key, Some(target), Ok(()));
+        }
+        let result = backend
+            .apply(&item.workload, &target)
+            .await
+            .map_err(|e| e.to_string());
+        (key, Some(target), result)
+    }
+
+    /// Removes the containers of code locations that no Release binds to an environment any more.
+    async fn prune(&self, items: &[Item]) {
+        let Some(m) = &self.manifests else { return };
+        for (_, env) in m.environments.keys() {
+            let Ok(backend) = self.backend(env) else {
+                continue;
+            };
+            let keep: Vec<String> = items
+                .iter()
+                .filter(|i| &i.workload.environment == env)
+                .map(|i| i.workload.code_location.clone())
+                .collect();
+            match backend.prune(env, &keep).await {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(environment = %env, ?removed, "removed containers no longer desired");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(environment = %env, error = %e, "prune skipped"),
+            }
+        }
+    }
+}
+
+/// The pre-deploy hook runs the recorded status still waits for.
+fn pending_runs(env: &EnvironmentSpec, status: &ReleaseStatus) -> Vec<HookRun> {
+    let Some(rollout) = status
+        .rollout
+        .as_ref()
+        .filter(|_| status.phase == Phase::Deploying)
+    else {
+        return Vec::new();
+    };
+    env.hooks
+        .pre_deploy
+        .iter()
+        .filter(|h| !rollout.hooks_done.contains(&h.name))
+        .take(1)
+        .map(|h| HookRun {
+            name: h.name.clone(),
+            sha: rollout.sha.clone(),
+            previous: rollout.rollback_point.clone(),
+        })
+        .collect()
+}
+
+/// What the upstream environment (`promotion.from`) validated for a code location.
+fn upstream(
+    releases: &BTreeMap<String, ReleaseRecord>,
+    env: &EnvironmentSpec,
+    location: &str,
+) -> Option<Upstream> {
+    let from = &env.promotion.as_ref()?.from;
+    let record = releases
+        .values()
+        .find(|r| &r.environment == from && r.code_location == location)?;
+    let status = &record.status;
+    let mut validated: std::collections::BTreeSet<Sha> = status
+        .history
+        .iter()
+        .filter(|h| {
+            h.event == HistoryEvent::Validated && !status.quarantine.iter().any(|q| q.sha == h.sha)
+        })
+        .map(|h| h.sha.clone())
+        .collect();
+    validated.extend(status.validated_sha.clone());
+    let suspect = status.suspect.iter().map(|s| s.sha.clone()).collect();
+    Some(Upstream { validated, suspect })
+}

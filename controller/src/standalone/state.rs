@@ -1,0 +1,232 @@
+//! The state file of standalone mode: every Release's status, the CI verdicts
+//! received and the webhook deliveries seen. Written atomically (temporary file,
+//! fsync, rename, fsync of the directory) with a checksum over the content, so that
+//! a torn or corrupt file is detected and reported — never silently reset.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::{api::ReleaseStatus, ci::Verdicts};
+
+/// The format tag written in the file.
+pub const FORMAT: &str = "vigie-state/1";
+/// Webhook deliveries remembered to refuse replays.
+pub const DELIVERIES_KEPT: usize = 4096;
+
+/// The state of every Release and what CI said.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    /// Releases by `namespace/name`.
+    #[serde(default)]
+    pub releases: BTreeMap<String, ReleaseRecord>,
+    /// CI verdicts by code location and SHA.
+    #[serde(default)]
+    pub verdicts: Verdicts,
+    /// SHA-256 of the webhook bodies accepted, newest last (bounded).
+    #[serde(default)]
+    pub deliveries: VecDeque<String>,
+}
+
+/// One Release as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRecord {
+    /// Its CodeLocation.
+    pub code_location: String,
+    /// Its Environment.
+    pub environment: String,
+    /// Its status.
+    pub status: ReleaseStatus,
+}
+
+impl State {
+    /// Remembers a delivery; `false` when it was already seen (a replay).
+    pub fn remember_delivery(&mut self, digest: String) -> bool {
+        if self.deliveries.contains(&digest) {
+            return false;
+        }
+        self.deliveries.push_back(digest);
+        while self.deliveries.len() > DELIVERIES_KEPT {
+            self.deliveries.pop_front();
+        }
+        true
+    }
+}
+
+/// Why the state file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// It cannot be read or written.
+    #[error("failed to {action} state file {path}: {source}")]
+    Io {
+        /// read, write, …
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is torn, truncated or edited: its content does not match its checksum or does not parse.
+    #[error(
+        "state file {path} is corrupt ({reason}); it is left as is: restore it from a backup, or move it away to start from nothing"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a> {
+    format: String,
+    checksum: String,
+    #[serde(borrow)]
+    state: &'a RawValue,
+}
+
+fn checksum(content: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(content.as_bytes())))
+}
+
+/// Reads the state file; `Ok(None)` when there is none yet.
+pub fn load(path: &Path) -> Result<Option<State>, StateError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Io {
+                action: "read",
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let envelope: Envelope<'_> =
+        serde_json::from_str(&text).map_err(|e| corrupt(format!("not a state file: {e}")))?;
+    if envelope.format != FORMAT {
+        return Err(corrupt(format!(
+            "format {:?}, expected {FORMAT:?}",
+            envelope.format
+        )));
+    }
+    let content = envelope.state.get();
+    if checksum(content) != envelope.checksum {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    let state = serde_json::from_str(content)
+        .map_err(|e| corrupt(format!("content does not parse: {e}")))?;
+    Ok(Some(state))
+}
+
+/// Writes the state file atomically: a temporary file beside it, fsync, rename, fsync
+/// of the directory. A crash leaves either the old file or the new one, never a mix.
+pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
+    let io = |action, source| StateError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let content =
+        serde_json::to_string(state).map_err(|e| io("serialize", std::io::Error::other(e)))?;
+    let text = format!(
+        "{{\"format\":{},\"checksum\":\"{}\",\"state\":{content}}}\n",
+        serde_json::Value::from(FORMAT),
+        checksum(&content)
+    );
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut file =
+            std::fs::File::create(&tmp).map_err(|e| io("create a temporary file for", e))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| io("write", e))?;
+        file.sync_all().map_err(|e| io("fsync", e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| io("rename into", e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("fsync the directory of", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Phase;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vigie-state-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("state.json")
+    }
+
+    fn sample() -> State {
+        let mut s = State::default();
+        s.releases.insert(
+            "default/app-preprod".into(),
+            ReleaseRecord {
+                code_location: "app".into(),
+                environment: "preprod".into(),
+                status: ReleaseStatus {
+                    phase: Phase::Validated,
+                    ..ReleaseStatus::default()
+                },
+            },
+        );
+        assert!(s.remember_delivery("abc".into()));
+        assert!(!s.remember_delivery("abc".into()));
+        s
+    }
+
+    #[test]
+    fn a_saved_state_loads_back() {
+        let path = tmp("roundtrip");
+        assert_eq!(load(&path).unwrap(), None);
+        save(&path, &sample()).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(sample()));
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn torn_edited_or_foreign_files_are_reported_not_reset() {
+        let path = tmp("corrupt");
+        save(&path, &sample()).unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        for (bad, needle) in [
+            (good[..good.len() / 2].to_owned(), "not a state file"),
+            (good.replace("Validated", "Verifying"), "checksum mismatch"),
+            (good.replace(FORMAT, "other/9"), "format"),
+            (String::new(), "not a state file"),
+        ] {
+            std::fs::write(&path, &bad).unwrap();
+            let e = load(&path).unwrap_err().to_string();
+            assert!(e.contains(needle) && e.contains("is corrupt"), "{e}");
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                bad,
+                "the file is left as is"
+            );
+        }
+    }
+}
