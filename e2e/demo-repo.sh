@@ -16,6 +16,11 @@ out=$(cd "$out" && pwd)
 bin="$out/demo-app"
 if [ ! -x "$bin" ] || [ "$here/demo-app/main.go" -nt "$bin" ]; then
   (cd "$here/demo-app" && CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$bin" .)
+  # A new binary: the images are rebuilt.
+  if [ -f "$out/commits" ]; then
+    while read -r _ sha; do docker rmi -f "vigie-demo:$sha" >/dev/null 2>&1 || true; done < "$out/commits"
+  fi
+  docker rmi -f vigie-demo-runtime:latest vigie-demo:latest >/dev/null 2>&1 || true
 fi
 
 repo="$out/repo"
@@ -49,7 +54,17 @@ while read -r name sha; do
   git -C "$repo" archive "$sha" | tar -x -C "$ctx/app"
   echo "$sha" > "$ctx/app/sha"
   cp "$here/demo-app/Dockerfile" "$ctx/Dockerfile"
-  docker build -q -t "vigie-demo:$sha" --label "vigie.dev/demo-commit=$name" "$ctx" >/dev/null
-  rm -rf "$ctx"
+  if ! docker build -q -t "vigie-demo:$sha" --label "vigie.dev/demo-commit=$name" "$ctx" >"$ctx.log" 2>&1; then
+    cat "$ctx.log" >&2
+    exit 1
+  fi
+  rm -rf "$ctx" "$ctx.log"
   echo "built vigie-demo:${sha:0:7} ($name)" >&2
 done < "$out/commits"
+
+# The runtime of the git-checkout artifact (code mounted at /app) and the hook image:
+# the binary of the first commit's image, whatever the commit.
+good=$(awk '$1=="good"{print $2}' "$out/commits")
+for tag in vigie-demo-runtime:latest vigie-demo:latest; do
+  docker image inspect "$tag" >/dev/null 2>&1 || docker tag "vigie-demo:$good" "$tag"
+done

@@ -32,6 +32,12 @@ pub enum Command {
     },
     /// Run on a VM with Docker: reconcile the manifests, record status in the state file.
     Run(RunArgs),
+    /// Talk to CI: `vigie ci report` posts a signed verdict to a running Vigie.
+    Ci {
+        /// What to do.
+        #[command(subcommand)]
+        command: CiCommand,
+    },
     /// Show environments × code locations from the state file.
     Status {
         /// The state file written by `vigie run`.
@@ -41,6 +47,55 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+}
+
+/// `vigie ci` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CiCommand {
+    /// Post a signed verdict for a SHA to /hooks/ci (for CI systems without an API).
+    Report(ReportArgs),
+}
+
+/// Options of `vigie ci report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The CodeLocation judged.
+    #[arg(long)]
+    pub location: String,
+    /// The full commit SHA judged.
+    #[arg(long)]
+    pub sha: crate::api::Sha,
+    /// The verdict.
+    #[arg(long, value_enum)]
+    pub state: ReportStateArg,
+    /// Link to the CI run.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// A failing check's name (repeatable).
+    #[arg(long = "failed-check")]
+    pub failed_checks: Vec<String>,
+    /// A few words.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Base URL of the running Vigie.
+    #[arg(long, env = "VIGIE_ENDPOINT", default_value = "http://127.0.0.1:8080")]
+    pub endpoint: String,
+    /// File holding the HMAC key (else VIGIE_WEBHOOK_SECRET).
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// Verdict states on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportStateArg {
+    /// Running.
+    Pending,
+    /// Passed.
+    Success,
+    /// A check failed.
+    Failure,
+    /// CI could not tell.
+    Error,
 }
 
 /// Output formats.
@@ -93,6 +148,9 @@ pub fn main() -> ExitCode {
         Command::Validate { paths } => validate(&paths),
         Command::Run(args) => run(args),
         Command::Status { state, output } => status(&state, output),
+        Command::Ci {
+            command: CiCommand::Report(args),
+        } => ci_report(args),
     }
 }
 
@@ -253,4 +311,74 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+fn ci_report(args: ReportArgs) -> ExitCode {
+    use crate::ci::webhook::{self, Report, ReportState};
+    let secret = match webhook_secret(args.webhook_secret_file.as_deref()) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!(
+                "vigie: no webhook secret: give --webhook-secret-file or set VIGIE_WEBHOOK_SECRET"
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = Report {
+        code_location: args.location,
+        sha: args.sha,
+        state: match args.state {
+            ReportStateArg::Pending => ReportState::Pending,
+            ReportStateArg::Success => ReportState::Success,
+            ReportStateArg::Failure => ReportState::Failure,
+            ReportStateArg::Error => ReportState::Error,
+        },
+        url: args.url,
+        failed_checks: args.failed_checks,
+        description: args.description,
+    };
+    let body = serde_json::to_vec(&report).expect("a report serializes");
+    let signature = webhook::sign(&secret, &body);
+    let url = format!("{}/hooks/ci", args.endpoint.trim_end_matches('/'));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vigie: failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let sent = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .header(webhook::SIGNATURE_HEADER, signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .timeout(std::time::Duration::from_secs(30))
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((status, text))
+    });
+    match sent {
+        Ok((status, text)) => {
+            println!("{} {}", status.as_u16(), text.trim());
+            if status.as_u16() == 202 || status.as_u16() == 409 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("vigie: failed to post to {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

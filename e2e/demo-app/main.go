@@ -1,13 +1,17 @@
 // demo-app is the tiny web application Vigie's demo and end-to-end tests deploy.
 //
 // It serves on $PORT (default 8080):
-//   GET /health  -> 200 "ok" when the app is healthy, 500 "fail" otherwise
-//   GET /        -> the commit it runs and its message
+//
+//	GET /health  -> 200 "ok" when the app is healthy, 500 "fail" otherwise
+//	GET /        -> the commit it runs and its message
 //
 // Its behaviour comes from a directory of files ($APP_DIR, default /app): "health"
 // (ok|fail|crash) and "message". A commit of the demo repository is such a directory,
 // so a "bad commit" is simply one whose health file says fail or crash. The commit SHA
 // comes from $VIGIE_SHA (set by Vigie) or the file "sha".
+//
+// "demo-app hook SECONDS EXIT [FILE]" is a stand-in for a pre-deploy hook (a backup):
+// it sleeps, writes FILE (when given) and exits with EXIT.
 package main
 
 import (
@@ -15,7 +19,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 )
 
 func read(dir, name, fallback string) string {
@@ -26,7 +32,29 @@ func read(dir, name, fallback string) string {
 	return strings.TrimSpace(string(b))
 }
 
+func hook(args []string) {
+	if len(args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: demo-app hook SECONDS EXIT [FILE]")
+		os.Exit(64)
+	}
+	seconds, _ := strconv.ParseFloat(args[0], 64)
+	code, _ := strconv.Atoi(args[1])
+	time.Sleep(time.Duration(seconds * float64(time.Second)))
+	if len(args) > 2 {
+		content := fmt.Sprintf("backup before %s\n", os.Getenv("VIGIE_SHA"))
+		if err := os.WriteFile(args[2], []byte(content), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	fmt.Printf("hook done after %ss, exit %d\n", args[0], code)
+	os.Exit(code)
+}
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "hook" {
+		hook(os.Args[2:])
+	}
 	dir := os.Getenv("APP_DIR")
 	if dir == "" {
 		dir = "/app"
