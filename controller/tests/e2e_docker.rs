@@ -26,6 +26,7 @@ fn wait_serving(port: u16, sha: &str) -> String {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn the_vm_scenario() {
     if !docker_available() {
         return;
@@ -62,7 +63,7 @@ fn the_vm_scenario() {
         (b_name.clone(), "running".to_owned()),
     ];
     expected.sort();
-    assert_eq!(v.containers("vm-preprod"), expected);
+    assert_eq!(Vigie::containers("vm-preprod"), expected);
     let a_id = Vigie::container_id(&a_name).unwrap();
 
     // Red CI for B: A serves again, from the very same container.
@@ -103,7 +104,7 @@ fn the_vm_scenario() {
         Some(format!("https://ci.example/app/{b}/failure").as_str())
     );
     wait_for(T, "B's container to be removed", || {
-        (v.containers("vm-preprod") == vec![(a_name.clone(), "running".into())]).then_some(())
+        (Vigie::containers("vm-preprod") == vec![(a_name.clone(), "running".into())]).then_some(())
     });
 
     // prod refuses B: not validated in preprod, even with an approval naming it.

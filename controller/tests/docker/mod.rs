@@ -12,6 +12,7 @@
 
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
@@ -40,11 +41,10 @@ pub fn docker_available() -> bool {
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok && std::env::var("VIGIE_E2E_DOCKER").as_deref() == Ok("1") {
-        panic!(
-            "VIGIE_E2E_DOCKER=1 but no Docker engine answers: run e2e/docker.sh start (as root)"
-        );
-    }
+    assert!(
+        ok || std::env::var("VIGIE_E2E_DOCKER").as_deref() != Ok("1"),
+        "VIGIE_E2E_DOCKER=1 but no Docker engine answers: run e2e/docker.sh start (as root)"
+    );
     if !ok {
         eprintln!("skipped: no Docker engine answers (set VIGIE_E2E_DOCKER=1 to require one)");
     }
@@ -134,7 +134,7 @@ pub fn http_post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8])
         body.len()
     );
     for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(head, "{k}: {v}\r\n");
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
@@ -261,13 +261,12 @@ impl Vigie {
             if let Some(r) = self.row(environment).filter(|r| r.phase == phase) {
                 return r;
             }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out waiting for {environment} to be {phase}: {:#?}\n--- log ---\n{}",
-                    self.row(environment),
-                    self.log()
-                );
-            }
+            assert!(
+                start.elapsed() <= timeout,
+                "timed out waiting for {environment} to be {phase}: {:#?}\n--- log ---\n{}",
+                self.row(environment),
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -315,7 +314,7 @@ impl Vigie {
     }
 
     /// Names of the containers of an environment, with their state.
-    pub fn containers(&self, environment: &str) -> Vec<(String, String)> {
+    pub fn containers(environment: &str) -> Vec<(String, String)> {
         let out = Command::new("docker")
             .args([
                 "ps",
@@ -397,7 +396,7 @@ pub fn release(prefix: &str, env: &str, revision: Option<&str>, port: u16, extra
         .map(|r| format!("\n  revision: {r}"))
         .unwrap_or_default();
     format!(
-        r#"apiVersion: vigie.dev/v1alpha1
+        r"apiVersion: vigie.dev/v1alpha1
 kind: Release
 metadata: {{name: app-{env}}}
 spec:
@@ -405,7 +404,7 @@ spec:
   environment: {prefix}-{env}{revision}
   overrides:
     ports: [{{containerPort: 8080, hostPort: {port}}}]
-{extra}"#
+{extra}"
     )
 }
 
