@@ -11,7 +11,7 @@
 // comes from $VIGIE_SHA (set by Vigie) or the file "sha".
 //
 // "demo-app hook SECONDS EXIT [FILE]" is a stand-in for a pre-deploy hook (a backup):
-// it sleeps, writes FILE (when given) and exits with EXIT.
+// it sleeps, writes FILE (default: $VIGIE_OUTPUT, when set) and exits with EXIT.
 package main
 
 import (
@@ -40,9 +40,13 @@ func hook(args []string) {
 	seconds, _ := strconv.ParseFloat(args[0], 64)
 	code, _ := strconv.Atoi(args[1])
 	time.Sleep(time.Duration(seconds * float64(time.Second)))
+	file := os.Getenv("VIGIE_OUTPUT")
 	if len(args) > 2 {
-		content := fmt.Sprintf("backup before %s\n", os.Getenv("VIGIE_SHA"))
-		if err := os.WriteFile(args[2], []byte(content), 0o644); err != nil {
+		file = args[2]
+	}
+	if file != "" {
+		content := fmt.Sprintf("backup of %s before %s\n", os.Getenv("VIGIE_PREVIOUS_SHA"), os.Getenv("VIGIE_SHA"))
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

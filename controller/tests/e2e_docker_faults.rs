@@ -1,0 +1,299 @@
+//! End to end against the real Docker engine: crashes of Vigie itself, bad SHAs,
+//! hooks, and hostile webhook deliveries.
+
+mod docker;
+
+use std::time::Duration;
+
+use docker::{
+    Demo, IMAGE_ARTIFACT, Vigie, docker_available, free_port, http_get, http_post, release,
+    vm_manifests, wait_for,
+};
+use vigie::api::release::HistoryEvent;
+
+const T: Duration = Duration::from_secs(60);
+
+fn wait_serving(port: u16, sha: &str) {
+    wait_for(T, &format!("{sha} to serve on {port}"), || {
+        http_get(port, "/").filter(|(s, b)| *s == 200 && b.contains(sha))
+    });
+}
+
+/// Starts a Vigie with `good` validated in `<test>-preprod`, serving on the returned port.
+fn validated(test: &str, manifests: &str) -> (Vigie, u16) {
+    let demo = Demo::get();
+    let a = demo.sha("good");
+    let port = free_port();
+    let mut v = Vigie::new(test, &[&format!("{test}-preprod"), &format!("{test}-prod")]);
+    v.write("base.yaml", manifests);
+    v.write("preprod.yaml", &release(test, "preprod", Some(a), port, ""));
+    v.start();
+    v.wait_phase(&format!("{test}-preprod"), "Verifying", T);
+    assert_eq!(v.verdict("app", a, "success"), 202);
+    v.wait_phase(&format!("{test}-preprod"), "Validated", T);
+    wait_serving(port, a);
+    (v, port)
+}
+
+#[test]
+fn a_crash_looping_sha_is_rolled_back() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (v, port) = validated("crash", &vm_manifests("crash", demo, IMAGE_ARTIFACT));
+    let (a, c) = (demo.sha("good"), demo.sha("crash"));
+    v.write(
+        "preprod.yaml",
+        &release("crash", "preprod", Some(c), port, ""),
+    );
+    let row = v.wait_phase("crash-preprod", "RolledBack", T);
+    assert_eq!(row.deployed_sha.as_deref(), Some(a));
+    assert_eq!(row.quarantined, vec![c.to_owned()]);
+    wait_serving(port, a);
+    let status = &v.state().releases["default/app-preprod"].status;
+    let entry = status
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.event == HistoryEvent::RolledBack)
+        .unwrap();
+    let reason = entry.reason.as_deref().unwrap();
+    assert!(reason.starts_with("unhealthy after deploy:"), "{reason}");
+}
+
+#[test]
+fn a_sha_failing_its_health_check_is_rolled_back() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (v, port) = validated("sick", &vm_manifests("sick", demo, IMAGE_ARTIFACT));
+    let (a, u) = (demo.sha("good"), demo.sha("unhealthy"));
+    v.write(
+        "preprod.yaml",
+        &release("sick", "preprod", Some(u), port, ""),
+    );
+    v.wait_phase("sick-preprod", "RolledBack", T);
+    wait_serving(port, a);
+    let status = &v.state().releases["default/app-preprod"].status;
+    let entry = status
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.event == HistoryEvent::RolledBack)
+        .unwrap();
+    assert!(
+        entry
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("returned 500, expected 200"),
+        "{:?}",
+        entry.reason
+    );
+}
+
+#[test]
+fn killed_while_verifying_it_resumes_without_a_second_deploy() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (mut v, port) = validated("killv", &vm_manifests("killv", demo, IMAGE_ARTIFACT));
+    let (a, b) = (demo.sha("good"), demo.sha("bad"));
+    v.write(
+        "preprod.yaml",
+        &release("killv", "preprod", Some(b), port, ""),
+    );
+    v.wait_phase("killv-preprod", "Verifying", T);
+    let b_name = format!("vigie-killv-preprod-app-{}", &b[..7]);
+    let b_id = Vigie::container_id(&b_name).unwrap();
+    v.kill();
+    v.start();
+    std::thread::sleep(Duration::from_secs(2));
+    let row = v.wait_phase("killv-preprod", "Verifying", T);
+    assert_eq!(
+        Vigie::container_id(&b_name).as_deref(),
+        Some(b_id.as_str()),
+        "B was not deployed twice"
+    );
+    let status = &v.state().releases["default/app-preprod"].status;
+    assert_eq!(
+        status
+            .rollout
+            .as_ref()
+            .unwrap()
+            .rollback_point
+            .as_ref()
+            .map(|s| s.as_str()),
+        Some(a)
+    );
+    assert_eq!(
+        status
+            .history
+            .iter()
+            .filter(|h| h.event == HistoryEvent::Deployed && h.sha.as_str() == b)
+            .count(),
+        1
+    );
+    assert_eq!(row.validated_sha.as_deref(), Some(a));
+    assert_eq!(v.verdict("app", b, "failure"), 202);
+    v.wait_phase("killv-preprod", "RolledBack", T);
+    wait_serving(port, a);
+}
+
+#[test]
+fn killed_while_deploying_it_resumes_without_a_second_hook_or_deploy() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let test = "killd";
+    // Docker creates the bind mount's source when the hook starts.
+    let backups = docker::root().join("target/e2e").join(test).join("backups");
+    let hooks = format!(
+        "  hooks:\n    preDeploy:\n      - name: backup\n        image: vigie-demo:latest\n        command: [/demo-app, hook, \"4\", \"0\"]\n        mounts: [{{source: \"{}\", target: /backups}}]\n        timeout: 1m\n        output: /backups/{{environment}}-{{shortSha}}.txt\n",
+        backups.display()
+    );
+    let manifests = vm_manifests(test, demo, IMAGE_ARTIFACT).replace(
+        "  verification: {timeout: 2m, healthTimeout: 1m}\n",
+        &format!("  verification: {{timeout: 2m, healthTimeout: 1m}}\n{hooks}"),
+    );
+    let (mut v, port) = validated(test, &manifests);
+    let (a, b) = (demo.sha("good"), demo.sha("bad"));
+    v.write("preprod.yaml", &release(test, "preprod", Some(b), port, ""));
+    // The backup hook runs for 4 seconds: kill Vigie in the middle of it.
+    let hook_name = format!("vigie-hook-{test}-preprod-app-backup-{}", &b[..7]);
+    let hook_id = wait_for(T, "the hook to start", || Vigie::container_id(&hook_name));
+    assert_eq!(
+        v.row(&format!("{test}-preprod")).unwrap().phase,
+        "Deploying"
+    );
+    v.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    v.start();
+    v.wait_phase(&format!("{test}-preprod"), "Verifying", T);
+    wait_serving(port, b);
+    assert_eq!(
+        Vigie::container_id(&hook_name).as_deref(),
+        Some(hook_id.as_str()),
+        "the hook ran once"
+    );
+    let status = &v.state().releases["default/app-preprod"].status;
+    assert_eq!(
+        status
+            .rollout
+            .as_ref()
+            .unwrap()
+            .rollback_point
+            .as_ref()
+            .map(|s| s.as_str()),
+        Some(a)
+    );
+    let hook = status
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.event == HistoryEvent::HookSucceeded)
+        .unwrap();
+    assert_eq!(
+        hook.output.as_deref(),
+        Some(format!("/backups/{test}-preprod-{}.txt", &b[..7]).as_str())
+    );
+    let backup =
+        std::fs::read_to_string(backups.join(format!("{test}-preprod-{}.txt", &b[..7]))).unwrap();
+    assert_eq!(backup, format!("backup of {a} before {b}\n"));
+    assert_eq!(
+        status
+            .history
+            .iter()
+            .filter(|h| h.event == HistoryEvent::Deployed && h.sha.as_str() == b)
+            .count(),
+        1
+    );
+    assert_eq!(v.verdict("app", b, "success"), 202);
+    v.wait_phase(&format!("{test}-preprod"), "Validated", T);
+}
+
+#[test]
+fn hostile_webhook_deliveries_change_nothing() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (v, _port) = validated("hook", &vm_manifests("hook", demo, IMAGE_ARTIFACT));
+    let b = demo.sha("bad");
+    let before = std::fs::read(&v.state).unwrap();
+    let body = format!(
+        r#"{{"codeLocation":"app","sha":"{b}","state":"failure","url":"https://ci.example/x"}}"#
+    );
+    let post =
+        |headers: &[(&str, String)], body: &[u8]| http_post(v.port, "/hooks/ci", headers, body);
+    assert_eq!(post(&[], body.as_bytes()), 401, "no signature");
+    let wrong = vigie::ci::webhook::sign(b"not the secret", body.as_bytes());
+    assert_eq!(
+        post(&[("X-Vigie-Signature", wrong)], body.as_bytes()),
+        401,
+        "wrong key"
+    );
+    let right = vigie::ci::webhook::sign(docker::SECRET.as_bytes(), body.as_bytes());
+    let tampered = body.replace("failure", "success");
+    assert_eq!(
+        post(&[("X-Vigie-Signature", right)], tampered.as_bytes()),
+        401,
+        "body changed after signing"
+    );
+    let huge = format!(
+        r#"{{"codeLocation":"app","sha":"{b}","state":"failure","url":"https://ci.example/{}"}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    let signed = vigie::ci::webhook::sign(docker::SECRET.as_bytes(), huge.as_bytes());
+    assert_eq!(
+        post(&[("X-Vigie-Signature", signed)], huge.as_bytes()),
+        413,
+        "over 1 MiB"
+    );
+    assert_eq!(v.post(b"{not json"), 400, "signed garbage");
+    assert_eq!(
+        v.verdict("nope", b, "failure"),
+        404,
+        "unknown code location"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        std::fs::read(&v.state).unwrap(),
+        before,
+        "the state file is unchanged"
+    );
+    // A genuine delivery is accepted once; its replay is refused and changes nothing.
+    let fixed = demo.sha("fixed");
+    assert_eq!(v.verdict("app", fixed, "pending"), 202);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = std::fs::read(&v.state).unwrap();
+    assert_eq!(v.verdict("app", fixed, "pending"), 409, "replayed delivery");
+    assert_eq!(
+        v.verdict("app", demo.sha("good"), "success"),
+        409,
+        "the first verdict, replayed"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        std::fs::read(&v.state).unwrap(),
+        after,
+        "a replay changes nothing"
+    );
+    let state = v.state();
+    assert_eq!(
+        state.releases["default/app-preprod"].status.phase,
+        vigie::api::Phase::Validated
+    );
+    assert!(
+        state
+            .verdicts
+            .for_location("app")
+            .get(&b.parse().unwrap())
+            .is_none(),
+        "no verdict recorded for B"
+    );
+}
