@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# A Docker engine for the demo and the end-to-end tests.
+#
+#   e2e/docker.sh ensure    engine answering? done. Else, as root on Debian: install
+#                           docker.io if missing and start dockerd. Else: say what to do.
+#   e2e/docker.sh stop      stop the dockerd this script started
+#   e2e/docker.sh start     start it again (waits until it answers)
+#   e2e/docker.sh restart   stop, then start
+set -euo pipefail
+pidfile=/run/vigie-dockerd.pid
+logfile=/var/log/vigie-dockerd.log
+
+answers() { docker info >/dev/null 2>&1; }
+
+wait_answers() {
+  for _ in $(seq 1 150); do
+    answers && return 0
+    sleep 0.2
+  done
+  echo "dockerd did not answer within 30 s; see $logfile" >&2
+  return 1
+}
+
+start() {
+  if answers; then return 0; fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "No Docker engine answers. Install Docker (Debian: sudo apt-get install docker.io) and start it (sudo systemctl start docker)." >&2
+    return 1
+  fi
+  if ! command -v dockerd >/dev/null 2>&1; then
+    if [ -f /etc/debian_version ]; then
+      echo "installing docker.io from Debian's packages" >&2
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+    else
+      echo "No dockerd on this machine: install Docker for your distribution." >&2
+      return 1
+    fi
+  fi
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl start docker
+  else
+    nohup dockerd >>"$logfile" 2>&1 &
+    echo $! >"$pidfile"
+  fi
+  wait_answers
+}
+
+stop() {
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    pid=$(cat "$pidfile")
+    kill -TERM "$pid"
+    for _ in $(seq 1 300); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    rm -f "$pidfile"
+  elif command -v systemctl >/dev/null 2>&1 && systemctl is-active docker >/dev/null 2>&1; then
+    systemctl stop docker docker.socket
+  else
+    echo "no dockerd started by this script (or by systemd) to stop" >&2
+    return 1
+  fi
+  # The engine is gone once nothing answers.
+  for _ in $(seq 1 100); do
+    answers || return 0
+    sleep 0.1
+  done
+  echo "dockerd still answers after stop" >&2
+  return 1
+}
+
+case "${1:-ensure}" in
+  ensure|start) start ;;
+  stop) stop ;;
+  restart) stop && start ;;
+  *) echo "usage: $0 ensure|start|stop|restart" >&2; exit 64 ;;
+esac
