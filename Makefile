@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VIGIE := target/debug/vigie
 
-.PHONY: all fmt fmt-check lint test e2e generate generate-check bench demo build validate-examples
+.PHONY: all fmt fmt-check lint test unit e2e docker generate generate-check bench demo build validate-examples
 
 all: fmt-check lint test
 
@@ -18,9 +18,18 @@ fmt-check:
 lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-## Unit, property and integration tests, the CRD drift check and the examples.
-test: build generate-check validate-examples
+## Everything: unit, property and integration tests, the CRD drift check, the
+## examples, and the end-to-end tests against a real Docker engine (started here).
+test: build generate-check validate-examples docker
+	VIGIE_E2E_DOCKER=1 $(CARGO) test --locked --all-targets
+
+## The tests that need no Docker engine (the end-to-end ones are skipped).
+unit:
 	$(CARGO) test --locked --all-targets
+
+## A Docker engine answering (as root on Debian: installs docker.io, starts dockerd).
+docker:
+	e2e/docker.sh ensure
 
 ## Regenerate the checked-in CRDs from the Rust types.
 generate: build
@@ -33,18 +42,16 @@ generate-check: generate
 validate-examples: build
 	$(VIGIE) validate examples/vm
 	$(VIGIE) validate examples/data-platform
+	$(VIGIE) validate examples/demo
 
-## Tests against a real Docker engine and a real Kubernetes control plane.
-e2e:
-	@echo "e2e: no end-to-end suite yet: the Docker backend (issue 3) and the operator (issue 5) are not built."
+## The end-to-end tests only (real Docker engine; the Kubernetes control plane comes with the operator).
+e2e: build docker
+	VIGIE_E2E_DOCKER=1 $(CARGO) test --locked --test e2e_docker --test e2e_docker_faults --test e2e_docker_restart
 
-## Benchmarks that print figures.
-bench:
-	@echo "bench: no benchmark yet: the Docker backend and 'vigie run' (issue 3) are not built."
+## Benchmarks that print figures (ratios against baselines measured in the same run).
+bench: build docker
+	$(CARGO) bench --locked --bench docker
 
-## The main job on the embedded default.
+## The main job: vigie run on examples/demo/, deploy, validate, roll back on red CI.
 demo: build
-	@echo "demo: not built yet. 'vigie run' and the Docker backend come with issue 3."
-	@echo "What works today: the resources, their validation and the lifecycle rules:"
-	$(VIGIE) validate examples/vm
-	$(VIGIE) validate examples/data-platform
+	bash e2e/demo.sh

@@ -802,3 +802,22 @@ impl Upstreamed for World {
         w
     }
 }
+
+#[test]
+fn going_back_and_forth_between_validated_shas_redeploys_each() {
+    let mut w = World::validated(environment(), 'a');
+    for c in ['b', 'a', 'b', 'a'] {
+        w.want(c).ci(c, CiState::Success);
+        let d = w.decide();
+        assert_eq!(
+            d.workload,
+            target(c, if c == 'a' { Some('b') } else { Some('a') }),
+            "deploying {c}"
+        );
+        w.follow(&d).decide();
+        assert_eq!(
+            (w.status.phase, w.status.validated_sha.clone()),
+            (Phase::Validated, Some(sha(c)))
+        );
+    }
+}

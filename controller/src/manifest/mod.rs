@@ -16,6 +16,7 @@ use std::{
 use kube::{CustomResourceExt, core::cel::CompiledSchema};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::api::{API_VERSION, CodeLocation, Environment, Release};
 
@@ -132,6 +133,9 @@ pub struct LoadReport {
     pub manifests: Manifests,
     /// Every problem, in file and document order.
     pub problems: Vec<Problem>,
+    /// SHA-256 over the names and exact bytes that were parsed: equal fingerprints mean
+    /// the same manifests, with no window between reading and fingerprinting.
+    pub fingerprint: String,
 }
 
 impl LoadReport {
@@ -177,10 +181,18 @@ pub fn load_sources(sources: &[(PathBuf, String)]) -> LoadReport {
     }
     references::check(&manifests, &mut problems);
     problems.sort_by(|a, b| (&a.file, a.document).cmp(&(&b.file, b.document)));
+    let mut digest = Sha256::new();
+    for (file, text) in sources {
+        digest.update(file.display().to_string().as_bytes());
+        digest.update([0]);
+        digest.update(text.as_bytes());
+        digest.update([0]);
+    }
     LoadReport {
         files: sources.iter().map(|(f, _)| f.clone()).collect(),
         manifests,
         problems,
+        fingerprint: hex::encode(digest.finalize()),
     }
 }
 

@@ -93,6 +93,9 @@ pub async fn run(options: Options) -> Result<(), RunError> {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
+    // A change in the manifests wakes the reconciler at once (the interval stays the
+    // fallback: a watcher can miss events, e.g. on network filesystems).
+    let _watcher = watch(&options.manifests, shared.clone());
     let mut runner = Runner::new(options.clone(), shared.clone());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
@@ -108,6 +111,28 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     tracing::info!("vigie run stopping");
     server.abort();
     Ok(())
+}
+
+/// Watches the manifests for changes; `None` (with a warning) when it cannot.
+fn watch(path: &std::path::Path, shared: Arc<Shared>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let handler = move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            shared.wake.notify_one();
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the manifests; changes are seen at the next interval");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(path, notify::RecursiveMode::Recursive) {
+        tracing::warn!(error = %e, "cannot watch the manifests; changes are seen at the next interval");
+        return None;
+    }
+    Some(watcher)
 }
 
 /// The reconciler's memory between rounds (nothing here is needed to resume).
@@ -158,16 +183,11 @@ impl Runner {
     /// last good one kept.
     fn reload(&mut self) {
         let report = manifest::load_paths(std::slice::from_ref(&self.options.manifests));
-        let mut digest = sha2::Sha256::default();
-        for file in &report.files {
-            use sha2::Digest;
-            digest.update(file.display().to_string().as_bytes());
-            digest.update(std::fs::read(file).unwrap_or_default());
-        }
-        let fingerprint = hex::encode(sha2::Digest::finalize(digest));
+        let fingerprint = report.fingerprint.clone();
         if self.fingerprint.as_deref() == Some(fingerprint.as_str()) {
             return;
         }
+        tracing::debug!(%fingerprint, "manifests changed");
         self.fingerprint = Some(fingerprint);
         if !report.problems.is_empty() {
             self.shared.metrics.manifests_valid.set(0);
@@ -347,6 +367,12 @@ impl Runner {
         if self.manifests.is_some() {
             self.shared.ready.store(true, Ordering::Relaxed);
         }
+        tracing::debug!(
+            releases = items.len(),
+            errors,
+            elapsed_ms = started.elapsed().as_millis(),
+            "round done"
+        );
     }
 
     /// Saves the decided statuses (and forgets Releases no longer in the manifests).

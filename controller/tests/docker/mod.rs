@@ -225,6 +225,11 @@ impl Vigie {
         });
     }
 
+    /// The process id of the running `vigie run`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
