@@ -298,7 +298,10 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
     };
     let rows = crate::standalone::status::rows(&state);
     let text = match output {
-        Output::Table => crate::standalone::status::table(&rows),
+        Output::Table => {
+            crate::standalone::status::table(&rows)
+                + &crate::standalone::status::problems(&state.manifest_problems)
+        }
         Output::Json => match serde_json::to_string_pretty(&rows) {
             Ok(json) => json + "\n",
             Err(e) => {

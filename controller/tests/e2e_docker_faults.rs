@@ -296,3 +296,75 @@ fn hostile_webhook_deliveries_change_nothing() {
         "no verdict recorded for B"
     );
 }
+
+#[test]
+fn an_invalid_change_keeps_the_last_valid_set_and_says_why() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (v, port) = validated("invalid", &vm_manifests("invalid", demo, IMAGE_ARTIFACT));
+    let (a, b) = (demo.sha("good"), demo.sha("bad"));
+    v.write(
+        "preprod.yaml",
+        &release(
+            "invalid",
+            "preprod",
+            Some("not a sha!"),
+            port,
+            "  colour: red\n",
+        ),
+    );
+    let problems = wait_for(T, "the problems to be recorded", || {
+        Some(v.state().manifest_problems).filter(|p| !p.is_empty())
+    });
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("preprod.yaml: document 1 (Release/app-preprod): spec.revision:")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.ends_with("spec.colour: unknown field")),
+        "{problems:?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(["status", "--state"])
+        .arg(&v.state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("The manifests are invalid; the last valid set keeps running. 2 problem(s):"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(v.row("invalid-preprod").unwrap().phase, "Validated");
+    wait_serving(port, a);
+    // Fixed: the new set is taken, the problems are gone.
+    v.write(
+        "preprod.yaml",
+        &release("invalid", "preprod", Some(b), port, ""),
+    );
+    v.wait_phase("invalid-preprod", "Verifying", T);
+    assert!(v.state().manifest_problems.is_empty());
+}
+
+#[test]
+fn a_release_removed_from_the_manifests_has_its_containers_removed() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (v, _port) = validated("prune", &vm_manifests("prune", demo, IMAGE_ARTIFACT));
+    assert_eq!(Vigie::containers("prune-preprod").len(), 1);
+    std::fs::remove_file(v.manifests.join("preprod.yaml")).unwrap();
+    wait_for(T, "the containers to be removed", || {
+        Vigie::containers("prune-preprod").is_empty().then_some(())
+    });
+    wait_for(T, "the release to leave the state", || {
+        (!v.state().releases.contains_key("default/app-preprod")).then_some(())
+    });
+}

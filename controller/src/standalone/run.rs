@@ -189,6 +189,7 @@ impl Runner {
         }
         tracing::debug!(%fingerprint, "manifests changed");
         self.fingerprint = Some(fingerprint);
+        self.record_manifest_problems(report.problems.iter().map(ToString::to_string).collect());
         if !report.problems.is_empty() {
             self.shared.metrics.manifests_valid.set(0);
             let kept = if self.manifests.is_some() {
@@ -236,6 +237,20 @@ impl Runner {
             *locations = m.code_locations.keys().map(|(_, n)| n.clone()).collect();
         }
         self.manifests = Some(m);
+    }
+
+    /// Keeps the manifests' problems in the state, for `vigie status`.
+    fn record_manifest_problems(&self, problems: Vec<String>) {
+        let mut current = self.shared.state.lock().expect("state lock");
+        if current.manifest_problems == problems {
+            return;
+        }
+        let mut next = current.clone();
+        next.manifest_problems = problems;
+        match state::save(&self.shared.state_path, &next) {
+            Ok(()) => *current = next,
+            Err(e) => tracing::error!(error = %e, "failed to record the manifests' problems"),
+        }
     }
 
     fn items(&self) -> Vec<Item> {

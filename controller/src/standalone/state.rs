@@ -33,6 +33,9 @@ pub struct State {
     /// SHA-256 of the webhook bodies accepted, newest last (bounded).
     #[serde(default)]
     pub deliveries: VecDeque<String>,
+    /// Problems of the manifests as last read; empty when they were valid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest_problems: Vec<String>,
 }
 
 /// One Release as recorded.

@@ -130,3 +130,19 @@ pub fn table(rows: &[Row]) -> String {
     }
     out
 }
+
+/// The manifests' problems, when the last change was invalid.
+#[must_use]
+pub fn problems(problems: &[String]) -> String {
+    if problems.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nThe manifests are invalid; the last valid set keeps running. {} problem(s):\n",
+        problems.len()
+    );
+    for p in problems {
+        let _ = writeln!(out, "  {p}");
+    }
+    out
+}
