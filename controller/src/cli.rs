@@ -122,9 +122,13 @@ pub struct RunArgs {
     /// File holding the HMAC key of /hooks/ci (else VIGIE_WEBHOOK_SECRET).
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
-    /// Seconds between rounds when nothing happens.
+    /// Seconds between rounds when nothing happens (changes to the manifests and CI
+    /// verdicts wake the reconciler at once).
     #[arg(long, default_value_t = 2.0)]
     pub interval: f64,
+    /// Seconds a Release may be missing from the manifests before its containers are removed.
+    #[arg(long, default_value_t = 60)]
+    pub removal_grace: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -250,16 +254,20 @@ fn run(args: RunArgs) -> ExitCode {
             "no webhook secret (--webhook-secret-file or VIGIE_WEBHOOK_SECRET): /hooks/ci refuses every delivery"
         );
     }
-    if !(args.interval.is_finite() && args.interval > 0.0) {
-        eprintln!("vigie: --interval must be a positive number of seconds");
+    let Some(interval) = std::time::Duration::try_from_secs_f64(args.interval)
+        .ok()
+        .filter(|d| !d.is_zero() && d.as_secs() <= 3600)
+    else {
+        eprintln!("vigie: --interval must be a number of seconds above 0 and at most 3600");
         return ExitCode::FAILURE;
-    }
+    };
     let options = crate::standalone::run::Options {
         manifests: args.manifests,
         state: args.state,
         listen: args.listen,
         secret,
-        interval: std::time::Duration::from_secs_f64(args.interval),
+        interval,
+        removal_grace: std::time::Duration::from_secs(args.removal_grace),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -360,11 +360,33 @@ fn a_release_removed_from_the_manifests_has_its_containers_removed() {
     let demo = Demo::get();
     let (v, _port) = validated("prune", &vm_manifests("prune", demo, IMAGE_ARTIFACT));
     assert_eq!(Vigie::containers("prune-preprod").len(), 1);
-    std::fs::remove_file(v.manifests.join("preprod.yaml")).unwrap();
+    let a = demo.sha("good");
+    let name = format!("vigie-prune-preprod-app-{}", &a[..7]);
+    let id = Vigie::container_id(&name).unwrap();
+    // Missing for less than the grace period (a `git pull`, an editor's save): nothing goes.
+    let file = v.manifests.join("preprod.yaml");
+    let content = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    std::fs::write(&file, &content).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(Vigie::container_id(&name).as_deref(), Some(id.as_str()));
+    let row = v.wait_phase("prune-preprod", "Validated", T);
+    assert_eq!(
+        row.validated_sha.as_deref(),
+        Some(a),
+        "history and validation kept"
+    );
+    // Gone for good: its containers are removed after the grace period.
+    std::fs::remove_file(&file).unwrap();
     wait_for(T, "the containers to be removed", || {
         Vigie::containers("prune-preprod").is_empty().then_some(())
     });
-    wait_for(T, "the release to leave the state", || {
-        (!v.state().releases.contains_key("default/app-preprod")).then_some(())
-    });
+    // Its record stays (history, quarantine), marked removed, out of `vigie status`.
+    assert!(
+        v.state().releases["default/app-preprod"]
+            .removed_at
+            .is_some()
+    );
+    assert!(v.row("prune-preprod").is_none());
 }

@@ -582,7 +582,7 @@ fn a_green_rerun_after_a_rollback_is_recorded_but_the_sha_stays_quarantined() {
     assert_eq!(
         tail,
         vec![
-            (HistoryEvent::Validated, "bbbbbbb".into()),
+            (HistoryEvent::CiPassed, "bbbbbbb".into()),
             (HistoryEvent::RolledBack, "bbbbbbb".into())
         ]
     );
@@ -820,4 +820,27 @@ fn going_back_and_forth_between_validated_shas_redeploys_each() {
             (Phase::Validated, Some(sha(c)))
         );
     }
+}
+
+#[test]
+fn a_rollback_whose_target_never_gets_healthy_fails_loudly() {
+    let mut w = World::validated(environment(), 'a');
+    w.want('b').decide();
+    w.running('b', HealthState::Healthy).decide();
+    let d = w.ci('b', CiState::Failure).decide();
+    assert_eq!(w.status.phase, Phase::RollingBack);
+    assert_eq!(d.requeue_after.map(|r| r.as_secs()), Some(300));
+    w.running('a', HealthState::Unhealthy).advance(299).decide();
+    assert_eq!(w.status.phase, Phase::RollingBack);
+    let d = w.advance(1).decide();
+    assert_eq!(w.status.phase, Phase::Failed);
+    assert_eq!(events(&d), vec![EventKind::Failed]);
+    assert!(
+        d.notifications[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("rolling back to aaaaaaa did not bring it back healthy within 5m")
+    );
+    assert!(w.advance(60).decide().notifications.is_empty(), "said once");
 }

@@ -377,6 +377,8 @@ pub enum HistoryEvent {
     QuarantineCleared,
     /// A pre-deploy hook succeeded for `sha`; `output` links its backup.
     HookSucceeded,
+    /// A CI run passed for `sha` after it was rolled back; it stays quarantined until cleared.
+    CiPassed,
     /// The deploy of `sha` failed and needs a person.
     Failed,
 }

@@ -38,6 +38,9 @@ pub struct Workload {
     pub health_check: Option<HealthCheck>,
     /// Compose project label of the containers.
     pub project: String,
+    /// Which Vigie owns the containers (`vigie.dev/instance`): another Vigie on the same
+    /// host, even with the same environment names, never touches them.
+    pub instance: String,
 }
 
 impl Workload {
@@ -45,6 +48,7 @@ impl Workload {
     /// replace the location's when given; its env vars are added or replace by name.
     #[must_use]
     pub fn resolve(
+        instance: &str,
         release_name: &str,
         release: &ReleaseSpec,
         location: &CodeLocationSpec,
@@ -77,6 +81,7 @@ impl Workload {
             container,
             health_check: location.health_check.clone(),
             project,
+            instance: instance.to_owned(),
         }
     }
 }
@@ -155,10 +160,11 @@ pub trait Backend: Send + Sync {
         hooks: &[Hook],
     ) -> impl Future<Output = Result<BTreeMap<String, HookOutcome>>> + Send;
 
-    /// Removes every container of `environment` labelled as ours whose code location
-    /// is not in `keep`.
+    /// Removes every container of `environment` labelled as this instance's whose code
+    /// location is not in `keep`.
     fn prune(
         &self,
+        instance: &str,
         environment: &str,
         keep: &[String],
     ) -> impl Future<Output = Result<Vec<String>>> + Send;

@@ -470,7 +470,7 @@ impl Decider<'_> {
             self.record(HistoryEntry {
                 reason: Some(reason.to_owned()),
                 url,
-                ..self.entry(HistoryEvent::Validated, &sha)
+                ..self.entry(HistoryEvent::CiPassed, &sha)
             });
         }
     }
@@ -509,6 +509,36 @@ impl Decider<'_> {
                 Some(&to),
                 rollout.failure.clone(),
                 self.status.ci.as_ref().and_then(|c| c.url.clone()),
+                None,
+            );
+            return true;
+        }
+        // A rollback whose target never gets healthy needs a person: say so once.
+        let since = self.status.phase_since.unwrap_or(rollout.started_at);
+        let limit = self.env().verification.health_timeout;
+        if self.now() >= since + limit.get() {
+            let reason = format!(
+                "rolling back to {} did not bring it back healthy within {limit}: {}",
+                to.short(),
+                w.reason
+                    .clone()
+                    .unwrap_or_else(|| "no healthy observation".into())
+            );
+            let mut rollout = rollout;
+            rollout.failure = Some(reason.clone());
+            self.status.rollout = Some(rollout.clone());
+            self.set_phase(Phase::Failed);
+            self.record(HistoryEntry {
+                previous: Some(to.clone()),
+                reason: Some(reason.clone()),
+                ..self.entry(HistoryEvent::Failed, &rollout.sha)
+            });
+            self.notify(
+                EventKind::Failed,
+                &rollout.sha,
+                Some(&to),
+                Some(reason),
+                None,
                 None,
             );
             return true;
@@ -1143,6 +1173,10 @@ impl Decider<'_> {
                         + self.env().verification.health_timeout.get(),
                 )
             }),
+            (Phase::RollingBack, _) => until(
+                self.status.phase_since.unwrap_or(now)
+                    + self.env().verification.health_timeout.get(),
+            ),
             (Phase::Verifying, _) => rollout.and_then(|r| {
                 until(r.healthy_at.unwrap_or(now) + self.env().verification.timeout.get())
             }),

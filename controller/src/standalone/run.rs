@@ -36,6 +36,8 @@ use crate::{
 
 /// How a `git ls-remote` resolution is reused before asking again.
 const RESOLVE_TTL: Duration = Duration::from_secs(30);
+/// The longest a revision's resolution may take before the round goes on without it.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Options of `vigie run`.
 #[derive(Clone, Debug)]
@@ -50,6 +52,9 @@ pub struct Options {
     pub secret: Option<Vec<u8>>,
     /// Time between rounds when nothing wakes the reconciler.
     pub interval: Duration,
+    /// How long a Release may be missing from the manifests before its containers are
+    /// removed: a file rewritten by `git pull` or an editor is not a removal.
+    pub removal_grace: Duration,
 }
 
 /// Why `vigie run` stopped.
@@ -138,6 +143,7 @@ fn watch(path: &std::path::Path, shared: Arc<Shared>) -> Option<notify::Recommen
 /// The reconciler's memory between rounds (nothing here is needed to resume).
 pub struct Runner {
     options: Options,
+    instance: String,
     shared: Arc<Shared>,
     manifests: Option<Manifests>,
     fingerprint: Option<String>,
@@ -168,6 +174,7 @@ impl Runner {
     #[must_use]
     pub fn new(options: Options, shared: Arc<Shared>) -> Self {
         Self {
+            instance: instance_id(&options.state),
             options,
             shared,
             manifests: None,
@@ -207,6 +214,24 @@ impl Runner {
             return;
         }
         let m = report.manifests;
+        let namespaces: std::collections::BTreeSet<&String> = m
+            .environments
+            .keys()
+            .chain(m.code_locations.keys())
+            .chain(m.releases.keys())
+            .map(|(ns, _)| ns)
+            .collect();
+        if namespaces.len() > 1 {
+            let listed: Vec<&str> = namespaces.iter().map(|n| n.as_str()).collect();
+            let problem = format!(
+                "vigie run serves one namespace; the manifests use {}: run one vigie per namespace",
+                listed.join(", ")
+            );
+            tracing::error!("{problem}; keeping the last valid set");
+            self.record_manifest_problems(vec![problem]);
+            self.shared.metrics.manifests_valid.set(0);
+            return;
+        }
         tracing::info!("{}", m.summary(report.files.len()));
         self.shared.metrics.manifests_valid.set(1);
         self.backends.clear();
@@ -271,6 +296,7 @@ impl Runner {
                     release: r.object.clone(),
                     environment: environment.object.spec.clone(),
                     workload: Workload::resolve(
+                        &self.instance,
                         name,
                         &r.object.spec,
                         &location.object.spec,
@@ -298,9 +324,15 @@ impl Runner {
                 r
             } else {
                 let (url, rev) = cache_key.clone();
-                let r = tokio::task::spawn_blocking(move || crate::git::resolve(&url, &rev))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()));
+                let resolving =
+                    tokio::task::spawn_blocking(move || crate::git::resolve(&url, &rev));
+                let r = match tokio::time::timeout(RESOLVE_TIMEOUT, resolving).await {
+                    Ok(joined) => joined.unwrap_or_else(|e| Err(e.to_string())),
+                    Err(_) => Err(format!(
+                        "no answer from the repository within {}s",
+                        RESOLVE_TIMEOUT.as_secs()
+                    )),
+                };
                 self.resolved.insert(cache_key, (Instant::now(), r.clone()));
                 r
             };
@@ -332,6 +364,7 @@ impl Runner {
                     code_location: item.release.spec.code_location.clone(),
                     environment: item.release.spec.environment.clone(),
                     status: ReleaseStatus::default(),
+                    removed_at: None,
                 });
             let upstream = upstream(
                 &snapshot.releases,
@@ -398,8 +431,17 @@ impl Runner {
             next.releases.insert(o.key.clone(), o.record.clone());
         }
         if self.manifests.is_some() {
-            next.releases
-                .retain(|k, _| items.iter().any(|i| &i.key == k));
+            let now = Timestamp::now();
+            for (key, record) in &mut next.releases {
+                if record.removed_at.is_none() && !items.iter().any(|i| &i.key == key) {
+                    tracing::info!(
+                        release = %key,
+                        "left the manifests; its containers go in {}s unless it comes back",
+                        self.options.removal_grace.as_secs()
+                    );
+                    record.removed_at = Some(now);
+                }
+            }
         }
         if next != *current {
             state::save(&self.shared.state_path, &next)?;
@@ -489,6 +531,8 @@ impl Runner {
         upstream: Option<Upstream>,
         now: Timestamp,
     ) -> Outcome {
+        // Back in the manifests (or never gone): not removed.
+        record.removed_at = None;
         let status = &record.status;
         let probe = match status.phase {
             Phase::Deploying | Phase::Verifying | Phase::RollingBack => Probe::Full,
@@ -585,6 +629,21 @@ impl Runner {
     /// Removes the containers of code locations that no Release binds to an environment any more.
     async fn prune(&self, items: &[Item]) {
         let Some(m) = &self.manifests else { return };
+        let now = Timestamp::now();
+        let recently_removed: Vec<ReleaseRecord> = self
+            .shared
+            .state
+            .lock()
+            .expect("state lock")
+            .releases
+            .values()
+            .filter(|r| {
+                r.removed_at.is_some_and(|t| {
+                    now.duration_since(t).unsigned_abs() < self.options.removal_grace
+                })
+            })
+            .cloned()
+            .collect();
         for (_, env) in m.environments.keys() {
             let Ok(backend) = self.backend(env) else {
                 continue;
@@ -593,8 +652,14 @@ impl Runner {
                 .iter()
                 .filter(|i| &i.workload.environment == env)
                 .map(|i| i.workload.code_location.clone())
+                .chain(
+                    recently_removed
+                        .iter()
+                        .filter(|r| &r.environment == env)
+                        .map(|r| r.code_location.clone()),
+                )
                 .collect();
-            match backend.prune(env, &keep).await {
+            match backend.prune(&self.instance, env, &keep).await {
                 Ok(removed) if !removed.is_empty() => {
                     tracing::info!(environment = %env, ?removed, "removed containers no longer desired");
                 }
@@ -603,6 +668,20 @@ impl Runner {
             }
         }
     }
+}
+
+/// A stable id of this Vigie (from its state file's absolute path), labelled on every
+/// container it owns.
+fn instance_id(state: &std::path::Path) -> String {
+    use sha2::Digest;
+    let dir = state
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let absolute = std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_owned())
+        .join(state.file_name().unwrap_or_default());
+    hex::encode(&sha2::Sha256::digest(absolute.display().to_string().as_bytes())[..6])
 }
 
 /// The pre-deploy hook runs the recorded status still waits for.

@@ -48,6 +48,10 @@ pub struct ReleaseRecord {
     pub environment: String,
     /// Its status.
     pub status: ReleaseStatus,
+    /// When it left the manifests. Its record is kept (a Release that comes back keeps
+    /// its history and quarantine) and its containers go after a grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<jiff::Timestamp>,
 }
 
 impl State {
@@ -194,6 +198,7 @@ mod tests {
                     phase: Phase::Validated,
                     ..ReleaseStatus::default()
                 },
+                removed_at: None,
             },
         );
         assert!(s.remember_delivery("abc".into()));

@@ -43,6 +43,7 @@ pub fn rows(state: &State) -> Vec<Row> {
     let mut rows: Vec<Row> = state
         .releases
         .iter()
+        .filter(|(_, r)| r.removed_at.is_none())
         .map(|(key, r)| {
             let s = &r.status;
             Row {

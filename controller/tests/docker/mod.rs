@@ -206,7 +206,14 @@ impl Vigie {
             .open(self.dir.join("vigie.log"))
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_vigie"))
-            .args(["run", "--interval", "0.5", "--listen"])
+            .args([
+                "run",
+                "--interval",
+                "0.5",
+                "--removal-grace",
+                "2",
+                "--listen",
+            ])
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--manifests")
             .arg(&self.manifests)

@@ -622,11 +622,16 @@ impl Backend for DockerBackend {
         Ok(outcomes)
     }
 
-    async fn prune(&self, environment: &str, keep: &[String]) -> Result<Vec<String>> {
+    async fn prune(
+        &self,
+        instance: &str,
+        environment: &str,
+        keep: &[String],
+    ) -> Result<Vec<String>> {
         let docker = self.docker().await?;
         let options = ListContainersOptionsBuilder::default()
             .all(true)
-            .filters(&plan::environment_filter(environment))
+            .filters(&plan::environment_filter(instance, environment))
             .build();
         let mut removed = Vec::new();
         for c in docker

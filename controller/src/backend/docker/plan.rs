@@ -31,6 +31,8 @@ pub const LABEL_LOCATION: &str = "vigie.dev/code-location";
 pub const LABEL_RELEASE: &str = "vigie.dev/release";
 /// SHA the container runs.
 pub const LABEL_SHA: &str = "vigie.dev/sha";
+/// The Vigie instance owning the container.
+pub const LABEL_INSTANCE: &str = "vigie.dev/instance";
 /// Hash of the container's configuration: a changed spec recreates the container.
 pub const LABEL_CONFIG: &str = "vigie.dev/config-hash";
 /// Name of the hook a one-off container runs.
@@ -94,6 +96,7 @@ pub fn workload_filter(w: &Workload) -> HashMap<String, Vec<String>> {
         "label".to_owned(),
         vec![
             format!("{MANAGED_BY}=vigie"),
+            format!("{LABEL_INSTANCE}={}", w.instance),
             format!("{LABEL_ENVIRONMENT}={}", w.environment),
             format!("{LABEL_LOCATION}={}", w.code_location),
         ],
@@ -102,11 +105,12 @@ pub fn workload_filter(w: &Workload) -> HashMap<String, Vec<String>> {
 
 /// Label filters selecting every container of an environment.
 #[must_use]
-pub fn environment_filter(environment: &str) -> HashMap<String, Vec<String>> {
+pub fn environment_filter(instance: &str, environment: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_owned(),
         vec![
             format!("{MANAGED_BY}=vigie"),
+            format!("{LABEL_INSTANCE}={instance}"),
             format!("{LABEL_ENVIRONMENT}={environment}"),
         ],
     )])
@@ -231,6 +235,7 @@ pub fn workload_container(
 fn base_labels(w: &Workload, sha: &Sha) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY.to_owned(), "vigie".to_owned()),
+        (LABEL_INSTANCE.to_owned(), w.instance.clone()),
         (LABEL_ENVIRONMENT.to_owned(), w.environment.clone()),
         (LABEL_LOCATION.to_owned(), w.code_location.clone()),
         (LABEL_RELEASE.to_owned(), w.release.clone()),
@@ -399,6 +404,7 @@ mod tests {
             },
             health_check: None,
             project: "vigie-preprod".into(),
+            instance: "test".into(),
         }
     }
 
