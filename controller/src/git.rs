@@ -5,19 +5,33 @@ use git2::{Direction, Remote};
 
 use crate::api::Sha;
 
+/// `url` with any user and password replaced by `***`, for messages.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) if !userinfo.contains('/') => format!("{scheme}://***@{host}"),
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Resolves `revision` on the repository at `url`: a full SHA is itself; otherwise
 /// `refs/heads/<revision>`, then `refs/tags/<revision>` (annotated tags peeled).
 pub fn resolve(url: &str, revision: &str) -> Result<Sha, String> {
     if let Ok(sha) = revision.parse::<Sha>() {
         return Ok(sha);
     }
-    let mut remote = Remote::create_detached(url).map_err(|e| format!("{url}: {}", e.message()))?;
+    let shown = redact(url);
+    let mut remote =
+        Remote::create_detached(url).map_err(|e| format!("{shown}: {}", e.message()))?;
     remote
         .connect(Direction::Fetch)
-        .map_err(|e| format!("cannot reach {url}: {}", e.message()))?;
+        .map_err(|e| format!("cannot reach {shown}: {}", e.message()))?;
     let heads = remote
         .list()
-        .map_err(|e| format!("{url}: {}", e.message()))?;
+        .map_err(|e| format!("{shown}: {}", e.message()))?;
     let find = |name: &str| {
         heads
             .iter()
@@ -28,7 +42,7 @@ pub fn resolve(url: &str, revision: &str) -> Result<Sha, String> {
     let sha = find(&format!("refs/heads/{revision}"))
         .or(peeled)
         .or_else(|| find(&format!("refs/tags/{revision}")))
-        .ok_or_else(|| format!("no branch or tag {revision:?} in {url}"))?;
+        .ok_or_else(|| format!("no branch or tag {revision:?} in {shown}"))?;
     sha.parse().map_err(|e| format!("{e}"))
 }
 
@@ -51,6 +65,24 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        assert_eq!(
+            redact("https://user:t0ken@git.example/org/app.git"),
+            "https://***@git.example/org/app.git"
+        );
+        assert_eq!(
+            redact("https://git.example/org/app.git"),
+            "https://git.example/org/app.git"
+        );
+        assert_eq!(
+            redact("ssh://git@git.example/org/app.git"),
+            "ssh://***@git.example/org/app.git"
+        );
+        let e = resolve("https://user:t0ken@127.0.0.1:1/org/app.git", "main").unwrap_err();
+        assert!(!e.contains("t0ken"), "{e}");
     }
 
     #[test]

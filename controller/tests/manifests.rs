@@ -405,3 +405,43 @@ fn the_lifecycle_core_imports_no_io_crate() {
         }
     }
 }
+
+#[test]
+fn a_git_checkout_tree_cannot_be_shared_by_environments() {
+    let yaml = r"
+apiVersion: vigie.dev/v1alpha1
+kind: Environment
+metadata: {name: preprod}
+spec: {backend: {docker: {}}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Environment
+metadata: {name: prod}
+spec: {backend: {docker: {}}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {name: app}
+spec:
+  repo: {url: https://git.example/app.git}
+  ci: {webhook: {}}
+  artifact: {gitCheckout: {path: /srv/app, image: runtime:1}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Release
+metadata: {name: app-preprod}
+spec: {codeLocation: app, environment: preprod}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Release
+metadata: {name: app-prod}
+spec: {codeLocation: app, environment: prod}
+";
+    assert_eq!(
+        problems(yaml),
+        [
+            "test.yaml: document 3 (CodeLocation/app): spec.artifact.gitCheckout.path: one working tree would be shared by environments preprod, prod: put {environment} in the path"
+        ]
+    );
+    assert!(problems(&yaml.replace("path: /srv/app,", "path: '/srv/app/{environment}',")).is_empty());
+}

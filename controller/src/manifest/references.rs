@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Key, Loaded, Manifests, Problem};
-use crate::{api::environment::Strategy, lifecycle::windows::Windows};
+use crate::{
+    api::{code_location::Artifact, environment::Strategy},
+    lifecycle::windows::Windows,
+};
 
 fn problem<T>(loaded: &Loaded<T>, object: String, path: &str, message: String) -> Problem {
     Problem {
@@ -193,6 +196,26 @@ fn promotion_cycle(m: &Manifests, ns: &str, start: &str) -> Option<Vec<String>> 
 fn check_code_locations(m: &Manifests, out: &mut Vec<Problem>) {
     for ((ns, name), loaded) in &m.code_locations {
         let label = format!("CodeLocation/{name}");
+        if let Artifact::GitCheckout(g) = &loaded.object.spec.artifact {
+            let environments: BTreeSet<&String> = m
+                .releases
+                .iter()
+                .filter(|((rns, _), r)| rns == ns && &r.object.spec.code_location == name)
+                .map(|(_, r)| &r.object.spec.environment)
+                .collect();
+            if !g.path.contains("{environment}") && environments.len() > 1 {
+                let listed: Vec<&str> = environments.iter().map(|e| e.as_str()).collect();
+                out.push(problem(
+                    loaded,
+                    label.clone(),
+                    "spec.artifact.gitCheckout.path",
+                    format!(
+                        "one working tree would be shared by environments {}: put {{environment}} in the path",
+                        listed.join(", ")
+                    ),
+                ));
+            }
+        }
         for (i, rule) in loaded.object.spec.track.iter().enumerate() {
             let key = (ns.clone(), rule.environment.clone());
             if !m.environments.contains_key(&key) && !m.is_invalid("Environment", &key) {

@@ -149,7 +149,9 @@ pub struct Runner {
     fingerprint: Option<String>,
     backends: BTreeMap<String, Result<DockerBackend, String>>,
     windows: BTreeMap<String, Windows>,
-    applied: HashMap<String, WorkloadTarget>,
+    /// What was last applied per Release: the target and the workload's spec (a spec
+    /// change re-applies even when the SHA stays).
+    applied: HashMap<String, (WorkloadTarget, Workload)>,
     resolved: HashMap<(String, String), (Instant, Result<Sha, String>)>,
 }
 
@@ -465,7 +467,13 @@ impl Runner {
             match result {
                 Ok(()) => {
                     if let Some(t) = target {
-                        self.applied.insert(key, t);
+                        let workload = items
+                            .iter()
+                            .find(|i| i.key == key)
+                            .map(|i| i.workload.clone());
+                        if let Some(w) = workload {
+                            self.applied.insert(key, (t, w));
+                        }
                     }
                 }
                 Err(e) => {
@@ -610,7 +618,10 @@ impl Runner {
         let Some(target) = o.decision.workload.clone() else {
             return (key, None, Ok(()));
         };
-        let settled = self.applied.get(&key) == Some(&target)
+        let settled = self
+            .applied
+            .get(&key)
+            .is_some_and(|(t, w)| t == &target && w == &item.workload)
             && o.observed.sha.as_ref() == Some(&target.sha)
             && matches!(
                 o.observed.health,

@@ -37,11 +37,21 @@ pub fn checkout(url: &str, path: &Path, sha: &Sha) -> Result<(), BackendError> {
                 Some(&mut FetchOptions::new()),
                 None,
             )
-            .map_err(|e| err(sha, path, &format!("fetch from {url}: {e}")))?;
+            .map_err(|e| {
+                err(
+                    sha,
+                    path,
+                    &format!("fetch from {}: {e}", crate::git::redact(url)),
+                )
+            })?;
     }
-    let commit = repo
-        .find_commit(oid)
-        .map_err(|_| err(sha, path, &format!("commit not found in {url}")))?;
+    let commit = repo.find_commit(oid).map_err(|_| {
+        err(
+            sha,
+            path,
+            &format!("commit not found in {}", crate::git::redact(url)),
+        )
+    })?;
     repo.checkout_tree(commit.as_object(), Some(CheckoutBuilder::new().force()))
         .map_err(|e| err(sha, path, &e))?;
     repo.set_head_detached(oid)

@@ -489,10 +489,6 @@ impl Backend for DockerBackend {
         };
         let want = plan::workload_container(w, &target.sha, service.as_ref());
         let keep = target.keep.as_ref().map(|k| plan::container_name(w, k));
-        if let Artifact::GitCheckout(g) = &w.artifact {
-            self.sync_checkout(&docker, w, &g.path, &want.name, &target.sha)
-                .await?;
-        }
         let containers = self.containers(&docker, w).await?;
         let existing = containers.iter().find(|c| name(c) == want.name);
         let needs_create = match existing {
@@ -511,6 +507,11 @@ impl Backend for DockerBackend {
         if needs_create {
             // Created before the old one stops: a failed pull leaves what runs alone.
             self.create(&docker, &want).await?;
+        }
+        // The working tree moves only once the container that runs it exists.
+        if let Artifact::GitCheckout(g) = &w.artifact {
+            self.sync_checkout(&docker, w, &g.path, &want.name, &target.sha)
+                .await?;
         }
         let target_running = !needs_create && existing.is_some_and(is_running);
         for c in containers
