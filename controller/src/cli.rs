@@ -351,6 +351,7 @@ fn ci_report(args: ReportArgs) -> ExitCode {
         url: args.url,
         failed_checks: args.failed_checks,
         description: args.description,
+        timestamp: Some(jiff::Timestamp::now()),
     };
     let body = serde_json::to_vec(&report).expect("a report serializes");
     let signature = webhook::sign(&secret, &body);

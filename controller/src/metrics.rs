@@ -26,7 +26,7 @@ pub struct EventLabel {
 /// `outcome` of a webhook delivery.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// accepted, duplicate, unauthorized, too_large, bad_request, unknown_location, error.
+    /// accepted, duplicate, unauthorized, bad_request, stale, unknown_location, error.
     pub outcome: &'static str,
 }
 

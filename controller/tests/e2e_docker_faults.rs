@@ -255,6 +255,15 @@ fn hostile_webhook_deliveries_change_nothing() {
         "over 1 MiB"
     );
     assert_eq!(v.post(b"{not json"), 400, "signed garbage");
+    let stale = format!(
+        r#"{{"codeLocation":"app","sha":"{b}","state":"failure","timestamp":"{}"}}"#,
+        jiff::Timestamp::now() - jiff::SignedDuration::from_secs(600)
+    );
+    assert_eq!(
+        v.post(stale.as_bytes()),
+        400,
+        "a signed delivery from 10 minutes ago"
+    );
     assert_eq!(
         v.verdict("nope", b, "failure"),
         404,

@@ -443,5 +443,7 @@ spec: {codeLocation: app, environment: prod}
             "test.yaml: document 3 (CodeLocation/app): spec.artifact.gitCheckout.path: one working tree would be shared by environments preprod, prod: put {environment} in the path"
         ]
     );
-    assert!(problems(&yaml.replace("path: /srv/app,", "path: '/srv/app/{environment}',")).is_empty());
+    assert!(
+        problems(&yaml.replace("path: /srv/app,", "path: '/srv/app/{environment}',")).is_empty()
+    );
 }

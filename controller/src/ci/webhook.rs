@@ -54,6 +54,27 @@ pub struct Report {
     /// A few words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// When the verdict was sent (RFC 3339). When given, a delivery older (or newer)
+    /// than [`MAX_SKEW`] is refused, and two identical verdicts sent at different
+    /// times are two deliveries, not a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<jiff::Timestamp>,
+}
+
+/// How far a report's timestamp may be from the receiver's clock.
+pub const MAX_SKEW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Refuses a report whose timestamp is further than [`MAX_SKEW`] from `now`.
+pub fn check_fresh(report: &Report, now: jiff::Timestamp) -> Result<(), WebhookError> {
+    match report.timestamp {
+        Some(t) if now.duration_since(t).unsigned_abs() > MAX_SKEW => {
+            Err(WebhookError::InvalidBody(format!(
+                "timestamp {t} is more than {}s away from now: a stale or replayed delivery",
+                MAX_SKEW.as_secs()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The states a report may carry.
@@ -163,6 +184,24 @@ mod tests {
             verify(b"s3cret", BODY, Some("sha256=00")),
             Err(WebhookError::BadSignature)
         );
+    }
+
+    #[test]
+    fn timestamps_bound_replays() {
+        let now: jiff::Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let mut r = parse(BODY).unwrap();
+        check_fresh(&r, now).unwrap();
+        r.timestamp = Some("2026-11-23T09:58:00Z".parse().unwrap());
+        check_fresh(&r, now).unwrap();
+        r.timestamp = Some("2026-11-23T09:50:00Z".parse().unwrap());
+        assert!(
+            check_fresh(&r, now)
+                .unwrap_err()
+                .to_string()
+                .contains("stale or replayed")
+        );
+        r.timestamp = Some("2026-11-23T10:10:00Z".parse().unwrap());
+        assert!(check_fresh(&r, now).is_err());
     }
 
     #[test]

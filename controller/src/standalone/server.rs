@@ -156,6 +156,9 @@ async fn ci_hook(
             );
         }
     };
+    if let Err(e) = webhook::check_fresh(&report, Timestamp::now()) {
+        return reply(&shared, "stale", StatusCode::BAD_REQUEST, e.to_string());
+    }
     let known = shared
         .locations
         .read()

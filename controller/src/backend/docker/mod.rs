@@ -53,6 +53,18 @@ pub struct DockerBackend {
     client: Arc<Mutex<Client>>,
     http: reqwest::Client,
     host: String,
+    /// For a remote engine (`tcp://`, `ssh://`), the machine health checks go to.
+    remote: Option<String>,
+}
+
+/// The machine of a remote engine address: `tcp://h:2376` and `ssh://user@h` give `h`.
+fn remote_machine(host: &str) -> Option<String> {
+    let rest = host
+        .strip_prefix("tcp://")
+        .or_else(|| host.strip_prefix("ssh://"))?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let machine = rest.split(['/', ':']).next().filter(|m| !m.is_empty())?;
+    Some(machine.to_owned())
 }
 
 struct Client {
@@ -111,6 +123,7 @@ impl DockerBackend {
                 negotiated: false,
             })),
             http,
+            remote: remote_machine(&host),
             host,
         })
     }
@@ -372,7 +385,19 @@ impl DockerBackend {
                 Some("the health check's port is not published".into()),
             );
         };
-        match health::check(&self.http, &health::url(&ip, port, &hc.path), hc).await {
+        let address = match (ip.as_str(), &self.remote) {
+            ("" | "0.0.0.0" | "::", Some(machine)) => machine.clone(),
+            ("127.0.0.1" | "::1" | "localhost", Some(machine)) => {
+                return (
+                    HealthState::Unhealthy,
+                    Some(format!(
+                        "port {port} is published on the loopback of {machine}, which Vigie cannot reach: publish it on an address Vigie reaches (ports[].hostIp)"
+                    )),
+                );
+            }
+            (ip, _) => ip.to_owned(),
+        };
+        match health::check(&self.http, &health::url(&address, port, &hc.path), hc).await {
             Ok(()) => (HealthState::Healthy, None),
             Err(reason) => {
                 // A container that died during the checks says more than the HTTP error.
@@ -658,5 +683,28 @@ impl Backend for DockerBackend {
             }
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_machine;
+
+    #[test]
+    fn remote_engines_name_the_machine_health_checks_go_to() {
+        assert_eq!(
+            remote_machine("tcp://docker.example:2376").as_deref(),
+            Some("docker.example")
+        );
+        assert_eq!(
+            remote_machine("ssh://deploy@vm.example").as_deref(),
+            Some("vm.example")
+        );
+        assert_eq!(
+            remote_machine("ssh://deploy@vm.example:2222").as_deref(),
+            Some("vm.example")
+        );
+        assert_eq!(remote_machine("unix:///var/run/docker.sock"), None);
+        assert_eq!(remote_machine(""), None);
     }
 }
