@@ -255,12 +255,12 @@ fn hostile_webhook_deliveries_change_nothing() {
         "over 1 MiB"
     );
     assert_eq!(v.post(b"{not json"), 400, "signed garbage");
-    let stale = format!(
+    let stale_body = format!(
         r#"{{"codeLocation":"app","sha":"{b}","state":"failure","timestamp":"{}"}}"#,
         jiff::Timestamp::now() - jiff::SignedDuration::from_secs(600)
     );
     assert_eq!(
-        v.post(stale.as_bytes()),
+        v.post(stale_body.as_bytes()),
         400,
         "a signed delivery from 10 minutes ago"
     );
