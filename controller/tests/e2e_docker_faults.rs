@@ -399,3 +399,53 @@ fn a_release_removed_from_the_manifests_has_its_containers_removed() {
     );
     assert!(v.row("prune-preprod").is_none());
 }
+
+#[test]
+fn a_sha_whose_image_is_not_there_yet_waits_for_it() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (a, f) = (demo.sha("good"), demo.sha("fixed"));
+    // A registry that refuses at once (nothing listens on 127.0.0.1:1): only local images count.
+    let repo = "127.0.0.1:1/vigie-later";
+    let tag = |sha: &str| {
+        let out = std::process::Command::new("docker")
+            .args([
+                "tag",
+                &format!("vigie-demo:{sha}"),
+                &format!("{repo}:{sha}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &format!("{repo}:{f}")])
+        .output();
+    tag(a);
+    let artifact = format!("    image: {{template: \"{repo}:{{sha}}\"}}");
+    let (v, port) = validated("later", &vm_manifests("later", demo, &artifact));
+    v.write(
+        "preprod.yaml",
+        &release("later", "preprod", Some(f), port, ""),
+    );
+    wait_for(T, "the wait for the image to show", || {
+        let state = v.state();
+        let status = state.releases.get("default/app-preprod")?.status.clone();
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing" && c.reason == "ArtifactNotAvailable")
+            .map(|_| ())
+    });
+    assert_eq!(v.row("later-preprod").unwrap().phase, "Deploying");
+    wait_serving(port, a);
+    // The image is pushed: the deploy proceeds.
+    tag(f);
+    v.wait_phase("later-preprod", "Verifying", T);
+    wait_serving(port, f);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &format!("{repo}:{a}"), &format!("{repo}:{f}")])
+        .output();
+}

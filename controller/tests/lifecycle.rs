@@ -844,3 +844,44 @@ fn a_rollback_whose_target_never_gets_healthy_fails_loudly() {
     );
     assert!(w.advance(60).decide().notifications.is_empty(), "said once");
 }
+
+#[test]
+fn a_missing_artifact_waits_until_the_verification_timeout() {
+    let mut env = environment();
+    env.verification.timeout = "10m".parse().unwrap();
+    let mut w = World::validated(env, 'a');
+    w.want('b').decide();
+    w.obs.artifact_pending = Some("failed to get image app:bbbb: not found".into());
+    let d = w.advance(400).decide();
+    assert_eq!(
+        w.status.phase,
+        Phase::Deploying,
+        "waiting for the image is not a health failure"
+    );
+    assert_eq!(
+        condition(&w, PROGRESSING).reason,
+        reason::ARTIFACT_NOT_AVAILABLE
+    );
+    assert_eq!(d.workload, target('b', Some('a')), "the apply is retried");
+    let d = w.advance(200).decide();
+    assert_eq!(
+        w.status.phase,
+        Phase::RolledBack,
+        "A never stopped: the rollback is immediate"
+    );
+    assert!(
+        d.notifications[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("its artifact was not available within 10m")
+    );
+    // Once the image appears, the deploy goes on as usual.
+    let mut w = World::validated(environment(), 'a');
+    w.want('b').decide();
+    w.obs.artifact_pending = Some("not yet".into());
+    w.advance(120).decide();
+    w.obs.artifact_pending = None;
+    w.running('b', HealthState::Healthy).decide();
+    assert_eq!(w.status.phase, Phase::Verifying);
+}

@@ -37,6 +37,8 @@ enum Event {
     BreakGlass(usize),
     Clear(usize),
     Hook(u8),
+    /// The SHA in flight's image is (not) available.
+    Artifact(bool),
 }
 
 fn ci_state() -> impl Strategy<Value = CiState> {
@@ -71,6 +73,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => sha.clone().prop_map(Event::BreakGlass),
         1 => sha.prop_map(Event::Clear),
         2 => (0_u8..3).prop_map(Event::Hook),
+        1 => any::<bool>().prop_map(Event::Artifact),
     ]
 }
 
@@ -165,6 +168,9 @@ impl Run {
             }
             Event::Clear(i) => {
                 w.clear(SHAS[*i], "alice");
+            }
+            Event::Artifact(missing) => {
+                w.obs.artifact_pending = missing.then(|| "image not found".to_owned());
             }
             Event::Hook(o) => {
                 let outcome = match o {

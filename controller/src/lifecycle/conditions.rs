@@ -25,6 +25,8 @@ pub mod reason {
     pub const UP_TO_DATE: &str = "UpToDate";
     /// Deploying.
     pub const DEPLOYING: &str = "Deploying";
+    /// Waiting for the SHA's artifact (its image) to be available.
+    pub const ARTIFACT_NOT_AVAILABLE: &str = "ArtifactNotAvailable";
     /// Waiting for a pre-deploy hook.
     pub const RUNNING_HOOKS: &str = "RunningHooks";
     /// Waiting for CI.
@@ -161,6 +163,15 @@ fn progressing(view: &View<'_>) -> (ConditionStatus, &'static str, String) {
         }
     };
     match (view.phase, view.block) {
+        (Phase::Deploying, _) if view.observed.artifact_pending.is_some() => (
+            True,
+            reason::ARTIFACT_NOT_AVAILABLE,
+            format!(
+                "waiting for the artifact of {}: {}",
+                short(rollout.map(|r| &r.sha)),
+                view.observed.artifact_pending.clone().unwrap_or_default()
+            ),
+        ),
         (Phase::Deploying, _) => {
             let r = rollout.map(|r| (r.sha.short().to_owned(), r.deployed_at.is_none()));
             match r {

@@ -136,6 +136,10 @@ pub struct Observations {
     pub upstream: Option<Upstream>,
     /// Outcomes of the pre-deploy hooks for the SHA in flight, by hook name.
     pub hooks: BTreeMap<String, HookOutcome>,
+    /// Why the SHA in flight could not be deployed at the last attempt because its
+    /// artifact is not available yet (an image not pushed yet). Waiting for it does not
+    /// count against the health timeout, only against the verification timeout.
+    pub artifact_pending: Option<String>,
 }
 
 /// Everything `decide` reads.
@@ -664,6 +668,15 @@ impl Decider<'_> {
                 HealthState::Progressing | HealthState::Unknown => {}
             }
         }
+        if let Some(why) = self.obs().artifact_pending.clone() {
+            let limit = self.env().verification.timeout;
+            if self.now() >= rollout.started_at + limit.get() {
+                let reason = format!("its artifact was not available within {limit}: {why}");
+                self.begin_rollback(&mut rollout, reason, None);
+                return true;
+            }
+            return false;
+        }
         if self.now() >= deadline {
             let reason = format!(
                 "not healthy within {}",
@@ -1167,6 +1180,9 @@ impl Decider<'_> {
         }
         let rollout = self.status.rollout.as_ref();
         match (self.status.phase, &self.block) {
+            (Phase::Deploying, _) if self.obs().artifact_pending.is_some() => {
+                Some(Duration::from_secs(10))
+            }
             (Phase::Deploying, _) => rollout.and_then(|r| {
                 until(
                     r.deployed_at.unwrap_or(r.started_at)

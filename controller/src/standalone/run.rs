@@ -36,6 +36,8 @@ use crate::{
 
 /// How a `git ls-remote` resolution is reused before asking again.
 const RESOLVE_TTL: Duration = Duration::from_secs(30);
+/// Marks an apply error caused by a missing artifact (an image not available yet).
+const MISSING_ARTIFACT: &str = "artifact not available: ";
 /// The longest a revision's resolution may take before the round goes on without it.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -152,6 +154,8 @@ pub struct Runner {
     /// What was last applied per Release: the target and the workload's spec (a spec
     /// change re-applies even when the SHA stays).
     applied: HashMap<String, (WorkloadTarget, Workload)>,
+    /// Per Release, the SHA whose artifact was missing at the last apply, and why.
+    artifact_missing: HashMap<String, (Sha, String)>,
     resolved: HashMap<(String, String), (Instant, Result<Sha, String>)>,
 }
 
@@ -184,6 +188,7 @@ impl Runner {
             backends: BTreeMap::new(),
             windows: BTreeMap::new(),
             applied: HashMap::new(),
+            artifact_missing: HashMap::new(),
             resolved: HashMap::new(),
         }
     }
@@ -466,6 +471,7 @@ impl Runner {
         for (key, target, result) in results {
             match result {
                 Ok(()) => {
+                    self.artifact_missing.remove(&key);
                     if let Some(t) = target {
                         let workload = items
                             .iter()
@@ -479,6 +485,12 @@ impl Runner {
                 Err(e) => {
                     errors += 1;
                     self.applied.remove(&key);
+                    if let (Some(why), Some(t)) =
+                        (e.strip_prefix(MISSING_ARTIFACT), target.as_ref())
+                    {
+                        self.artifact_missing
+                            .insert(key.clone(), (t.sha.clone(), why.to_owned()));
+                    }
                     tracing::error!(release = %key, error = %e, "failed to apply");
                     let mut current = self.shared.state.lock().expect("state lock");
                     let mut next = current.clone();
@@ -570,6 +582,12 @@ impl Runner {
                 BTreeMap::new(),
             ),
         };
+        let in_flight = record.status.rollout.as_ref().map(|r| &r.sha);
+        let artifact_pending = self
+            .artifact_missing
+            .get(&item.key)
+            .filter(|(sha, _)| Some(sha) == in_flight)
+            .map(|(_, why)| why.clone());
         let observations = Observations {
             now,
             desired,
@@ -577,6 +595,7 @@ impl Runner {
             ci,
             upstream,
             hooks,
+            artifact_pending,
         };
         let decision = decide(&Input {
             spec: &item.release.spec,
@@ -633,7 +652,10 @@ impl Runner {
         let result = backend
             .apply(&item.workload, &target)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| match e {
+                crate::backend::BackendError::Image { .. } => format!("{MISSING_ARTIFACT}{e}"),
+                other => other.to_string(),
+            });
         (key, Some(target), result)
     }
 

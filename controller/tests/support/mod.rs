@@ -120,6 +120,7 @@ impl World {
                 ci: BTreeMap::new(),
                 upstream: None,
                 hooks: BTreeMap::new(),
+                artifact_pending: None,
             },
         }
     }
