@@ -6,9 +6,34 @@
 #   e2e/docker.sh stop      stop the dockerd this script started
 #   e2e/docker.sh start     start it again (waits until it answers)
 #   e2e/docker.sh restart   stop, then start
+#
+# A dockerd started here also listens on tcp://127.0.0.1:2376 with TLS (client
+# certificates required); the certificates are in $VIGIE_E2E_TLS_DIR
+# (default /var/lib/vigie-e2e/tls).
 set -euo pipefail
 pidfile=/run/vigie-dockerd.pid
 logfile=/var/log/vigie-dockerd.log
+# TLS material of the engine's TCP listener (127.0.0.1:2376), for the TLS tests.
+tls=${VIGIE_E2E_TLS_DIR:-/var/lib/vigie-e2e/tls}
+
+make_tls() {
+  [ -f "$tls/client-key.pem" ] && return 0
+  mkdir -p "$tls"
+  (
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=vigie e2e CA" \
+      -keyout ca-key.pem -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server-key.pem -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
+    openssl x509 -req -days 3650 -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+      -extfile server.ext -out server-cert.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=vigie" -keyout client-key.pem -out client.csr 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > client.ext
+    openssl x509 -req -days 3650 -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+      -extfile client.ext -out client-cert.pem 2>/dev/null
+    rm -f ./*.csr ./*.ext
+  )
+}
 
 answers() { docker info >/dev/null 2>&1; }
 
@@ -40,7 +65,10 @@ start() {
   if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
     systemctl start docker
   else
-    nohup dockerd >>"$logfile" 2>&1 &
+    make_tls
+    nohup dockerd -H unix:///var/run/docker.sock -H tcp://127.0.0.1:2376 \
+      --tlsverify --tlscacert "$tls/ca.pem" --tlscert "$tls/server-cert.pem" --tlskey "$tls/server-key.pem" \
+      >>"$logfile" 2>&1 &
     echo $! >"$pidfile"
   fi
   wait_answers
