@@ -116,7 +116,7 @@ async fn the_backend_drives_an_engine_over_tcp_with_tls() {
     let plain = DockerBackend::connect(&spec(None)).unwrap();
     match plain.observe(&w, Probe::State).await.backend {
         BackendState::Unreachable { reason } => {
-            assert!(reason.contains("127.0.0.1:2376"), "{reason}")
+            assert!(reason.contains("127.0.0.1:2376"), "{reason}");
         }
         BackendState::Reachable => {
             panic!("an engine requiring client certificates answered without one")
