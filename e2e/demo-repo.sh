@@ -21,6 +21,7 @@ if [ ! -x "$bin" ] || [ "$here/demo-app/main.go" -nt "$bin" ]; then
     while read -r _ sha; do docker rmi -f "vigie-demo:$sha" >/dev/null 2>&1 || true; done < "$out/commits"
   fi
   docker rmi -f vigie-demo-runtime:latest vigie-demo:latest >/dev/null 2>&1 || true
+  docker images --format '{{.Repository}}:{{.Tag}}' | grep '^vigie-demo-hc:' | xargs -r docker rmi -f >/dev/null 2>&1 || true
 fi
 
 repo="$out/repo"
@@ -61,6 +62,14 @@ while read -r name sha; do
   rm -rf "$ctx" "$ctx.log"
   echo "built vigie-demo:${sha:0:7} ($name)" >&2
 done < "$out/commits"
+
+# vigie-demo-hc:<sha>: the same with a Docker HEALTHCHECK (for the good and unhealthy commits).
+for name in good unhealthy; do
+  sha=$(awk -v n="$name" '$1==n{print $2}' "$out/commits")
+  docker image inspect "vigie-demo-hc:$sha" >/dev/null 2>&1 && continue
+  printf 'FROM vigie-demo:%s\nHEALTHCHECK --interval=1s --timeout=2s --retries=2 --start-period=1s CMD ["/demo-app", "check"]\n' "$sha" |
+    docker build -q -t "vigie-demo-hc:$sha" - >/dev/null 2>&1
+done
 
 # The runtime of the git-checkout artifact (code mounted at /app) and the hook image:
 # the binary of the first commit's image, whatever the commit.

@@ -144,6 +144,20 @@ fn the_vm_scenario() {
         (a, Some("alice"))
     );
 
+    // The HTTP surface of `vigie run`.
+    assert_eq!(http_get(v.port, "/healthz").map(|(s, _)| s), Some(200));
+    assert_eq!(http_get(v.port, "/readyz").map(|(s, _)| s), Some(200));
+    let (_, metrics) = http_get(v.port, "/metrics").unwrap();
+    for line in [
+        "vigie_transitions_total{event=\"RolledBack\"} 1",
+        "vigie_releases{phase=\"RolledBack\"} 1",
+        "vigie_releases{phase=\"Validated\"} 1",
+        "vigie_webhook_deliveries_total{outcome=\"accepted\"} 2",
+        "vigie_manifests_valid 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+
     // Labels for docker compose, and the state for `vigie status -o json`.
     let out = std::process::Command::new("docker")
         .args(["inspect", "--format", "{{json .Config.Labels}}", &a_name])

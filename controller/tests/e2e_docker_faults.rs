@@ -9,7 +9,7 @@ use docker::{
     Demo, IMAGE_ARTIFACT, Vigie, docker_available, free_port, http_get, http_post, release,
     vm_manifests, wait_for,
 };
-use vigie::api::release::HistoryEvent;
+use vigie::api::release::{HealthState, HistoryEvent};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -448,4 +448,74 @@ fn a_sha_whose_image_is_not_there_yet_waits_for_it() {
     let _ = std::process::Command::new("docker")
         .args(["rmi", &format!("{repo}:{a}"), &format!("{repo}:{f}")])
         .output();
+}
+
+#[test]
+fn a_corrupt_state_file_is_reported_and_left_alone() {
+    let dir = docker::root().join("target/e2e/corrupt");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    let state = dir.join("state.json");
+    let torn = r#"{"format":"vigie-state/1","checksum":"sha256:00","state":{"releases":{"#;
+    std::fs::write(&state, torn).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(["run", "--listen", "127.0.0.1:0", "--manifests"])
+        .arg(dir.join("manifests"))
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is corrupt") && err.contains("left as is"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        torn,
+        "never silently reset"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(["status", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is corrupt"));
+}
+
+#[test]
+fn dockers_own_healthcheck_is_honoured() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (a, u) = (demo.sha("good"), demo.sha("unhealthy"));
+    // No HTTP health check: the images' HEALTHCHECK is the judge.
+    let manifests = vm_manifests("dockerhc", demo, "    image: {template: \"vigie-demo-hc:{sha}\"}").replace(
+        "  healthCheck: {path: /health, expectedBody: ok, timeout: 2s, retries: 3, interval: 500ms}\n",
+        "",
+    );
+    assert!(!manifests.contains("healthCheck"));
+    let (v, port) = validated("dockerhc", &manifests);
+    let status = v.state().releases["default/app-preprod"].status.clone();
+    assert_eq!(status.health.unwrap().state, HealthState::Healthy);
+    v.write(
+        "preprod.yaml",
+        &release("dockerhc", "preprod", Some(u), port, ""),
+    );
+    v.wait_phase("dockerhc-preprod", "RolledBack", T);
+    wait_serving(port, a);
+    let status = v.state().releases["default/app-preprod"].status.clone();
+    let entry = status
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.event == HistoryEvent::RolledBack)
+        .unwrap();
+    assert_eq!(
+        entry.reason.as_deref(),
+        Some("unhealthy after deploy: Docker HEALTHCHECK reports unhealthy")
+    );
 }

@@ -10,6 +10,8 @@
 // so a "bad commit" is simply one whose health file says fail or crash. The commit SHA
 // comes from $VIGIE_SHA (set by Vigie) or the file "sha".
 //
+// "demo-app check" is a Docker HEALTHCHECK: exit 0 when /health answers 200.
+//
 // "demo-app hook SECONDS EXIT [FILE]" is a stand-in for a pre-deploy hook (a backup):
 // it sleeps, writes FILE (default: $VIGIE_OUTPUT, when set) and exits with EXIT.
 package main
@@ -55,9 +57,25 @@ func hook(args []string) {
 	os.Exit(code)
 }
 
+func check() {
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://127.0.0.1:" + port + "/health")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "hook" {
 		hook(os.Args[2:])
+	}
+	if len(os.Args) > 1 && os.Args[1] == "check" {
+		check()
 	}
 	dir := os.Getenv("APP_DIR")
 	if dir == "" {
