@@ -164,8 +164,17 @@ fn killed_while_deploying_it_resumes_without_a_second_hook_or_deploy() {
     let (a, b) = (demo.sha("good"), demo.sha("bad"));
     v.write("preprod.yaml", &release(test, "preprod", Some(b), port, ""));
     // The backup hook runs for 4 seconds: kill Vigie in the middle of it.
-    let hook_name = format!("vigie-hook-{test}-preprod-app-backup-{}", &b[..7]);
-    let hook_id = wait_for(T, "the hook to start", || Vigie::container_id(&hook_name));
+    // One run per hook and rollout: `vigie-hook-<env>-<location>-<hook>-<sha7>-<attempt>`.
+    let prefix = format!("vigie-hook-{test}-preprod-app-backup-{}-", &b[..7]);
+    let hook_runs = || -> Vec<String> {
+        Vigie::containers(&format!("{test}-preprod"))
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    };
+    let hook_name = wait_for(T, "the hook to start", || hook_runs().into_iter().next());
+    let hook_id = Vigie::container_id(&hook_name).unwrap();
     assert_eq!(
         v.row(&format!("{test}-preprod")).unwrap().phase,
         "Deploying"
@@ -175,6 +184,7 @@ fn killed_while_deploying_it_resumes_without_a_second_hook_or_deploy() {
     v.start();
     v.wait_phase(&format!("{test}-preprod"), "Verifying", T);
     wait_serving(port, b);
+    assert_eq!(hook_runs(), vec![hook_name.clone()], "one hook run");
     assert_eq!(
         Vigie::container_id(&hook_name).as_deref(),
         Some(hook_id.as_str()),

@@ -177,6 +177,34 @@ pub struct HookRun {
     pub sha: Sha,
     /// The SHA running now (the rollback point).
     pub previous: Option<Sha>,
+    /// When the rollout started: a new attempt at the same SHA (after a clearance) is
+    /// a new run, with its own backup.
+    pub attempt: Timestamp,
+}
+
+/// The pre-deploy hook that must run next for the rollout recorded in `status`, if any
+/// (one at a time, in order).
+#[must_use]
+pub fn pending_hooks(env: &EnvironmentSpec, status: &ReleaseStatus) -> Vec<HookRun> {
+    let Some(rollout) = status
+        .rollout
+        .as_ref()
+        .filter(|_| status.phase == Phase::Deploying)
+    else {
+        return Vec::new();
+    };
+    env.hooks
+        .pre_deploy
+        .iter()
+        .filter(|h| !rollout.hooks_done.contains(&h.name))
+        .take(1)
+        .map(|h| HookRun {
+            name: h.name.clone(),
+            sha: rollout.sha.clone(),
+            previous: rollout.rollback_point.clone(),
+            attempt: rollout.started_at,
+        })
+        .collect()
 }
 
 /// A notification to send, from a transition (sent once per transition).
@@ -1143,26 +1171,7 @@ impl Decider<'_> {
     }
 
     fn pending_hooks(&self) -> Vec<HookRun> {
-        let Some(rollout) = self
-            .status
-            .rollout
-            .as_ref()
-            .filter(|_| self.status.phase == Phase::Deploying)
-        else {
-            return Vec::new();
-        };
-        self.env()
-            .hooks
-            .pre_deploy
-            .iter()
-            .filter(|h| !rollout.hooks_done.contains(&h.name))
-            .take(1)
-            .map(|h| HookRun {
-                name: h.name.clone(),
-                sha: rollout.sha.clone(),
-                previous: rollout.rollback_point.clone(),
-            })
-            .collect()
+        pending_hooks(self.env(), &self.status)
     }
 
     fn requeue_after(&self) -> Option<Duration> {

@@ -27,7 +27,7 @@ use crate::{
     },
     backend::{Backend, Probe, Workload, docker::DockerBackend},
     lifecycle::{
-        BackendState, Decision, Desired, HookRun, Input, Observations, Upstream, Windows,
+        BackendState, Decision, Desired, Input, Observations, Upstream, Windows,
         WorkloadObservation, WorkloadTarget, decide,
     },
     manifest::{self, Manifests},
@@ -561,7 +561,7 @@ impl Runner {
         };
         let (observed, hooks) = match self.backend(&item.workload.environment) {
             Ok(backend) => {
-                let runs = pending_runs(&item.environment, status);
+                let runs = crate::lifecycle::decide::pending_hooks(&item.environment, status);
                 let hooks = if runs.is_empty() {
                     BTreeMap::new()
                 } else {
@@ -715,28 +715,6 @@ fn instance_id(state: &std::path::Path) -> String {
         .unwrap_or_else(|_| dir.to_owned())
         .join(state.file_name().unwrap_or_default());
     hex::encode(&sha2::Sha256::digest(absolute.display().to_string().as_bytes())[..6])
-}
-
-/// The pre-deploy hook runs the recorded status still waits for.
-fn pending_runs(env: &EnvironmentSpec, status: &ReleaseStatus) -> Vec<HookRun> {
-    let Some(rollout) = status
-        .rollout
-        .as_ref()
-        .filter(|_| status.phase == Phase::Deploying)
-    else {
-        return Vec::new();
-    };
-    env.hooks
-        .pre_deploy
-        .iter()
-        .filter(|h| !rollout.hooks_done.contains(&h.name))
-        .take(1)
-        .map(|h| HookRun {
-            name: h.name.clone(),
-            sha: rollout.sha.clone(),
-            previous: rollout.rollback_point.clone(),
-        })
-        .collect()
 }
 
 /// What the upstream environment (`promotion.from`) validated for a code location.

@@ -580,7 +580,7 @@ impl Backend for DockerBackend {
             let Some(hook) = hooks.iter().find(|h| h.name == run.name) else {
                 continue;
             };
-            let name = plan::hook_container_name(w, &hook.name, &run.sha);
+            let name = plan::hook_container_name(w, &hook.name, run);
             let inspect = match docker
                 .inspect_container(&name, None::<InspectContainerOptions>)
                 .await

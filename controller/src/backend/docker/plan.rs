@@ -243,14 +243,16 @@ fn base_labels(w: &Workload, sha: &Sha) -> BTreeMap<String, String> {
     ])
 }
 
-/// `vigie-hook-<environment>-<location>-<hook>-<sha7>`: one run per hook and SHA.
+/// `vigie-hook-<environment>-<location>-<hook>-<sha7>-<attempt>`: one run per hook and
+/// rollout (the attempt is the rollout's start, in seconds).
 #[must_use]
-pub fn hook_container_name(w: &Workload, hook: &str, sha: &Sha) -> String {
+pub fn hook_container_name(w: &Workload, hook: &str, run: &HookRun) -> String {
     format!(
-        "vigie-hook-{}-{}-{hook}-{}",
+        "vigie-hook-{}-{}-{hook}-{}-{}",
         w.environment,
         w.code_location,
-        sha.short()
+        run.sha.short(),
+        run.attempt.as_second()
     )
 }
 
@@ -286,7 +288,7 @@ pub fn hook_container(w: &Workload, hook: &Hook, run: &HookRun, time: &str) -> C
         labels.insert(LABEL_HOOK_OUTPUT.into(), output);
     }
     ContainerPlan {
-        name: hook_container_name(w, &hook.name, &run.sha),
+        name: hook_container_name(w, &hook.name, run),
         image: hook.image.clone(),
         env,
         entrypoint: (!hook.command.is_empty()).then(|| hook.command.clone()),
@@ -512,9 +514,10 @@ mod tests {
             name: "backup".into(),
             sha: sha(),
             previous: Some(previous.clone()),
+            attempt: "2026-11-23T10:00:00Z".parse().unwrap(),
         };
         let p = hook_container(&w, &hook, &run, "20261123T1000Z");
-        assert_eq!(p.name, "vigie-hook-preprod-app-backup-476f163");
+        assert_eq!(p.name, "vigie-hook-preprod-app-backup-476f163-1795428000");
         assert!(!p.restart);
         assert_eq!(
             p.labels[LABEL_HOOK_OUTPUT],
