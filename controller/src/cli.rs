@@ -269,16 +269,9 @@ fn run(args: RunArgs) -> ExitCode {
         interval,
         removal_grace: std::time::Duration::from_secs(args.removal_grace),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vigie: failed to start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(2))
+    else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(crate::standalone::run::run(options)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -356,15 +349,8 @@ fn ci_report(args: ReportArgs) -> ExitCode {
     let body = serde_json::to_vec(&report).expect("a report serializes");
     let signature = webhook::sign(&secret, &body);
     let url = format!("{}/hooks/ci", args.endpoint.trim_end_matches('/'));
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vigie: failed to start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     let sent = runtime.block_on(async {
         let response = reqwest::Client::new()
@@ -393,4 +379,13 @@ fn ci_report(args: ReportArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds a tokio runtime, saying why when it cannot.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("vigie: failed to start the runtime: {e}"))
+        .ok()
 }

@@ -48,24 +48,8 @@ pub fn resolve(url: &str, revision: &str) -> Result<Sha, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::{path::Path, process::Command};
-
     use super::*;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
+    use crate::testing::git;
 
     #[test]
     fn credentials_never_reach_messages() {

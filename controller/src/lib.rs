@@ -15,3 +15,5 @@ pub mod lifecycle;
 pub mod manifest;
 pub mod metrics;
 pub mod standalone;
+#[cfg(test)]
+mod testing;

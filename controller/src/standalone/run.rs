@@ -399,15 +399,7 @@ impl Runner {
         let errors = self.apply_all(&items, &outcomes).await;
         self.report(&outcomes);
         self.prune(&items).await;
-        let phases: Vec<Phase> = self
-            .shared
-            .state
-            .lock()
-            .expect("state lock")
-            .releases
-            .values()
-            .map(|r| r.status.phase)
-            .collect();
+        let phases: Vec<Phase> = self.records().iter().map(|r| r.status.phase).collect();
         self.shared.metrics.set_phases(phases.into_iter());
         self.shared
             .metrics
@@ -659,23 +651,30 @@ impl Runner {
         (key, Some(target), result)
     }
 
-    /// Removes the containers of code locations that no Release binds to an environment any more.
-    async fn prune(&self, items: &[Item]) {
-        let Some(m) = &self.manifests else { return };
-        let now = Timestamp::now();
-        let recently_removed: Vec<ReleaseRecord> = self
-            .shared
+    /// A copy of every recorded Release.
+    fn records(&self) -> Vec<ReleaseRecord> {
+        self.shared
             .state
             .lock()
             .expect("state lock")
             .releases
             .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Removes the containers of code locations that no Release binds to an environment any more.
+    async fn prune(&self, items: &[Item]) {
+        let Some(m) = &self.manifests else { return };
+        let now = Timestamp::now();
+        let recently_removed: Vec<ReleaseRecord> = self
+            .records()
+            .into_iter()
             .filter(|r| {
                 r.removed_at.is_some_and(|t| {
                     now.duration_since(t).unsigned_abs() < self.options.removal_grace
                 })
             })
-            .cloned()
             .collect();
         for (_, env) in m.environments.keys() {
             let Ok(backend) = self.backend(env) else {
