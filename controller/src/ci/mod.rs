@@ -1,6 +1,11 @@
-//! The CI port: verdicts for a SHA. This source is the generic signed
-//! webhook ([`webhook`]); verdicts are kept per code location and SHA.
+//! The CI port: verdicts for a SHA, kept per code location and SHA. Sources: the
+//! generic signed webhook ([`webhook`]); the verdict rules of GitHub ([`github`]) and
+//! GitLab ([`gitlab`]) — pure mappings of their API payloads (fetching them by polling
+//! and their webhooks are not wired in yet).
 
+pub mod github;
+pub mod gitlab;
+mod glob;
 pub mod webhook;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,378 @@
+//! GitHub's verdict for a SHA, from its check runs
+//! (`GET /repos/{owner}/{repo}/commits/{sha}/check-runs`) and its combined status
+//! (`GET /repos/{owner}/{repo}/commits/{sha}/status`). Pure: the payloads in, the
+//! verdict out; fetching them is the edge's job.
+//!
+//! Mapping: `success`, `neutral`, `skipped` pass; `failure`, `timed_out`,
+//! `action_required` fail; `cancelled`, `stale` (and a status `error`) are CI errors;
+//! anything not completed waits. A SHA with no check yet is pending, never green.
+
+use serde::Deserialize;
+
+use super::glob;
+use crate::{api::release::CiState, lifecycle::CiVerdict};
+
+/// One page of `GET …/commits/{sha}/check-runs`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CheckRunsPage {
+    /// Total over all pages.
+    pub total_count: u64,
+    /// The runs of this page.
+    pub check_runs: Vec<CheckRun>,
+}
+
+/// A check run, as the API returns it (the fields Vigie reads).
+#[derive(Clone, Debug, Deserialize)]
+pub struct CheckRun {
+    /// Run id; a re-run has a higher id than the run it replaces.
+    pub id: u64,
+    /// The commit it ran on.
+    pub head_sha: String,
+    /// Check name (the job's name for GitHub Actions).
+    pub name: String,
+    /// `queued`, `in_progress`, `completed`, `waiting`, `requested`, `pending`.
+    pub status: String,
+    /// Set once completed.
+    #[serde(default)]
+    pub conclusion: Option<String>,
+    /// Link to the run.
+    #[serde(default)]
+    pub html_url: Option<String>,
+    /// Link to the logs (the CI's own page).
+    #[serde(default)]
+    pub details_url: Option<String>,
+}
+
+/// `GET …/commits/{sha}/status`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CombinedStatus {
+    /// The statuses, newest first per context.
+    #[serde(default)]
+    pub statuses: Vec<CommitStatus>,
+}
+
+/// One commit status.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CommitStatus {
+    /// `error`, `failure`, `pending`, `success`.
+    pub state: String,
+    /// Its name.
+    pub context: String,
+    /// Link to the build.
+    #[serde(default)]
+    pub target_url: Option<String>,
+    /// A few words.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Status id: the newest per context wins.
+    #[serde(default)]
+    pub id: u64,
+}
+
+/// The outcome of one named check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Pass,
+    Fail,
+    Error,
+    Wait,
+}
+
+fn check_run_outcome(run: &CheckRun) -> Outcome {
+    if run.status != "completed" {
+        return Outcome::Wait;
+    }
+    match run.conclusion.as_deref() {
+        Some("success" | "neutral" | "skipped") => Outcome::Pass,
+        Some("failure" | "timed_out" | "action_required") => Outcome::Fail,
+        // cancelled, stale, or completed without a known conclusion: not green, not red.
+        _ => Outcome::Error,
+    }
+}
+
+fn status_outcome(status: &CommitStatus) -> Outcome {
+    match status.state.as_str() {
+        "success" => Outcome::Pass,
+        "failure" => Outcome::Fail,
+        "error" => Outcome::Error,
+        _ => Outcome::Wait,
+    }
+}
+
+/// The verdict for `sha` from its check runs (all pages) and combined status.
+/// `required` names the checks that count (globs allowed); empty means every check.
+#[must_use]
+pub fn verdict(
+    sha: &str,
+    runs: &[CheckRun],
+    status: &CombinedStatus,
+    required: &[String],
+) -> CiVerdict {
+    // The latest run per name: a re-run replaces the run it re-runs.
+    let mut checks: Vec<(String, Outcome, Option<String>)> = Vec::new();
+    let mut latest: std::collections::BTreeMap<&str, &CheckRun> = std::collections::BTreeMap::new();
+    for run in runs.iter().filter(|r| r.head_sha == sha) {
+        let slot = latest.entry(run.name.as_str()).or_insert(run);
+        if run.id > slot.id {
+            *slot = run;
+        }
+    }
+    for run in latest.values() {
+        let url = run.html_url.clone().or_else(|| run.details_url.clone());
+        checks.push((run.name.clone(), check_run_outcome(run), url));
+    }
+    let mut newest: std::collections::BTreeMap<&str, &CommitStatus> =
+        std::collections::BTreeMap::new();
+    for s in &status.statuses {
+        let slot = newest.entry(s.context.as_str()).or_insert(s);
+        if s.id > slot.id {
+            *slot = s;
+        }
+    }
+    for s in newest.values() {
+        checks.push((s.context.clone(), status_outcome(s), s.target_url.clone()));
+    }
+    combine(&checks, required)
+}
+
+/// Combines named outcomes under the required patterns.
+fn combine(checks: &[(String, Outcome, Option<String>)], required: &[String]) -> CiVerdict {
+    let counted: Vec<&(String, Outcome, Option<String>)> = if required.is_empty() {
+        checks.iter().collect()
+    } else {
+        checks
+            .iter()
+            .filter(|(name, _, _)| required.iter().any(|p| glob::matches(p, name)))
+            .collect()
+    };
+    let failed: Vec<&(String, Outcome, Option<String>)> = counted
+        .iter()
+        .copied()
+        .filter(|c| c.1 == Outcome::Fail)
+        .collect();
+    let errored: Vec<&(String, Outcome, Option<String>)> = counted
+        .iter()
+        .copied()
+        .filter(|c| c.1 == Outcome::Error)
+        .collect();
+    let missing: Vec<&String> = required
+        .iter()
+        .filter(|p| !checks.iter().any(|(n, _, _)| glob::matches(p, n)))
+        .collect();
+    let waiting = counted.iter().any(|c| c.1 == Outcome::Wait);
+    let first_url =
+        |list: &[&(String, Outcome, Option<String>)]| list.iter().find_map(|c| c.2.clone());
+    if !failed.is_empty() {
+        return CiVerdict {
+            state: CiState::Failure,
+            url: first_url(&failed),
+            failed_checks: failed.iter().map(|c| c.0.clone()).collect(),
+            description: None,
+        };
+    }
+    if counted.is_empty() || !missing.is_empty() || waiting {
+        let description = if counted.is_empty() {
+            Some("no check has reported for this commit yet".to_owned())
+        } else if !missing.is_empty() {
+            Some(format!(
+                "waiting for required checks: {}",
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        } else {
+            None
+        };
+        return CiVerdict {
+            state: CiState::Pending,
+            url: first_url(&counted),
+            failed_checks: Vec::new(),
+            description,
+        };
+    }
+    if !errored.is_empty() {
+        return CiVerdict {
+            state: CiState::Error,
+            url: first_url(&errored),
+            failed_checks: errored.iter().map(|c| c.0.clone()).collect(),
+            description: Some("cancelled or stale checks".to_owned()),
+        };
+    }
+    CiVerdict {
+        state: CiState::Success,
+        url: first_url(&counted),
+        failed_checks: Vec::new(),
+        description: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "476f1636fe090d4ba223d8c9a1cbbc83940090a8";
+
+    fn run(id: u64, name: &str, status: &str, conclusion: Option<&str>) -> CheckRun {
+        CheckRun {
+            id,
+            head_sha: SHA.into(),
+            name: name.into(),
+            status: status.into(),
+            conclusion: conclusion.map(str::to_owned),
+            html_url: Some(format!("https://github.com/o/r/runs/{id}")),
+            details_url: None,
+        }
+    }
+
+    fn none() -> CombinedStatus {
+        CombinedStatus::default()
+    }
+
+    #[test]
+    fn every_conclusion_maps_to_its_verdict() {
+        for (status, conclusion, state) in [
+            ("completed", Some("success"), CiState::Success),
+            ("completed", Some("neutral"), CiState::Success),
+            ("completed", Some("skipped"), CiState::Success),
+            ("completed", Some("failure"), CiState::Failure),
+            ("completed", Some("timed_out"), CiState::Failure),
+            ("completed", Some("action_required"), CiState::Failure),
+            ("completed", Some("cancelled"), CiState::Error),
+            ("completed", Some("stale"), CiState::Error),
+            ("completed", None, CiState::Error),
+            ("queued", None, CiState::Pending),
+            ("in_progress", None, CiState::Pending),
+            ("waiting", None, CiState::Pending),
+            ("requested", None, CiState::Pending),
+            ("pending", None, CiState::Pending),
+        ] {
+            let v = verdict(SHA, &[run(1, "test", status, conclusion)], &none(), &[]);
+            assert_eq!(v.state, state, "{status} {conclusion:?}");
+        }
+    }
+
+    #[test]
+    fn no_check_yet_is_pending_never_green() {
+        let v = verdict(SHA, &[], &none(), &[]);
+        assert_eq!(v.state, CiState::Pending);
+        assert_eq!(
+            v.description.as_deref(),
+            Some("no check has reported for this commit yet")
+        );
+    }
+
+    #[test]
+    fn required_checks_count_and_extra_checks_do_not() {
+        let runs = [
+            run(1, "test (3.13)", "completed", Some("success")),
+            run(2, "docs", "completed", Some("failure")),
+        ];
+        let required = vec!["test*".to_owned()];
+        assert_eq!(
+            verdict(SHA, &runs, &none(), &required).state,
+            CiState::Success,
+            "docs is not required"
+        );
+        assert_eq!(
+            verdict(SHA, &runs, &none(), &[]).state,
+            CiState::Failure,
+            "everything counts"
+        );
+        let v = verdict(
+            SHA,
+            &runs,
+            &none(),
+            &["test*".to_owned(), "lint".to_owned()],
+        );
+        assert_eq!(v.state, CiState::Pending, "lint has not reported");
+        assert_eq!(
+            v.description.as_deref(),
+            Some("waiting for required checks: lint")
+        );
+    }
+
+    #[test]
+    fn a_rerun_replaces_the_run_it_reruns() {
+        let runs = [
+            run(1, "test", "completed", Some("failure")),
+            run(7, "test", "completed", Some("success")),
+        ];
+        assert_eq!(verdict(SHA, &runs, &none(), &[]).state, CiState::Success);
+        let runs = [
+            run(7, "test", "completed", Some("success")),
+            run(9, "test", "in_progress", None),
+        ];
+        assert_eq!(verdict(SHA, &runs, &none(), &[]).state, CiState::Pending);
+    }
+
+    #[test]
+    fn failures_name_the_checks_and_link_the_first() {
+        let runs = [
+            run(3, "lint", "completed", Some("failure")),
+            run(4, "test", "completed", Some("timed_out")),
+            run(5, "build", "in_progress", None),
+        ];
+        let v = verdict(SHA, &runs, &none(), &[]);
+        assert_eq!(
+            v.state,
+            CiState::Failure,
+            "a failure is final even while others run"
+        );
+        assert_eq!(v.failed_checks, vec!["lint", "test"]);
+        assert_eq!(v.url.as_deref(), Some("https://github.com/o/r/runs/3"));
+    }
+
+    #[test]
+    fn statuses_count_with_the_newest_per_context() {
+        let status: CombinedStatus = serde_json::from_value(serde_json::json!({
+            "state": "failure",
+            "sha": SHA,
+            "total_count": 2,
+            "statuses": [
+                {"id": 2, "state": "success", "context": "ci/jenkins", "target_url": "https://ci.example/2", "description": "ok"},
+                {"id": 1, "state": "failure", "context": "ci/jenkins", "target_url": "https://ci.example/1", "description": "broke"},
+                {"id": 3, "state": "error", "context": "ci/other", "target_url": null, "description": "runner lost"}
+            ]
+        }))
+        .unwrap();
+        let v = verdict(SHA, &[], &status, &["ci/jenkins".to_owned()]);
+        assert_eq!(v.state, CiState::Success);
+        let v = verdict(SHA, &[], &status, &[]);
+        assert_eq!(
+            (v.state, v.failed_checks.clone()),
+            (CiState::Error, vec!["ci/other".to_owned()])
+        );
+    }
+
+    #[test]
+    fn runs_of_another_sha_are_ignored() {
+        let mut other = run(1, "test", "completed", Some("failure"));
+        other.head_sha = "0".repeat(40);
+        assert_eq!(verdict(SHA, &[other], &none(), &[]).state, CiState::Pending);
+    }
+
+    #[test]
+    fn a_page_as_github_documents_it_parses() {
+        let page: CheckRunsPage = serde_json::from_str(
+            r#"{"total_count": 1, "check_runs": [{
+                "id": 4, "head_sha": "476f1636fe090d4ba223d8c9a1cbbc83940090a8", "node_id": "MDg6Q2hlY2tSdW40",
+                "external_id": "", "url": "https://api.github.com/repos/github/hello-world/check-runs/4",
+                "html_url": "https://github.com/github/hello-world/runs/4", "details_url": "https://example.com",
+                "status": "completed", "conclusion": "neutral", "started_at": "2018-05-04T01:14:52Z",
+                "completed_at": "2018-05-04T01:14:52Z",
+                "output": {"title": "Mighty Readme report", "summary": "There are 0 failures found", "text": "", "annotations_count": 2, "annotations_url": ""},
+                "name": "mighty_readme", "check_suite": {"id": 5},
+                "app": {"id": 1, "slug": "octoapp", "name": "Octocat App"},
+                "pull_requests": []
+            }]}"#,
+        )
+        .unwrap();
+        assert_eq!(page.total_count, 1);
+        assert_eq!(
+            verdict(SHA, &page.check_runs, &none(), &[]).state,
+            CiState::Success
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! GitLab's verdict for a SHA, from its pipelines
+//! (`GET /projects/:id/pipelines?sha=…`): the latest pipeline of each ref counts.
+//! Pure: the payload in, the verdict out.
+//!
+//! Mapping: `success` passes; `failed` fails; `canceled` and `skipped` are CI errors;
+//! `created`, `waiting_for_resource`, `preparing`, `pending`, `running`, `manual`,
+//! `scheduled` wait. No pipeline yet is pending, never green.
+
+use serde::Deserialize;
+
+use crate::{api::release::CiState, lifecycle::CiVerdict};
+
+/// A pipeline, as `GET /projects/:id/pipelines` lists it (the fields Vigie reads).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Pipeline {
+    /// Pipeline id; newer pipelines have higher ids.
+    pub id: u64,
+    /// The commit.
+    pub sha: String,
+    /// The branch or tag.
+    #[serde(rename = "ref")]
+    pub ref_: String,
+    /// Its status.
+    pub status: String,
+    /// Link to the pipeline.
+    #[serde(default)]
+    pub web_url: Option<String>,
+}
+
+/// The state a pipeline status maps to.
+#[must_use]
+pub fn state(status: &str) -> CiState {
+    match status {
+        "success" => CiState::Success,
+        "failed" => CiState::Failure,
+        "canceled" | "canceling" | "skipped" => CiState::Error,
+        // created, waiting_for_resource, preparing, pending, running, manual, scheduled,
+        // and anything new: wait.
+        _ => CiState::Pending,
+    }
+}
+
+/// The verdict for `sha` from its pipelines: the latest pipeline of each ref; any
+/// failed fails, then any waiting waits, then any error errs, else success.
+#[must_use]
+pub fn verdict(sha: &str, pipelines: &[Pipeline]) -> CiVerdict {
+    let mut latest: std::collections::BTreeMap<&str, &Pipeline> = std::collections::BTreeMap::new();
+    for p in pipelines.iter().filter(|p| p.sha == sha) {
+        let slot = latest.entry(p.ref_.as_str()).or_insert(p);
+        if p.id > slot.id {
+            *slot = p;
+        }
+    }
+    if latest.is_empty() {
+        return CiVerdict {
+            state: CiState::Pending,
+            url: None,
+            failed_checks: Vec::new(),
+            description: Some("no pipeline for this commit yet".to_owned()),
+        };
+    }
+    let with = |wanted: CiState| -> Vec<&&Pipeline> {
+        latest
+            .values()
+            .filter(|p| state(&p.status) == wanted)
+            .collect()
+    };
+    for wanted in [CiState::Failure, CiState::Pending, CiState::Error] {
+        let found = with(wanted);
+        if let Some(first) = found.first() {
+            return CiVerdict {
+                state: wanted,
+                url: first.web_url.clone(),
+                failed_checks: if wanted == CiState::Pending {
+                    Vec::new()
+                } else {
+                    found
+                        .iter()
+                        .map(|p| format!("pipeline #{} ({})", p.id, p.ref_))
+                        .collect()
+                },
+                description: Some(format!("pipeline #{} is {}", first.id, first.status)),
+            };
+        }
+    }
+    let first = latest.values().next().expect("not empty");
+    CiVerdict {
+        state: CiState::Success,
+        url: first.web_url.clone(),
+        failed_checks: Vec::new(),
+        description: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "476f1636fe090d4ba223d8c9a1cbbc83940090a8";
+
+    fn p(id: u64, r: &str, status: &str) -> Pipeline {
+        Pipeline {
+            id,
+            sha: SHA.into(),
+            ref_: r.into(),
+            status: status.into(),
+            web_url: Some(format!("https://gitlab.example/p/-/pipelines/{id}")),
+        }
+    }
+
+    #[test]
+    fn every_status_maps_to_its_verdict() {
+        for (status, expected) in [
+            ("success", CiState::Success),
+            ("failed", CiState::Failure),
+            ("canceled", CiState::Error),
+            ("skipped", CiState::Error),
+            ("created", CiState::Pending),
+            ("waiting_for_resource", CiState::Pending),
+            ("preparing", CiState::Pending),
+            ("pending", CiState::Pending),
+            ("running", CiState::Pending),
+            ("manual", CiState::Pending),
+            ("scheduled", CiState::Pending),
+        ] {
+            assert_eq!(
+                verdict(SHA, &[p(1, "main", status)]).state,
+                expected,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_latest_pipeline_per_ref_counts() {
+        assert_eq!(
+            verdict(SHA, &[p(1, "main", "failed"), p(2, "main", "success")]).state,
+            CiState::Success,
+            "a retried pipeline"
+        );
+        let v = verdict(SHA, &[p(1, "main", "success"), p(3, "v1.0.0", "failed")]);
+        assert_eq!(
+            (v.state, v.failed_checks.clone()),
+            (CiState::Failure, vec!["pipeline #3 (v1.0.0)".to_owned()])
+        );
+        assert_eq!(
+            v.url.as_deref(),
+            Some("https://gitlab.example/p/-/pipelines/3")
+        );
+        assert_eq!(verdict(SHA, &[]).state, CiState::Pending, "no pipeline yet");
+    }
+
+    #[test]
+    fn a_list_as_gitlab_documents_it_parses() {
+        let list: Vec<Pipeline> = serde_json::from_str(
+            r#"[{"id": 47, "iid": 12, "project_id": 1, "status": "pending", "source": "push", "ref": "new-pipeline",
+                 "sha": "476f1636fe090d4ba223d8c9a1cbbc83940090a8", "name": "Build pipeline",
+                 "web_url": "https://example.com/foo/bar/pipelines/47",
+                 "created_at": "2016-08-11T11:28:34.085Z", "updated_at": "2016-08-11T11:32:35.169Z"}]"#,
+        )
+        .unwrap();
+        let v = verdict(SHA, &list);
+        assert_eq!(
+            (v.state, v.url.as_deref()),
+            (
+                CiState::Pending,
+                Some("https://example.com/foo/bar/pipelines/47")
+            )
+        );
+    }
+}
