@@ -376,3 +376,200 @@ mod tests {
         );
     }
 }
+
+/// A GitHub webhook delivery, as far as verdicts go.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// `ping`: answered, nothing else.
+    Ping,
+    /// A check run was created or changed.
+    CheckRun {
+        /// `owner/repo`.
+        repository: String,
+        /// The run.
+        run: CheckRun,
+    },
+    /// A check suite completed (a hint to poll the check runs).
+    CheckSuite {
+        /// `owner/repo`.
+        repository: String,
+        /// The commit.
+        sha: String,
+    },
+    /// A commit status was set.
+    Status {
+        /// `owner/repo`.
+        repository: String,
+        /// The commit.
+        sha: String,
+        /// The status.
+        status: CommitStatus,
+    },
+    /// A workflow run changed: counted as a check named after the workflow.
+    WorkflowRun {
+        /// `owner/repo`.
+        repository: String,
+        /// The run, as a check run.
+        run: CheckRun,
+    },
+    /// Any other event: acknowledged (202) and ignored.
+    Ignored(String),
+}
+
+#[derive(Deserialize)]
+struct Repo {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct CheckRunEvent {
+    check_run: CheckRun,
+    repository: Repo,
+}
+
+#[derive(Deserialize)]
+struct SuiteBody {
+    head_sha: String,
+}
+
+#[derive(Deserialize)]
+struct CheckSuiteEvent {
+    check_suite: SuiteBody,
+    repository: Repo,
+}
+
+#[derive(Deserialize)]
+struct StatusEvent {
+    sha: String,
+    #[serde(flatten)]
+    status: CommitStatus,
+    repository: Repo,
+}
+
+#[derive(Deserialize)]
+struct WorkflowRunBody {
+    id: u64,
+    head_sha: String,
+    name: String,
+    status: String,
+    #[serde(default)]
+    conclusion: Option<String>,
+    #[serde(default)]
+    html_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WorkflowRunEvent {
+    workflow_run: WorkflowRunBody,
+    repository: Repo,
+}
+
+/// Parses a delivery whose signature was verified (`X-Hub-Signature-256`, the same
+/// `sha256=<hex HMAC>` scheme as [`super::webhook::verify`]). `event` is the
+/// `X-GitHub-Event` header.
+pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, String> {
+    let bad = |e: serde_json::Error| format!("invalid {event} payload: {e}");
+    Ok(match event {
+        "ping" => Event::Ping,
+        "check_run" => {
+            let e: CheckRunEvent = serde_json::from_slice(body).map_err(bad)?;
+            Event::CheckRun {
+                repository: e.repository.full_name,
+                run: e.check_run,
+            }
+        }
+        "check_suite" => {
+            let e: CheckSuiteEvent = serde_json::from_slice(body).map_err(bad)?;
+            Event::CheckSuite {
+                repository: e.repository.full_name,
+                sha: e.check_suite.head_sha,
+            }
+        }
+        "status" => {
+            let e: StatusEvent = serde_json::from_slice(body).map_err(bad)?;
+            Event::Status {
+                repository: e.repository.full_name,
+                sha: e.sha,
+                status: e.status,
+            }
+        }
+        "workflow_run" => {
+            let e: WorkflowRunEvent = serde_json::from_slice(body).map_err(bad)?;
+            let w = e.workflow_run;
+            Event::WorkflowRun {
+                repository: e.repository.full_name,
+                run: CheckRun {
+                    id: w.id,
+                    head_sha: w.head_sha,
+                    name: w.name,
+                    status: w.status,
+                    conclusion: w.conclusion,
+                    html_url: w.html_url,
+                    details_url: None,
+                },
+            }
+        }
+        other => Event::Ignored(other.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_shaped_as_documented_parse() {
+        let check_run = br#"{"action": "completed", "check_run": {"id": 128620228, "name": "Octocoders-linter",
+            "node_id": "MDg6Q2hlY2tSdW4xMjg2MjAyMjg=", "head_sha": "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+            "external_id": "", "url": "https://api.github.com/repos/Codertocat/Hello-World/check-runs/128620228",
+            "html_url": "https://github.com/Codertocat/Hello-World/runs/128620228", "details_url": "https://octocoders.io",
+            "status": "completed", "conclusion": "failure", "started_at": "2019-05-15T15:21:12Z",
+            "completed_at": "2019-05-15T15:21:45Z", "check_suite": {"id": 118578147, "head_branch": "changes"}},
+            "repository": {"id": 186853002, "name": "Hello-World", "full_name": "Codertocat/Hello-World"},
+            "sender": {"login": "Codertocat"}}"#;
+        match parse_event("check_run", check_run).unwrap() {
+            Event::CheckRun { repository, run } => {
+                assert_eq!(repository, "Codertocat/Hello-World");
+                assert_eq!(
+                    (run.name.as_str(), run.conclusion.as_deref()),
+                    ("Octocoders-linter", Some("failure"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let status = br#"{"id": 6805126730, "sha": "6113728f27ae82c7b1a177c8d03f9e96e0adf246", "name": "Codertocat/Hello-World",
+            "target_url": null, "context": "default", "description": null, "state": "success",
+            "commit": {"sha": "6113728f27ae82c7b1a177c8d03f9e96e0adf246"}, "branches": [],
+            "created_at": "2019-05-15T15:20:55+00:00", "updated_at": "2019-05-15T15:20:55+00:00",
+            "repository": {"full_name": "Codertocat/Hello-World"}}"#;
+        match parse_event("status", status).unwrap() {
+            Event::Status { sha, status, .. } => {
+                assert_eq!(sha, "6113728f27ae82c7b1a177c8d03f9e96e0adf246");
+                assert_eq!(
+                    (status.context.as_str(), status.state.as_str(), status.id),
+                    ("default", "success", 6_805_126_730)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let workflow = br#"{"action": "completed", "workflow_run": {"id": 30433642, "name": "Build", "head_branch": "main",
+            "head_sha": "acb5820ced9479c074f688cc328bf03f341a511d", "status": "completed", "conclusion": "success",
+            "html_url": "https://github.com/octo-org/octo-repo/actions/runs/30433642"},
+            "repository": {"full_name": "octo-org/octo-repo"}}"#;
+        assert!(
+            matches!(parse_event("workflow_run", workflow).unwrap(), Event::WorkflowRun { run, .. } if run.name == "Build")
+        );
+        let suite = br#"{"action": "completed", "check_suite": {"id": 1, "head_sha": "acb5820ced9479c074f688cc328bf03f341a511d", "status": "completed", "conclusion": "success"}, "repository": {"full_name": "o/r"}}"#;
+        assert!(matches!(
+            parse_event("check_suite", suite).unwrap(),
+            Event::CheckSuite { .. }
+        ));
+        assert!(matches!(
+            parse_event("ping", br#"{"zen": "Keep it logically awesome."}"#).unwrap(),
+            Event::Ping
+        ));
+        assert!(matches!(parse_event("push", b"{}").unwrap(), Event::Ignored(e) if e == "push"));
+        let e = parse_event("check_run", br#"{"check_run": {"id": "x"}}"#).unwrap_err();
+        assert!(e.starts_with("invalid check_run payload:"), "{e}");
+    }
+}

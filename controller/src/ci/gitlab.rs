@@ -169,3 +169,110 @@ mod tests {
         );
     }
 }
+
+/// Header carrying a GitLab webhook's secret token.
+pub const TOKEN_HEADER: &str = "x-gitlab-token";
+
+/// Compares the `X-Gitlab-Token` header with the configured token, in constant time.
+#[must_use]
+pub fn token_matches(expected: &[u8], given: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    given.is_some_and(|g| g.as_bytes().ct_eq(expected).into())
+}
+
+#[derive(Deserialize)]
+struct PipelineHook {
+    object_attributes: PipelineAttributes,
+    project: Project,
+}
+
+#[derive(Deserialize)]
+struct PipelineAttributes {
+    id: u64,
+    #[serde(rename = "ref")]
+    ref_: String,
+    sha: String,
+    status: String,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Project {
+    path_with_namespace: String,
+    #[serde(default)]
+    web_url: Option<String>,
+}
+
+/// Parses a Pipeline Hook delivery into `(project path, pipeline)`; `Ok(None)` for
+/// other kinds of events (acknowledged and ignored).
+pub fn parse_pipeline_hook(body: &[u8]) -> Result<Option<(String, Pipeline)>, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("invalid payload: {e}"))?;
+    if value.get("object_kind").and_then(serde_json::Value::as_str) != Some("pipeline") {
+        return Ok(None);
+    }
+    let hook: PipelineHook =
+        serde_json::from_value(value).map_err(|e| format!("invalid pipeline payload: {e}"))?;
+    let a = hook.object_attributes;
+    let web_url = a.url.or_else(|| {
+        hook.project
+            .web_url
+            .map(|w| format!("{w}/-/pipelines/{}", a.id))
+    });
+    Ok(Some((
+        hook.project.path_with_namespace,
+        Pipeline {
+            id: a.id,
+            sha: a.sha,
+            ref_: a.ref_,
+            status: a.status,
+            web_url,
+        },
+    )))
+}
+
+#[cfg(test)]
+mod hook_tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_hooks_shaped_as_documented_parse() {
+        let body = br#"{"object_kind": "pipeline",
+            "object_attributes": {"id": 31, "iid": 3, "name": "Pipeline for branch: master", "ref": "master", "tag": false,
+              "sha": "bcbb5ec396a2c0f828686f14fac9b80b780504f2", "before_sha": "bcbb5ec396a2c0f828686f14fac9b80b780504f2",
+              "source": "merge_request_event", "status": "success", "detailed_status": "passed",
+              "stages": ["build", "test", "deploy"], "created_at": "2016-08-12 15:23:28 UTC",
+              "finished_at": "2016-08-12 15:26:29 UTC", "duration": 63, "queued_duration": 12,
+              "variables": [], "url": "http://example.com/gitlab-org/gitlab-test/-/pipelines/31"},
+            "project": {"id": 1, "name": "Gitlab Test", "path_with_namespace": "gitlab-org/gitlab-test",
+              "web_url": "http://192.168.64.1:3005/gitlab-org/gitlab-test"},
+            "builds": []}"#;
+        let (project, pipeline) = parse_pipeline_hook(body).unwrap().unwrap();
+        assert_eq!(project, "gitlab-org/gitlab-test");
+        assert_eq!((pipeline.id, pipeline.status.as_str()), (31, "success"));
+        assert_eq!(
+            pipeline.web_url.as_deref(),
+            Some("http://example.com/gitlab-org/gitlab-test/-/pipelines/31")
+        );
+        assert_eq!(
+            parse_pipeline_hook(br#"{"object_kind": "push"}"#)
+                .unwrap()
+                .map(|(p, _)| p),
+            None
+        );
+        assert!(
+            parse_pipeline_hook(br#"{"object_kind": "pipeline"}"#)
+                .unwrap_err()
+                .starts_with("invalid pipeline payload")
+        );
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches(b"s3cret", Some("s3cret")));
+        assert!(!token_matches(b"s3cret", Some("s3cre")));
+        assert!(!token_matches(b"s3cret", Some("s3cret ")));
+        assert!(!token_matches(b"s3cret", None));
+    }
+}
