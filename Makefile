@@ -46,7 +46,7 @@ validate-examples: build
 
 ## The end-to-end tests only (real Docker engine; the Kubernetes control plane comes with the operator).
 e2e: build docker
-	VIGIE_E2E_DOCKER=1 $(CARGO) test --locked --test e2e_docker --test e2e_docker_faults --test e2e_docker_restart --test e2e_docker_tls
+	VIGIE_E2E_DOCKER=1 $(CARGO) test --locked --test e2e_docker --test e2e_docker_faults --test e2e_docker_restart --test e2e_docker_tls --test e2e_docker_ci
 
 ## Benchmarks that print figures (ratios against baselines measured in the same run).
 bench: build docker

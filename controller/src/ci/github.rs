@@ -7,7 +7,7 @@
 //! `action_required` fail; `cancelled`, `stale` (and a status `error`) are CI errors;
 //! anything not completed waits. A SHA with no check yet is pending, never green.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::glob;
 use crate::{api::release::CiState, lifecycle::CiVerdict};
@@ -22,7 +22,7 @@ pub struct CheckRunsPage {
 }
 
 /// A check run, as the API returns it (the fields Vigie reads).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckRun {
     /// Run id; a re-run has a higher id than the run it replaces.
     pub id: u64,
@@ -52,7 +52,7 @@ pub struct CombinedStatus {
 }
 
 /// One commit status.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitStatus {
     /// `error`, `failure`, `pending`, `success`.
     pub state: String,

@@ -6,12 +6,12 @@
 //! `created`, `waiting_for_resource`, `preparing`, `pending`, `running`, `manual`,
 //! `scheduled` wait. No pipeline yet is pending, never green.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{api::release::CiState, lifecycle::CiVerdict};
 
 /// A pipeline, as `GET /projects/:id/pipelines` lists it (the fields Vigie reads).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pipeline {
     /// Pipeline id; newer pipelines have higher ids.
     pub id: u64,

@@ -131,3 +131,45 @@ mod tests {
         assert!(v.for_location("other").is_empty());
     }
 }
+
+/// What a provider's webhooks reported for one SHA, kept to recompute its verdict as
+/// deliveries arrive one check at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reported {
+    /// GitHub check runs (and workflow runs, as checks), latest per id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub check_runs: Vec<github::CheckRun>,
+    /// GitHub commit statuses, latest per id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<github::CommitStatus>,
+    /// GitLab pipelines, latest per id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipelines: Vec<gitlab::Pipeline>,
+}
+
+impl Reported {
+    /// Adds or replaces a check run (by id).
+    pub fn check_run(&mut self, run: github::CheckRun) {
+        self.check_runs.retain(|r| r.id != run.id);
+        self.check_runs.push(run);
+    }
+
+    /// Adds or replaces a commit status (by id, or by context when ids are absent).
+    pub fn status(&mut self, status: github::CommitStatus) {
+        self.statuses.retain(|s| {
+            if status.id == 0 {
+                s.context != status.context
+            } else {
+                s.id != status.id
+            }
+        });
+        self.statuses.push(status);
+    }
+
+    /// Adds or replaces a pipeline (by id).
+    pub fn pipeline(&mut self, pipeline: gitlab::Pipeline) {
+        self.pipelines.retain(|p| p.id != pipeline.id);
+        self.pipelines.push(pipeline);
+    }
+}

@@ -265,8 +265,12 @@ impl Runner {
                 self.windows.insert(name.clone(), w);
             }
         }
-        if let Ok(mut locations) = self.shared.locations.write() {
-            *locations = m.code_locations.keys().map(|(_, n)| n.clone()).collect();
+        if let Ok(mut ci) = self.shared.ci.write() {
+            *ci = m
+                .code_locations
+                .iter()
+                .map(|((_, n), l)| (n.clone(), l.object.spec.ci.clone()))
+                .collect();
         }
         self.manifests = Some(m);
     }

@@ -3,7 +3,7 @@
 //! file before it is acknowledged, and wakes the reconciler.
 
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     path::PathBuf,
     sync::{
         Arc, Mutex, RwLock,
@@ -26,8 +26,9 @@ use tokio::sync::Notify;
 
 use super::state::{self, State};
 use crate::{
+    api::{Sha, code_location::CiSpec},
     ci::{
-        StoredVerdict,
+        Reported, StoredVerdict, github, gitlab,
         webhook::{self, MAX_BODY, SIGNATURE_HEADER, WebhookError},
     },
     metrics::{Metrics, OutcomeLabel},
@@ -47,8 +48,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set once manifests are loaded and a first round is done.
     pub ready: AtomicBool,
-    /// Code locations of the current manifests.
-    pub locations: RwLock<BTreeSet<String>>,
+    /// The CI settings of the current manifests' code locations, by name.
+    pub ci: RwLock<BTreeMap<String, CiSpec>>,
 }
 
 impl Shared {
@@ -62,7 +63,7 @@ impl Shared {
             wake: Notify::new(),
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
-            locations: RwLock::new(BTreeSet::new()),
+            ci: RwLock::new(BTreeMap::new()),
         }
     }
 }
@@ -74,6 +75,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/hooks/ci", post(ci_hook))
+        .route("/hooks/github", post(github_hook))
+        .route("/hooks/gitlab", post(gitlab_hook))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
 }
@@ -160,9 +163,9 @@ async fn ci_hook(
         return reply(&shared, "stale", StatusCode::BAD_REQUEST, e.to_string());
     }
     let known = shared
-        .locations
+        .ci
         .read()
-        .is_ok_and(|l| l.contains(&report.code_location));
+        .is_ok_and(|l| l.contains_key(&report.code_location));
     if !known {
         return reply(
             &shared,
@@ -234,4 +237,317 @@ fn record_verdict(
     state::save(&shared.state_path, &next)?;
     *current = next;
     Ok(true)
+}
+
+/// Locations whose secret (from `pick`) verifies the delivery, with their CI settings.
+fn verified(
+    specs: &BTreeMap<String, CiSpec>,
+    pick: impl Fn(&CiSpec) -> Option<&crate::api::SecretSource>,
+    check: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<(&String, &CiSpec)>, &'static str> {
+    let mut configured = false;
+    let mut matched = Vec::new();
+    for (name, spec) in specs {
+        let Some(source) = pick(spec) else { continue };
+        match crate::secrets::resolve(source) {
+            Ok(secret) => {
+                configured = true;
+                if check(&secret) {
+                    matched.push((name, spec));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(code_location = %name, error = %e, "webhook secret unavailable");
+            }
+        }
+    }
+    if !configured {
+        return Err("no webhook secret is configured for this provider");
+    }
+    Ok(matched)
+}
+
+/// Records what a provider reported for `(location, sha)` and the verdict it gives.
+fn record_reported(
+    shared: &Shared,
+    delivery: &str,
+    targets: &[(String, Vec<String>)],
+    sha: &Sha,
+    update: impl Fn(&mut Reported),
+    judge: impl Fn(&Reported, &[String]) -> crate::lifecycle::CiVerdict,
+) -> Result<bool, state::StateError> {
+    let mut current = shared.state.lock().expect("state lock");
+    let mut next = current.clone();
+    if !next.remember_delivery(delivery.to_owned()) {
+        return Ok(false);
+    }
+    for (location, required) in targets {
+        let reported = next
+            .reported
+            .entry(location.clone())
+            .or_default()
+            .entry(sha.clone())
+            .or_default();
+        update(reported);
+        let v = judge(reported, required);
+        tracing::info!(code_location = %location, sha = %sha.short(), state = ?v.state, "CI verdict from a provider webhook");
+        next.verdicts.record(
+            location,
+            sha.clone(),
+            StoredVerdict {
+                state: v.state,
+                url: v.url,
+                failed_checks: v.failed_checks,
+                description: v.description,
+                at: Timestamp::now(),
+            },
+        );
+        let kept = next.verdicts.for_location(location);
+        if let Some(by_sha) = next.reported.get_mut(location) {
+            by_sha.retain(|s, _| kept.contains_key(s));
+        }
+    }
+    state::save(&shared.state_path, &next)?;
+    *current = next;
+    Ok(true)
+}
+
+async fn github_hook(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let specs = shared.ci.read().map(|c| c.clone()).unwrap_or_default();
+    let signature = header("x-hub-signature-256");
+    let matched = match verified(
+        &specs,
+        |spec| spec.github.as_ref().and_then(|g| g.webhook_secret.as_ref()),
+        |secret| webhook::verify(secret, &body, signature.as_deref()).is_ok(),
+    ) {
+        Err(e) => return reply(&shared, "error", StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(m) if m.is_empty() => {
+            return reply(
+                &shared,
+                "unauthorized",
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong X-Hub-Signature-256",
+            );
+        }
+        Ok(m) => m,
+    };
+    let Some(delivery) = header("x-github-delivery") else {
+        return reply(
+            &shared,
+            "bad_request",
+            StatusCode::BAD_REQUEST,
+            "missing X-GitHub-Delivery",
+        );
+    };
+    let event = header("x-github-event").unwrap_or_default();
+    let parsed = match github::parse_event(&event, &body) {
+        Ok(e) => e,
+        Err(e) => return reply(&shared, "bad_request", StatusCode::BAD_REQUEST, e),
+    };
+    let (repository, sha, update) = match github_update(parsed) {
+        Ok(u) => u,
+        Err((outcome, status, message)) => return reply(&shared, outcome, status, message),
+    };
+    let Ok(sha) = sha.parse::<Sha>() else {
+        return reply(
+            &shared,
+            "bad_request",
+            StatusCode::BAD_REQUEST,
+            format!("{sha:?} is not a full commit SHA"),
+        );
+    };
+    let targets: Vec<(String, Vec<String>)> = matched
+        .iter()
+        .filter(|(_, spec)| {
+            spec.github
+                .as_ref()
+                .is_some_and(|g| g.repository.eq_ignore_ascii_case(&repository))
+        })
+        .map(|(name, spec)| ((*name).clone(), spec.required_checks.clone()))
+        .collect();
+    if targets.is_empty() {
+        return reply(
+            &shared,
+            "unknown_location",
+            StatusCode::NOT_FOUND,
+            format!("no CodeLocation watches {repository}"),
+        );
+    }
+    let judge = |r: &Reported, required: &[String]| {
+        github::verdict(
+            sha.as_str(),
+            &r.check_runs,
+            &github::CombinedStatus {
+                statuses: r.statuses.clone(),
+            },
+            required,
+        )
+    };
+    finish(
+        &shared,
+        record_reported(
+            &shared,
+            &format!("github:{delivery}"),
+            &targets,
+            &sha,
+            update,
+            judge,
+        ),
+        &sha,
+    )
+}
+
+async fn gitlab_hook(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = headers
+        .get(gitlab::TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let specs = shared.ci.read().map(|c| c.clone()).unwrap_or_default();
+    let matched = match verified(
+        &specs,
+        |spec| spec.gitlab.as_ref().and_then(|g| g.webhook_token.as_ref()),
+        |secret| gitlab::token_matches(secret, token.as_deref()),
+    ) {
+        Err(e) => return reply(&shared, "error", StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(m) if m.is_empty() => {
+            return reply(
+                &shared,
+                "unauthorized",
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong X-Gitlab-Token",
+            );
+        }
+        Ok(m) => m,
+    };
+    let (project, pipeline) = match gitlab::parse_pipeline_hook(&body) {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return reply(
+                &shared,
+                "ignored",
+                StatusCode::ACCEPTED,
+                "not a Pipeline Hook",
+            );
+        }
+        Err(e) => return reply(&shared, "bad_request", StatusCode::BAD_REQUEST, e),
+    };
+    let Ok(sha) = pipeline.sha.parse::<Sha>() else {
+        return reply(
+            &shared,
+            "bad_request",
+            StatusCode::BAD_REQUEST,
+            format!("{:?} is not a full commit SHA", pipeline.sha),
+        );
+    };
+    let targets: Vec<(String, Vec<String>)> = matched
+        .iter()
+        .filter(|(_, spec)| spec.gitlab.as_ref().is_some_and(|g| g.project == project))
+        .map(|(name, spec)| ((*name).clone(), spec.required_checks.clone()))
+        .collect();
+    if targets.is_empty() {
+        return reply(
+            &shared,
+            "unknown_location",
+            StatusCode::NOT_FOUND,
+            format!("no CodeLocation watches {project}"),
+        );
+    }
+    // GitLab sends no delivery id: a pipeline's id and status identify a delivery.
+    let delivery = format!(
+        "gitlab:{}:{}:{}",
+        pipeline.id,
+        pipeline.status,
+        hex::encode(Sha256::digest(&body))
+    );
+    let update = move |r: &mut Reported| r.pipeline(pipeline.clone());
+    let judge = |r: &Reported, _: &[String]| gitlab::verdict(sha.as_str(), &r.pipelines);
+    finish(
+        &shared,
+        record_reported(&shared, &delivery, &targets, &sha, update, judge),
+        &sha,
+    )
+}
+
+fn finish(shared: &Shared, result: Result<bool, state::StateError>, sha: &Sha) -> Response {
+    match result {
+        Ok(true) => {
+            shared.wake.notify_one();
+            reply(
+                shared,
+                "accepted",
+                StatusCode::ACCEPTED,
+                format!("verdict for {} updated", sha.short()),
+            )
+        }
+        Ok(false) => reply(
+            shared,
+            "duplicate",
+            StatusCode::CONFLICT,
+            "this delivery was already received",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "failed to record a CI delivery");
+            reply(
+                shared,
+                "error",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "failed to record the delivery",
+            )
+        }
+    }
+}
+
+/// A change to what a provider reported for one SHA.
+type Update = Box<dyn Fn(&mut Reported) + Send>;
+
+/// What a GitHub event changes: `(repository, sha, update)`, or the reply when it
+/// changes nothing.
+fn github_update(
+    parsed: github::Event,
+) -> Result<(String, String, Update), (&'static str, StatusCode, String)> {
+    match parsed {
+        github::Event::Ping => Err(("pong", StatusCode::OK, "pong".to_owned())),
+        github::Event::Ignored(e) => Err((
+            "ignored",
+            StatusCode::ACCEPTED,
+            format!("event {e:?} ignored"),
+        )),
+        github::Event::CheckSuite { .. } => Err((
+            "ignored",
+            StatusCode::ACCEPTED,
+            "check_suite: the check runs carry the verdict".to_owned(),
+        )),
+        github::Event::CheckRun { repository, run }
+        | github::Event::WorkflowRun { repository, run } => {
+            let sha = run.head_sha.clone();
+            Ok((
+                repository,
+                sha,
+                Box::new(move |r: &mut Reported| r.check_run(run.clone())),
+            ))
+        }
+        github::Event::Status {
+            repository,
+            sha,
+            status,
+        } => Ok((
+            repository,
+            sha,
+            Box::new(move |r: &mut Reported| r.status(status.clone())),
+        )),
+    }
 }

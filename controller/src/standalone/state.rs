@@ -33,6 +33,9 @@ pub struct State {
     /// SHA-256 of the webhook bodies accepted, newest last (bounded).
     #[serde(default)]
     pub deliveries: VecDeque<String>,
+    /// What GitHub and GitLab webhooks reported, by code location and SHA.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reported: BTreeMap<String, BTreeMap<crate::api::Sha, crate::ci::Reported>>,
     /// Problems of the manifests as last read; empty when they were valid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifest_problems: Vec<String>,
