@@ -293,3 +293,111 @@ fn gitlab_pipeline_hooks_validate_and_roll_back() {
     );
     serving(port, a);
 }
+
+/// A stand-in for GitHub's REST API on 127.0.0.1: check runs and combined status per
+/// SHA, as the documentation shapes them; `conclusions` is what CI says now.
+fn fake_github(
+    conclusions: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, &'static str>>>,
+) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let conclusions = conclusions.clone();
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader, Write};
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let sha = path.split('/').nth(5).unwrap_or_default().to_owned();
+                let body = if path.contains("/check-runs") {
+                    let state = conclusions
+                        .lock()
+                        .unwrap()
+                        .get(&sha)
+                        .copied()
+                        .unwrap_or("queued");
+                    let (status, conclusion) = match state {
+                        "queued" | "in_progress" => (state, "null".to_owned()),
+                        c => ("completed", format!("\"{c}\"")),
+                    };
+                    format!(
+                        r#"{{"total_count": 1, "check_runs": [{{"id": 1, "head_sha": "{sha}", "name": "test", "status": "{status}",
+                        "conclusion": {conclusion}, "html_url": "https://github.com/octo/app/runs/1", "details_url": null}}]}}"#
+                    )
+                } else {
+                    format!(
+                        r#"{{"state": "pending", "sha": "{sha}", "total_count": 0, "statuses": []}}"#
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn github_is_polled_for_the_sha_in_flight() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (a, b) = (demo.sha("good"), demo.sha("bad"));
+    let conclusions = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let api = fake_github(conclusions.clone());
+    let port = free_port();
+    let mut v = Vigie::new("ghpoll", &["ghpoll-preprod", "ghpoll-prod"]);
+    let ci = format!(
+        "  ci: {{github: {{repository: octo/app, apiUrl: \"http://127.0.0.1:{api}\"}}, pollInterval: 5s}}"
+    );
+    v.write(
+        "base.yaml",
+        &vm_manifests("ghpoll", demo, IMAGE_ARTIFACT).replace("  ci: {webhook: {}}", &ci),
+    );
+    v.write(
+        "preprod.yaml",
+        &release("ghpoll", "preprod", Some(a), port, ""),
+    );
+    v.start();
+    v.wait_phase("ghpoll-preprod", "Verifying", T);
+    conclusions
+        .lock()
+        .unwrap()
+        .insert(a.to_owned(), "in_progress");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        v.row("ghpoll-preprod").unwrap().phase,
+        "Verifying",
+        "a running check waits"
+    );
+    conclusions.lock().unwrap().insert(a.to_owned(), "success");
+    v.wait_phase("ghpoll-preprod", "Validated", T);
+    conclusions.lock().unwrap().insert(b.to_owned(), "failure");
+    v.write(
+        "preprod.yaml",
+        &release("ghpoll", "preprod", Some(b), port, ""),
+    );
+    let row = v.wait_phase("ghpoll-preprod", "RolledBack", T);
+    assert_eq!(
+        row.ci_url.as_deref(),
+        Some("https://github.com/octo/app/runs/1")
+    );
+    serving(port, a);
+}

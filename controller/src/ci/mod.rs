@@ -6,6 +6,7 @@
 pub mod github;
 pub mod gitlab;
 mod glob;
+pub mod poll;
 pub mod webhook;
 
 use std::collections::BTreeMap;

@@ -154,6 +154,10 @@ pub struct Runner {
     /// What was last applied per Release: the target and the workload's spec (a spec
     /// change re-applies even when the SHA stays).
     applied: HashMap<String, (WorkloadTarget, Workload)>,
+    /// GitHub/GitLab API client, with its ETag cache.
+    ci_client: crate::ci::poll::Client,
+    /// When each (code location, SHA) in flight is polled next, and its backoff.
+    next_poll: HashMap<(String, Sha), (Instant, backon::ExponentialBackoff)>,
     /// Per Release, the SHA whose artifact was missing at the last apply, and why.
     artifact_missing: HashMap<String, (Sha, String)>,
     resolved: HashMap<(String, String), (Instant, Result<Sha, String>)>,
@@ -165,6 +169,7 @@ struct Item {
     release: Release,
     environment: EnvironmentSpec,
     workload: Workload,
+    ci: crate::api::code_location::CiSpec,
 }
 
 /// What a Release's round produced.
@@ -189,6 +194,8 @@ impl Runner {
             windows: BTreeMap::new(),
             applied: HashMap::new(),
             artifact_missing: HashMap::new(),
+            ci_client: crate::ci::poll::Client::new(),
+            next_poll: HashMap::new(),
             resolved: HashMap::new(),
         }
     }
@@ -313,6 +320,7 @@ impl Runner {
                         &location.object.spec,
                         &environment.object.spec,
                     ),
+                    ci: location.object.spec.ci.clone(),
                 })
             })
             .collect()
@@ -363,6 +371,7 @@ impl Runner {
         let started = Instant::now();
         self.reload();
         let items = self.items();
+        self.poll_ci(&items).await;
         let desired = self.resolve(&items).await;
         let snapshot = self.shared.state.lock().expect("state lock").clone();
         let now = Timestamp::now();
@@ -653,6 +662,105 @@ impl Runner {
                 other => other.to_string(),
             });
         (key, Some(target), result)
+    }
+
+    /// Polls GitHub or GitLab for the SHAs in flight whose turn has come, and records
+    /// the verdicts (webhooks and polling feed the same verdicts; the latest wins).
+    async fn poll_ci(&mut self, items: &[Item]) {
+        use backon::BackoffBuilder;
+        let records = self.records();
+        let now = Instant::now();
+        for item in items {
+            if item.ci.github.is_none() && item.ci.gitlab.is_none() {
+                continue;
+            }
+            let Some(record) = records.iter().find(|r| {
+                r.code_location == item.release.spec.code_location
+                    && r.environment == item.release.spec.environment
+            }) else {
+                continue;
+            };
+            let in_flight = matches!(
+                record.status.phase,
+                Phase::Deploying | Phase::Verifying | Phase::Failed
+            );
+            let Some(sha) = record
+                .status
+                .rollout
+                .as_ref()
+                .map(|r| r.sha.clone())
+                .filter(|_| in_flight)
+            else {
+                continue;
+            };
+            let location = item.release.spec.code_location.clone();
+            let key = (location.clone(), sha.clone());
+            let interval = item.ci.poll_interval.get();
+            let backoff = || {
+                backon::ExponentialBuilder::default()
+                    .with_min_delay(interval)
+                    .with_max_delay(Duration::from_secs(300))
+                    .with_jitter()
+                    .without_max_times()
+                    .build()
+            };
+            if self.next_poll.get(&key).is_some_and(|(due, _)| *due > now) {
+                continue;
+            }
+            let Some(result) =
+                crate::ci::poll::verdict(&self.ci_client, &item.ci, sha.as_str()).await
+            else {
+                continue;
+            };
+            let entry = self
+                .next_poll
+                .entry(key)
+                .or_insert_with(|| (now, backoff()));
+            match result {
+                Ok(v) => {
+                    entry.0 = Instant::now() + interval;
+                    entry.1 = backoff();
+                    self.record_polled(&location, &sha, v);
+                }
+                Err(crate::ci::poll::PollError::RateLimited { retry_after, .. }) => {
+                    tracing::warn!(code_location = %location, "CI rate limit: polling again in {}s", retry_after.as_secs());
+                    entry.0 = Instant::now() + retry_after;
+                }
+                Err(e) => {
+                    let delay = entry.1.next().unwrap_or(Duration::from_secs(300));
+                    tracing::warn!(code_location = %location, sha = %sha.short(), error = %e, "CI poll failed; again in {}s", delay.as_secs());
+                    entry.0 = Instant::now() + delay;
+                }
+            }
+        }
+        let in_flight: Vec<(String, Sha)> = records
+            .iter()
+            .filter_map(|r| {
+                r.status
+                    .rollout
+                    .as_ref()
+                    .map(|o| (r.code_location.clone(), o.sha.clone()))
+            })
+            .collect();
+        self.next_poll.retain(|k, _| in_flight.contains(k));
+    }
+
+    fn record_polled(&self, location: &str, sha: &Sha, v: crate::lifecycle::CiVerdict) {
+        let mut current = self.shared.state.lock().expect("state lock");
+        let mut next = current.clone();
+        let stored = crate::ci::StoredVerdict {
+            state: v.state,
+            url: v.url,
+            failed_checks: v.failed_checks,
+            description: v.description,
+            at: Timestamp::now(),
+        };
+        if next.verdicts.record(location, sha.clone(), stored) {
+            match state::save(&self.shared.state_path, &next) {
+                Ok(()) => *current = next,
+                Err(e) => tracing::error!(error = %e, "failed to record a polled CI verdict"),
+            }
+        }
     }
 
     /// A copy of every recorded Release.
