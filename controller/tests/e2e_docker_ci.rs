@@ -126,6 +126,32 @@ fn github_check_runs_validate_and_roll_back() {
         404,
         "a repository no CodeLocation watches"
     );
+    let wrong_sha = check_run(
+        13,
+        "not-a-sha",
+        "test (3.13)",
+        "completed",
+        Some("success"),
+        "octo/app",
+    );
+    assert_eq!(
+        github(&v, "check_run", "d-wrong", &wrong_sha, SECRET),
+        400,
+        "a wrong SHA in the payload"
+    );
+    let huge = check_run(
+        14,
+        a,
+        &"x".repeat(1024 * 1024),
+        "completed",
+        Some("success"),
+        "octo/app",
+    );
+    assert_eq!(
+        github(&v, "check_run", "d-huge", &huge, SECRET),
+        413,
+        "over 1 MiB"
+    );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(v.row("gh-preprod").unwrap().phase, "Verifying");
 

@@ -105,12 +105,18 @@ impl Default for Client {
 }
 
 impl Client {
-    /// A client (no proxy: providers are reached directly).
+    /// A client whose requests time out after 15 s.
     #[must_use]
     pub fn new() -> Self {
+        Self::with_timeout(REQUEST_TIMEOUT)
+    }
+
+    /// A client whose requests time out after `timeout`.
+    #[must_use]
+    pub fn with_timeout(timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .user_agent(concat!("vigie/", env!("CARGO_PKG_VERSION")))
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             .build()
             .expect("a reqwest client builds");
         Self {
@@ -387,7 +393,7 @@ mod tests {
             }
             "broken" => return (StatusCode::BAD_GATEWAY, "").into_response(),
             "garbage" => return (StatusCode::OK, "<html>not json</html>").into_response(),
-            "slow" => tokio::time::sleep(Duration::from_secs(20)).await,
+            "slow" => tokio::time::sleep(Duration::from_secs(3)).await,
             _ => {}
         }
         if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some("\"v1\"") {
@@ -454,8 +460,9 @@ mod tests {
     async fn every_failure_is_told_apart_and_never_panics() {
         let fake = Arc::new(Fake::default());
         let api = serve(fake.clone()).await;
-        let client = Client::new();
+        let client = Client::with_timeout(Duration::from_secs(1));
         for (mode, expected) in [
+            ("slow", "timed out"),
             ("unauthorized", "answered 401: Bad credentials"),
             ("missing", "answered 404: Not Found"),
             ("unprocessable", "answered 422: No commit found for SHA"),
