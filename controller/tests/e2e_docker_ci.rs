@@ -427,3 +427,115 @@ fn github_is_polled_for_the_sha_in_flight() {
     );
     serving(port, a);
 }
+
+/// A stand-in for GitLab's pipelines API on 127.0.0.1; checks the token and the
+/// URL-encoded project path; `statuses` is what the pipeline of each SHA says now.
+fn fake_gitlab(
+    statuses: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, &'static str>>>,
+) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let statuses = statuses.clone();
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader, Write};
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut token = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("private-token:") {
+                        v.trim().clone_into(&mut token);
+                    }
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let (code, body) = if token != "read-api-token" {
+                    (
+                        "401 Unauthorized",
+                        r#"{"message": "401 Unauthorized"}"#.to_owned(),
+                    )
+                } else if let Some(sha) = path
+                    .strip_prefix("/api/v4/projects/data%2Fapp/pipelines?sha=")
+                    .and_then(|q| q.split('&').next())
+                {
+                    let status = statuses
+                        .lock()
+                        .unwrap()
+                        .get(sha)
+                        .copied()
+                        .unwrap_or("created");
+                    (
+                        "200 OK",
+                        format!(
+                            r#"[{{"id": 47, "iid": 12, "project_id": 1, "status": "{status}", "source": "push", "ref": "main",
+                        "sha": "{sha}", "web_url": "https://gitlab.example/data/app/-/pipelines/47",
+                        "created_at": "2026-11-23T10:00:00.000Z", "updated_at": "2026-11-23T10:01:00.000Z"}}]"#
+                        ),
+                    )
+                } else {
+                    (
+                        "404 Not Found",
+                        r#"{"message": "404 Project Not Found"}"#.to_owned(),
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn gitlab_is_polled_for_the_sha_in_flight() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (a, b) = (demo.sha("good"), demo.sha("bad"));
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let api = fake_gitlab(statuses.clone());
+    let port = free_port();
+    let mut v = Vigie::new("glpoll", &["glpoll-preprod", "glpoll-prod"]);
+    std::fs::write(v.dir.join("gl-token"), "read-api-token\n").unwrap();
+    let ci = format!(
+        "  ci: {{gitlab: {{project: data/app, apiUrl: \"http://127.0.0.1:{api}/api/v4\", token: {{file: \"{}\"}}}}, pollInterval: 5s}}",
+        v.dir.join("gl-token").display()
+    );
+    v.write(
+        "base.yaml",
+        &vm_manifests("glpoll", demo, IMAGE_ARTIFACT).replace("  ci: {webhook: {}}", &ci),
+    );
+    v.write(
+        "preprod.yaml",
+        &release("glpoll", "preprod", Some(a), port, ""),
+    );
+    v.start();
+    v.wait_phase("glpoll-preprod", "Verifying", T);
+    statuses.lock().unwrap().insert(a.to_owned(), "success");
+    v.wait_phase("glpoll-preprod", "Validated", T);
+    statuses.lock().unwrap().insert(b.to_owned(), "failed");
+    v.write(
+        "preprod.yaml",
+        &release("glpoll", "preprod", Some(b), port, ""),
+    );
+    let row = v.wait_phase("glpoll-preprod", "RolledBack", T);
+    assert_eq!(
+        row.ci_url.as_deref(),
+        Some("https://gitlab.example/data/app/-/pipelines/47")
+    );
+    serving(port, a);
+}
