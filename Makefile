@@ -21,11 +21,11 @@ lint:
 ## Everything: unit, property and integration tests, the CRD drift check, the
 ## examples, and the end-to-end tests against a real Docker engine (started here).
 test: build generate-check validate-examples docker
-	VIGIE_E2E_DOCKER=1 $(CARGO) test --locked --all-targets
+	VIGIE_E2E_DOCKER=1 $(CARGO) test --locked --lib --bins --tests
 
 ## The tests that need no Docker engine (the end-to-end ones are skipped).
 unit:
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --lib --bins --tests
 
 ## A Docker engine answering (as root on Debian: installs docker.io, starts dockerd).
 docker:

@@ -20,6 +20,8 @@ use std::{
 use docker::{Demo, IMAGE_ARTIFACT, Vigie, free_port, http_get, release, vm_manifests, wait_for};
 
 const T: Duration = Duration::from_secs(120);
+/// Fifty releases start at once: give them longer.
+const FIFTY: Duration = Duration::from_secs(300);
 
 fn serves(port: u16, sha: &str) -> bool {
     http_get(port, "/").is_some_and(|(s, b)| s == 200 && b.contains(sha))
@@ -211,7 +213,7 @@ fn idle_memory(n: usize, idle: Duration) -> u64 {
     v.write("all.yaml", &yaml);
     v.start();
     for i in 0..n {
-        wait_for(T, "a release to verify", || {
+        wait_for(FIFTY, "a release to verify", || {
             v.state()
                 .releases
                 .get(&format!("default/app{i}-bm"))
@@ -220,7 +222,7 @@ fn idle_memory(n: usize, idle: Duration) -> u64 {
         });
         v.verdict(&format!("app{i}"), good, "success");
     }
-    wait_for(T, "every release to be validated", || {
+    wait_for(FIFTY, "every release to be validated", || {
         let state = v.state();
         (state.releases.len() == n
             && state
