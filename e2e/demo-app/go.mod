@@ -1,3 +1,3 @@
 module vigie.dev/demo-app
 
-go 1.22
+go 1.19
