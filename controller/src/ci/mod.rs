@@ -42,6 +42,18 @@ pub struct StoredVerdict {
 }
 
 impl StoredVerdict {
+    /// A verdict arrived at `at`.
+    #[must_use]
+    pub fn new(v: CiVerdict, at: Timestamp) -> Self {
+        Self {
+            state: v.state,
+            url: v.url,
+            failed_checks: v.failed_checks,
+            description: v.description,
+            at,
+        }
+    }
+
     /// As the lifecycle sees it.
     #[must_use]
     pub fn verdict(&self) -> CiVerdict {

@@ -748,13 +748,7 @@ impl Runner {
     fn record_polled(&self, location: &str, sha: &Sha, v: crate::lifecycle::CiVerdict) {
         let mut current = self.shared.state.lock().expect("state lock");
         let mut next = current.clone();
-        let stored = crate::ci::StoredVerdict {
-            state: v.state,
-            url: v.url,
-            failed_checks: v.failed_checks,
-            description: v.description,
-            at: Timestamp::now(),
-        };
+        let stored = crate::ci::StoredVerdict::new(v, Timestamp::now());
         if next.verdicts.record(location, sha.clone(), stored) {
             match state::save(&self.shared.state_path, &next) {
                 Ok(()) => *current = next,

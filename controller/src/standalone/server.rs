@@ -224,13 +224,15 @@ fn record_verdict(
     if !next.remember_delivery(digest) {
         return Ok(false);
     }
-    let verdict = StoredVerdict {
-        state: report.state.into(),
-        url: report.url.clone(),
-        failed_checks: report.failed_checks.clone(),
-        description: report.description.clone(),
-        at: Timestamp::now(),
-    };
+    let verdict = StoredVerdict::new(
+        crate::lifecycle::CiVerdict {
+            state: report.state.into(),
+            url: report.url.clone(),
+            failed_checks: report.failed_checks.clone(),
+            description: report.description.clone(),
+        },
+        Timestamp::now(),
+    );
     next.verdicts
         .record(&report.code_location, report.sha.clone(), verdict);
     // Saved before it is acknowledged: a crash after the 202 loses nothing.
@@ -294,13 +296,7 @@ fn record_reported(
         next.verdicts.record(
             location,
             sha.clone(),
-            StoredVerdict {
-                state: v.state,
-                url: v.url,
-                failed_checks: v.failed_checks,
-                description: v.description,
-                at: Timestamp::now(),
-            },
+            StoredVerdict::new(v, Timestamp::now()),
         );
         let kept = next.verdicts.for_location(location);
         if let Some(by_sha) = next.reported.get_mut(location) {
@@ -366,15 +362,11 @@ async fn github_hook(
             format!("{sha:?} is not a full commit SHA"),
         );
     };
-    let targets: Vec<(String, Vec<String>)> = matched
-        .iter()
-        .filter(|(_, spec)| {
-            spec.github
-                .as_ref()
-                .is_some_and(|g| g.repository.eq_ignore_ascii_case(&repository))
-        })
-        .map(|(name, spec)| ((*name).clone(), spec.required_checks.clone()))
-        .collect();
+    let targets = watching(&matched, |spec| {
+        spec.github
+            .as_ref()
+            .is_some_and(|g| g.repository.eq_ignore_ascii_case(&repository))
+    });
     if targets.is_empty() {
         return reply(
             &shared,
@@ -453,11 +445,9 @@ async fn gitlab_hook(
             format!("{:?} is not a full commit SHA", pipeline.sha),
         );
     };
-    let targets: Vec<(String, Vec<String>)> = matched
-        .iter()
-        .filter(|(_, spec)| spec.gitlab.as_ref().is_some_and(|g| g.project == project))
-        .map(|(name, spec)| ((*name).clone(), spec.required_checks.clone()))
-        .collect();
+    let targets = watching(&matched, |spec| {
+        spec.gitlab.as_ref().is_some_and(|g| g.project == project)
+    });
     if targets.is_empty() {
         return reply(
             &shared,
@@ -550,4 +540,16 @@ fn github_update(
             Box::new(move |r: &mut Reported| r.status(status.clone())),
         )),
     }
+}
+
+/// The verified locations whose CI settings `watches` accepts, with their required checks.
+fn watching(
+    matched: &[(&String, &CiSpec)],
+    watches: impl Fn(&CiSpec) -> bool,
+) -> Vec<(String, Vec<String>)> {
+    matched
+        .iter()
+        .filter(|(_, spec)| watches(spec))
+        .map(|(name, spec)| ((*name).clone(), spec.required_checks.clone()))
+        .collect()
 }
