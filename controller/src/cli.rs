@@ -32,6 +32,9 @@ pub enum Command {
     },
     /// Run on a VM with Docker: reconcile the manifests, record status in the state file.
     Run(RunArgs),
+    /// Run as the Kubernetes operator: reconcile Environment, CodeLocation and Release
+    /// resources, record status in the API.
+    Controller(ControllerArgs),
     /// Talk to CI: `vigie ci report` posts a signed verdict to a running Vigie.
     Ci {
         /// What to do.
@@ -134,6 +137,48 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 }
 
+/// Options of `vigie controller`.
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// Address of /healthz, /readyz, /metrics and /hooks/*.
+    #[arg(long, env = "VIGIE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Watch this namespace only (default: all namespaces).
+    #[arg(long, env = "VIGIE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Run the controllers only while holding the leader Lease (for several replicas).
+    #[arg(long, env = "VIGIE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "VIGIE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, env = "VIGIE_LEASE_NAME", default_value = "vigie-controller")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else the host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Kubernetes API requests per second (client side).
+    #[arg(long, env = "VIGIE_KUBE_API_QPS", default_value_t = 20.0)]
+    pub kube_api_qps: f64,
+    /// Kubernetes API requests allowed in a burst above the QPS.
+    #[arg(long, env = "VIGIE_KUBE_API_BURST", default_value_t = 30)]
+    pub kube_api_burst: u32,
+    /// Releases reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+    /// File holding the HMAC key of /hooks/ci (else VIGIE_WEBHOOK_SECRET).
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Instance id labelled on Docker containers (two operators sharing a Docker host
+    /// must differ).
+    #[arg(long, env = "VIGIE_INSTANCE", default_value = "operator")]
+    pub instance: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
 /// Log formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -151,6 +196,7 @@ pub fn main() -> ExitCode {
         Command::Crds { dir } => crds(dir.as_deref()),
         Command::Validate { paths } => validate(&paths),
         Command::Run(args) => run(args),
+        Command::Controller(args) => controller(args),
         Command::Status { state, output } => status(&state, output),
         Command::Ci {
             command: CiCommand::Report(args),
@@ -238,6 +284,64 @@ fn webhook_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, Str
     Ok(raw
         .map(|s| s.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
         .filter(|s| !s.is_empty()))
+}
+
+fn controller(args: ControllerArgs) -> ExitCode {
+    init_logs(args.log_format);
+    let secret = match webhook_secret(args.webhook_secret_file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !(args.kube_api_qps > 0.0 && args.kube_api_qps.is_finite()) {
+        eprintln!("vigie: --kube-api-qps must be a positive number");
+        return ExitCode::FAILURE;
+    }
+    let pod_namespace =
+        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .ok()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok());
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "vigie".into(), |h| h.trim().to_owned());
+        format!("{host}-{}", std::process::id())
+    });
+    let options = crate::operator::Options {
+        listen: args.listen,
+        namespace: args.namespace,
+        leader_election: args.leader_elect,
+        lease_namespace: args
+            .lease_namespace
+            .or(pod_namespace)
+            .map_or_else(|| "default".into(), |n| n.trim().to_owned()),
+        lease_name: args.lease_name,
+        identity,
+        qps: args.kube_api_qps,
+        burst: args.kube_api_burst,
+        webhook_secret: secret,
+        concurrency: args.concurrency.max(1),
+        instance: args.instance,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vigie: failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::operator::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "vigie controller stopped");
+            eprintln!("vigie: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(args: RunArgs) -> ExitCode {

@@ -14,6 +14,7 @@ pub mod git;
 pub mod lifecycle;
 pub mod manifest;
 pub mod metrics;
+pub mod operator;
 pub mod secrets;
 pub mod standalone;
 #[cfg(test)]

@@ -37,6 +37,13 @@ pub struct PhaseLabel {
     pub phase: &'static str,
 }
 
+/// `verb` of a Kubernetes API request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabel {
+    /// get, watch, create, update, patch, delete, other.
+    pub verb: &'static str,
+}
+
 /// The metrics of one Vigie process.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +59,10 @@ pub struct Metrics {
     pub releases: Family<PhaseLabel, Gauge>,
     /// 1 when the last manifest load was valid.
     pub manifests_valid: Gauge,
+    /// Kubernetes API requests made, by verb (operator).
+    pub api_requests: Family<VerbLabel, Counter>,
+    /// 1 while this replica leads (operator).
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -63,6 +74,14 @@ impl Default for Metrics {
         let webhooks = Family::<OutcomeLabel, Counter>::default();
         let releases = Family::<PhaseLabel, Gauge>::default();
         let manifests_valid = Gauge::default();
+        let api_requests = Family::<VerbLabel, Counter>::default();
+        let leader = Gauge::default();
+        registry.register(
+            "api_requests",
+            "Kubernetes API requests by verb",
+            api_requests.clone(),
+        );
+        registry.register("leader", "1 while this replica leads", leader.clone());
         registry.register(
             "reconciles",
             "Reconcile rounds by result",
@@ -97,6 +116,8 @@ impl Default for Metrics {
             webhooks,
             releases,
             manifests_valid,
+            api_requests,
+            leader,
         }
     }
 }

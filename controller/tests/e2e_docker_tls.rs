@@ -61,6 +61,8 @@ fn workload(port: u16) -> Workload {
         health_check: None,
         project: "vigie-tls".into(),
         instance: "tls-test".into(),
+        deployment: None,
+        owner: None,
     }
 }
 

@@ -254,7 +254,7 @@ fn default_mount_path() -> String {
 }
 
 /// Container settings.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSettings {
     /// Ports the application listens on, and where they are published.
@@ -279,6 +279,20 @@ pub struct ContainerSettings {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 100))]
     pub replicas: u32,
+}
+
+impl Default for ContainerSettings {
+    fn default() -> Self {
+        Self {
+            ports: Vec::new(),
+            env: Vec::new(),
+            command: Vec::new(),
+            args: Vec::new(),
+            volumes: Vec::new(),
+            working_dir: None,
+            replicas: default_replicas(),
+        }
+    }
 }
 
 fn default_replicas() -> u32 {
@@ -348,4 +362,30 @@ pub struct CodeLocationStatus {
     /// The generation of the spec last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// CI verdicts of this location's SHAs, received by webhook or polled (operator
+    /// mode; standalone keeps them in its state file). The latest per SHA, bounded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<RecordedVerdict>,
+}
+
+/// A CI verdict for one SHA, as recorded on its CodeLocation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedVerdict {
+    /// The SHA judged.
+    pub sha: crate::api::Sha,
+    /// The verdict.
+    pub state: crate::api::release::CiState,
+    /// Link to the CI run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Names of the failing checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_checks: Vec<String>,
+    /// What CI said, in a few words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// When Vigie received it.
+    #[schemars(with = "String")]
+    pub at: jiff::Timestamp,
 }

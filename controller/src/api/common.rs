@@ -218,6 +218,7 @@ impl JsonSchema for DurationSpec {
             "type": "string",
             "pattern": DURATION_PATTERN,
             "maxLength": 32,
+            "maxLength": 32,
         })
     }
 }

@@ -245,9 +245,11 @@ pub struct DeployWindows {
     pub time_zone: String,
     /// Ranges in which deploys may start.
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub allow: Vec<WeeklyRange>,
     /// Ranges in which deploys may not start (win over `allow`).
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub deny: Vec<WeeklyRange>,
 }
 
@@ -261,10 +263,10 @@ pub const WEEKLY_TIME_PATTERN: &str =
 #[x_kube(validation = Rule::new("self.from != self.to").message("from and to must differ"))]
 pub struct WeeklyRange {
     /// Start, inclusive: a weekday and a 24-hour time, e.g. `Fri 16:00`.
-    #[schemars(regex(pattern = WEEKLY_TIME_PATTERN))]
+    #[schemars(regex(pattern = WEEKLY_TIME_PATTERN), length(max = 16))]
     pub from: String,
     /// End, exclusive: a weekday and a 24-hour time, e.g. `Mon 08:00`.
-    #[schemars(regex(pattern = WEEKLY_TIME_PATTERN))]
+    #[schemars(regex(pattern = WEEKLY_TIME_PATTERN), length(max = 16))]
     pub to: String,
 }
 

@@ -65,6 +65,10 @@ pub struct ReleaseSpec {
     /// Per-environment overrides of the CodeLocation's container settings.
     #[serde(default)]
     pub overrides: Overrides,
+    /// Kubernetes backends: set the image of this existing Deployment (created by
+    /// someone else) instead of creating a Deployment and a Service for the Release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<ExistingDeployment>,
     /// An approval naming the exact SHA it lets in (for `approval: Manual` environments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalGrant>,
@@ -86,6 +90,19 @@ pub struct Overrides {
     /// Added to (or replacing by name) the CodeLocation's environment variables.
     #[serde(default)]
     pub env: Vec<EnvVar>,
+}
+
+/// An existing Deployment whose container image Vigie sets to the SHA's image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExistingDeployment {
+    /// The Deployment's name, in the Environment's namespace.
+    #[schemars(regex(pattern = NAME_PATTERN), length(max = 253))]
+    pub name: String,
+    /// The container whose image is set. Defaults to the first container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = NAME_PATTERN), length(max = 63))]
+    pub container: Option<String>,
 }
 
 /// A person's approval of one SHA.

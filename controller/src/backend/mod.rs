@@ -4,6 +4,7 @@
 
 pub mod docker;
 pub mod health;
+pub mod kubernetes;
 
 use std::{collections::BTreeMap, future::Future};
 
@@ -41,6 +42,20 @@ pub struct Workload {
     /// Which Vigie owns the containers (`vigie.dev/instance`): another Vigie on the same
     /// host, even with the same environment names, never touches them.
     pub instance: String,
+    /// Kubernetes: an existing Deployment to drive instead of creating one.
+    pub deployment: Option<crate::api::release::ExistingDeployment>,
+    /// Kubernetes: the Release that owns what is created (namespace, uid), for owner
+    /// references.
+    pub owner: Option<Owner>,
+}
+
+/// The Release owning a workload, as an owner reference needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The Release's namespace.
+    pub namespace: String,
+    /// The Release's uid.
+    pub uid: String,
 }
 
 impl Workload {
@@ -82,6 +97,8 @@ impl Workload {
             health_check: location.health_check.clone(),
             project,
             instance: instance.to_owned(),
+            deployment: release.deployment.clone(),
+            owner: None,
         }
     }
 }
@@ -102,6 +119,12 @@ pub enum BackendError {
     /// The engine did not answer or refused the request.
     #[error("failed to reach the Docker engine: {0}")]
     Engine(String),
+    /// The Kubernetes API refused or did not answer.
+    #[error("Kubernetes API: {0}")]
+    Kubernetes(String),
+    /// The workload asks for something this backend cannot do.
+    #[error("{0}")]
+    Unsupported(String),
     /// The image for the SHA is neither present nor pullable.
     #[error("failed to get image {image}: {reason}")]
     Image {
@@ -176,4 +199,66 @@ pub fn substitute(template: &str, sha: &Sha) -> String {
     template
         .replace("{sha}", sha.as_str())
         .replace("{shortSha}", sha.short())
+}
+
+/// A Docker or a Kubernetes backend, chosen by the Environment (the operator drives both).
+#[derive(Clone)]
+pub enum AnyBackend {
+    /// A Docker engine.
+    Docker(docker::DockerBackend),
+    /// A Kubernetes namespace.
+    Kubernetes(kubernetes::KubernetesBackend),
+}
+
+impl AnyBackend {
+    /// Removes what runs for a workload (its Release was deleted).
+    ///
+    /// # Errors
+    /// When the backend refuses.
+    pub async fn delete(&self, workload: &Workload) -> Result<()> {
+        match self {
+            Self::Docker(b) => b.remove_workload(workload).await.map(|_| ()),
+            Self::Kubernetes(b) => b.delete(workload).await,
+        }
+    }
+}
+
+impl Backend for AnyBackend {
+    async fn observe(&self, workload: &Workload, probe: Probe) -> WorkloadObservation {
+        match self {
+            Self::Docker(b) => b.observe(workload, probe).await,
+            Self::Kubernetes(b) => b.observe(workload, probe).await,
+        }
+    }
+
+    async fn apply(&self, workload: &Workload, target: &WorkloadTarget) -> Result<()> {
+        match self {
+            Self::Docker(b) => b.apply(workload, target).await,
+            Self::Kubernetes(b) => b.apply(workload, target).await,
+        }
+    }
+
+    async fn run_hooks(
+        &self,
+        workload: &Workload,
+        runs: &[HookRun],
+        hooks: &[Hook],
+    ) -> Result<BTreeMap<String, HookOutcome>> {
+        match self {
+            Self::Docker(b) => b.run_hooks(workload, runs, hooks).await,
+            Self::Kubernetes(b) => b.run_hooks(workload, runs, hooks).await,
+        }
+    }
+
+    async fn prune(
+        &self,
+        instance: &str,
+        environment: &str,
+        keep: &[String],
+    ) -> Result<Vec<String>> {
+        match self {
+            Self::Docker(b) => b.prune(instance, environment, keep).await,
+            Self::Kubernetes(b) => b.prune(instance, environment, keep).await,
+        }
+    }
 }

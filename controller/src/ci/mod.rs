@@ -66,6 +66,62 @@ impl StoredVerdict {
     }
 }
 
+impl StoredVerdict {
+    /// As recorded on a CodeLocation.
+    #[must_use]
+    pub fn recorded(&self, sha: Sha) -> crate::api::code_location::RecordedVerdict {
+        crate::api::code_location::RecordedVerdict {
+            sha,
+            state: self.state,
+            url: self.url.clone(),
+            failed_checks: self.failed_checks.clone(),
+            description: self.description.clone(),
+            at: self.at,
+        }
+    }
+
+    /// From a CodeLocation's record.
+    #[must_use]
+    pub fn from_recorded(r: &crate::api::code_location::RecordedVerdict) -> (Sha, Self) {
+        (
+            r.sha.clone(),
+            Self {
+                state: r.state,
+                url: r.url.clone(),
+                failed_checks: r.failed_checks.clone(),
+                description: r.description.clone(),
+                at: r.at,
+            },
+        )
+    }
+}
+
+/// Merges verdicts into a CodeLocation's record: per SHA the one received last wins;
+/// the newest [`RECORDED_PER_LOCATION`] are kept, oldest first. Returns the merged
+/// list and whether it differs from `existing`.
+#[must_use]
+pub fn merge_recorded(
+    existing: &[crate::api::code_location::RecordedVerdict],
+    incoming: &BTreeMap<Sha, StoredVerdict>,
+) -> (Vec<crate::api::code_location::RecordedVerdict>, bool) {
+    let mut by_sha: BTreeMap<Sha, StoredVerdict> =
+        existing.iter().map(StoredVerdict::from_recorded).collect();
+    for (sha, v) in incoming {
+        if by_sha.get(sha).is_none_or(|old| old.at <= v.at) {
+            by_sha.insert(sha.clone(), v.clone());
+        }
+    }
+    let mut merged: Vec<_> = by_sha.into_iter().map(|(s, v)| v.recorded(s)).collect();
+    merged.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.sha.cmp(&b.sha)));
+    let excess = merged.len().saturating_sub(RECORDED_PER_LOCATION);
+    merged.drain(..excess);
+    let changed = merged.as_slice() != existing;
+    (merged, changed)
+}
+
+/// Verdicts kept on a CodeLocation's status (an object's size is bounded).
+pub const RECORDED_PER_LOCATION: usize = 100;
+
 /// Verdicts by code location and SHA.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -91,6 +147,12 @@ impl Verdicts {
             };
         }
         changed
+    }
+
+    /// The verdicts of a location as stored.
+    #[must_use]
+    pub fn stored(&self, location: &str) -> BTreeMap<Sha, StoredVerdict> {
+        self.0.get(location).cloned().unwrap_or_default()
     }
 
     /// The verdicts of a location, as the lifecycle sees them.

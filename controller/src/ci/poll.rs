@@ -254,6 +254,38 @@ impl Client {
         })
     }
 
+    /// Whether the repository (GitHub) or project (GitLab) can be read with the token:
+    /// `GET /repos/{owner}/{repo}` or `GET /projects/:id`.
+    ///
+    /// # Errors
+    /// The provider's refusal (401, 403, 404…) or why it did not answer.
+    pub async fn check_access(
+        &self,
+        ci: &crate::api::code_location::CiSpec,
+        resolve: &(dyn Fn(&crate::api::SecretSource) -> Result<Vec<u8>, String> + Sync),
+    ) -> Option<Result<(), PollError>> {
+        let token = |source: Option<&crate::api::SecretSource>| {
+            source
+                .and_then(|s| resolve(s).ok())
+                .and_then(|t| String::from_utf8(t).ok())
+        };
+        if let Some(g) = &ci.github {
+            let url = format!("{}/repos/{}", g.api_url.trim_end_matches('/'), g.repository);
+            let auth = token(g.token.as_ref()).map(|t| ("authorization", format!("Bearer {t}")));
+            return Some(self.get(&url, auth).await.map(|_| ()));
+        }
+        if let Some(g) = &ci.gitlab {
+            let url = format!(
+                "{}/projects/{}",
+                g.api_url.trim_end_matches('/'),
+                encode_project(&g.project)
+            );
+            let auth = token(g.token.as_ref()).map(|t| ("private-token", t));
+            return Some(self.get(&url, auth).await.map(|_| ()));
+        }
+        None
+    }
+
     /// The pipelines of `sha` in a GitLab project (id or `group/project`).
     pub async fn gitlab_pipelines(
         &self,
@@ -262,16 +294,7 @@ impl Client {
         sha: &str,
         token: Option<&str>,
     ) -> Result<Vec<gitlab::Pipeline>, PollError> {
-        let project: String = project
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
+        let project = encode_project(project);
         let url = format!(
             "{}/projects/{project}/pipelines?sha={sha}&per_page=100",
             api.trim_end_matches('/')
@@ -286,15 +309,30 @@ impl Client {
     }
 }
 
+/// A GitLab project id or path, percent-encoded for a URL path segment.
+fn encode_project(project: &str) -> String {
+    project
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A SHA's verdict from the provider a CodeLocation names, by polling its API; `None`
 /// when the location's CI is not GitHub or GitLab.
 pub async fn verdict(
     client: &Client,
     ci: &crate::api::code_location::CiSpec,
     sha: &str,
+    resolve: &(dyn Fn(&crate::api::SecretSource) -> Result<Vec<u8>, String> + Sync),
 ) -> Option<Result<crate::lifecycle::CiVerdict, PollError>> {
     let token = |source: Option<&crate::api::SecretSource>| {
-        source.and_then(|s| match crate::secrets::resolve(s) {
+        source.and_then(|s| match resolve(s) {
             Ok(t) => String::from_utf8(t).ok(),
             Err(e) => {
                 tracing::warn!(error = %e, "CI token unavailable; polling without it");

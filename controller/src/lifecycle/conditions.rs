@@ -71,6 +71,34 @@ pub mod reason {
     pub const NOTHING_DEPLOYED: &str = "NothingDeployed";
 }
 
+/// Sets one condition, keeping its `lastTransitionTime` when its status stays.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+    generation: Option<i64>,
+) {
+    let last_transition_time = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or(now, |c| c.last_transition_time);
+    let c = Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time,
+        observed_generation: generation,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => *existing = c,
+        None => conditions.push(c),
+    }
+}
+
 /// What the conditions are computed from.
 pub(super) struct View<'a> {
     pub phase: Phase,

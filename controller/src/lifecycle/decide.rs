@@ -104,6 +104,26 @@ pub struct Upstream {
     pub suspect: BTreeSet<Sha>,
 }
 
+impl Upstream {
+    /// What an upstream Release's status says: the SHAs it validated (and did not
+    /// quarantine since) and the SHAs it marked suspect.
+    #[must_use]
+    pub fn of(status: &ReleaseStatus) -> Self {
+        let mut validated: BTreeSet<Sha> = status
+            .history
+            .iter()
+            .filter(|h| {
+                h.event == crate::api::release::HistoryEvent::Validated
+                    && !status.quarantine.iter().any(|q| q.sha == h.sha)
+            })
+            .map(|h| h.sha.clone())
+            .collect();
+        validated.extend(status.validated_sha.clone());
+        let suspect = status.suspect.iter().map(|s| s.sha.clone()).collect();
+        Self { validated, suspect }
+    }
+}
+
 /// Outcome of one hook run for the SHA in flight.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HookOutcome {

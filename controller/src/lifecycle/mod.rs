@@ -6,7 +6,7 @@ mod conditions;
 pub mod decide;
 pub mod windows;
 
-pub use conditions::{DEGRADED, PROGRESSING, READY, VERIFIED, reason};
+pub use conditions::{DEGRADED, PROGRESSING, READY, VERIFIED, reason, set as set_condition};
 pub use decide::{
     BackendState, Block, CiVerdict, Decision, Desired, HookOutcome, HookRun, Input, Notification,
     Observations, Upstream, WorkloadObservation, WorkloadTarget, decide,

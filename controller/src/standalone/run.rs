@@ -23,7 +23,7 @@ use crate::{
     api::{
         Phase, Release, ReleaseStatus, Sha,
         environment::{Backend as BackendSpec, EnvironmentSpec},
-        release::{HealthState, HistoryEvent},
+        release::HealthState,
     },
     backend::{Backend, Probe, Workload, docker::DockerBackend},
     lifecycle::{
@@ -290,7 +290,7 @@ impl Runner {
         }
         let mut next = current.clone();
         next.manifest_problems = problems;
-        match state::save(&self.shared.state_path, &next) {
+        match self.shared.save(&next) {
             Ok(()) => *current = next,
             Err(e) => tracing::error!(error = %e, "failed to record the manifests' problems"),
         }
@@ -456,7 +456,7 @@ impl Runner {
             }
         }
         if next != *current {
-            state::save(&self.shared.state_path, &next)?;
+            self.shared.save(&next)?;
             *current = next;
         }
         Ok(())
@@ -502,7 +502,7 @@ impl Runner {
                     if let Some(r) = next.releases.get_mut(&key) {
                         r.status.message = Some(format!("failed to apply: {e}"));
                     }
-                    if state::save(&self.shared.state_path, &next).is_ok() {
+                    if self.shared.save(&next).is_ok() {
                         *current = next;
                     }
                 }
@@ -707,8 +707,13 @@ impl Runner {
             if self.next_poll.get(&key).is_some_and(|(due, _)| *due > now) {
                 continue;
             }
-            let Some(result) =
-                crate::ci::poll::verdict(&self.ci_client, &item.ci, sha.as_str()).await
+            let Some(result) = crate::ci::poll::verdict(
+                &self.ci_client,
+                &item.ci,
+                sha.as_str(),
+                &crate::secrets::resolve,
+            )
+            .await
             else {
                 continue;
             };
@@ -750,7 +755,7 @@ impl Runner {
         let mut next = current.clone();
         let stored = crate::ci::StoredVerdict::new(v, Timestamp::now());
         if next.verdicts.record(location, sha.clone(), stored) {
-            match state::save(&self.shared.state_path, &next) {
+            match self.shared.save(&next) {
                 Ok(()) => *current = next,
                 Err(e) => tracing::error!(error = %e, "failed to record a polled CI verdict"),
             }
@@ -832,16 +837,5 @@ fn upstream(
     let record = releases
         .values()
         .find(|r| &r.environment == from && r.code_location == location)?;
-    let status = &record.status;
-    let mut validated: std::collections::BTreeSet<Sha> = status
-        .history
-        .iter()
-        .filter(|h| {
-            h.event == HistoryEvent::Validated && !status.quarantine.iter().any(|q| q.sha == h.sha)
-        })
-        .map(|h| h.sha.clone())
-        .collect();
-    validated.extend(status.validated_sha.clone());
-    let suspect = status.suspect.iter().map(|s| s.sha.clone()).collect();
-    Some(Upstream { validated, suspect })
+    Some(Upstream::of(&record.status))
 }

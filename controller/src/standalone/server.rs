@@ -1,6 +1,7 @@
-//! HTTP of `vigie run`: `/healthz`, `/readyz`, `/metrics` and the signed CI webhook
-//! `/hooks/ci`. A delivery is verified before it is parsed, recorded in the state
-//! file before it is acknowledged, and wakes the reconciler.
+//! HTTP of `vigie run` and `vigie controller`: `/healthz`, `/readyz`, `/metrics` and
+//! the CI webhooks `/hooks/ci`, `/hooks/github`, `/hooks/gitlab`. A delivery is
+//! verified before it is parsed, recorded (state file standalone; CodeLocation status
+//! in the operator) before it is acknowledged, and wakes the reconciler.
 
 use std::{
     collections::BTreeMap,
@@ -34,12 +35,31 @@ use crate::{
     metrics::{Metrics, OutcomeLabel},
 };
 
+/// Reads a secret a code location names (`location key`, source).
+pub type SecretResolver =
+    Arc<dyn Fn(&str, &crate::api::SecretSource) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// Makes verdicts durable somewhere other than the state file (the operator: the
+/// CodeLocation status), before a delivery is acknowledged.
+pub trait Persist: Send + Sync {
+    /// Stores the verdicts of these locations (`location key` → verdicts by SHA).
+    fn persist(
+        &self,
+        verdicts: Vec<(String, BTreeMap<Sha, StoredVerdict>)>,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>>;
+}
+
 /// What the server and the reconciler share.
 pub struct Shared {
     /// The authoritative state; the file is rewritten from it under this lock.
     pub state: Mutex<State>,
-    /// Where the state is saved.
-    pub state_path: PathBuf,
+    /// Where the state is saved (`vigie run`); `None` keeps it in memory (the operator,
+    /// which persists verdicts through [`Shared::persist`]).
+    pub state_path: Option<PathBuf>,
+    /// Reads the secrets code locations name.
+    pub resolver: SecretResolver,
+    /// Where verdicts go before a delivery is acknowledged, besides the state.
+    pub persist: Option<Arc<dyn Persist>>,
     /// The HMAC key of `/hooks/ci`; deliveries are refused without one.
     pub secret: Option<Vec<u8>>,
     /// Wakes the reconciler early (a verdict arrived).
@@ -58,13 +78,74 @@ impl Shared {
     pub fn new(state: State, state_path: PathBuf, secret: Option<Vec<u8>>) -> Self {
         Self {
             state: Mutex::new(state),
-            state_path,
+            state_path: Some(state_path),
+            resolver: Arc::new(|_, source| crate::secrets::resolve(source)),
+            persist: None,
             secret,
             wake: Notify::new(),
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
             ci: RwLock::new(BTreeMap::new()),
         }
+    }
+}
+
+impl Shared {
+    /// A shared state kept in memory only (the operator).
+    #[must_use]
+    pub fn new_in_memory(secret: Option<Vec<u8>>) -> Self {
+        Self {
+            state_path: None,
+            ..Self::new(State::default(), PathBuf::new(), secret)
+        }
+    }
+
+    /// Saves `next` to the state file, when there is one.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn save(&self, next: &State) -> Result<(), state::StateError> {
+        match &self.state_path {
+            Some(path) => state::save(path, next),
+            None => Ok(()),
+        }
+    }
+
+    /// The CodeLocation keys a delivery naming `name` reaches: the exact key, else
+    /// every `namespace/name` key with that name.
+    fn locations_named(&self, name: &str) -> Vec<String> {
+        let Ok(specs) = self.ci.read() else {
+            return Vec::new();
+        };
+        if specs.contains_key(name) {
+            return vec![name.to_owned()];
+        }
+        specs
+            .keys()
+            .filter(|k| k.rsplit_once('/').is_some_and(|(_, n)| n == name))
+            .cloned()
+            .collect()
+    }
+
+    /// Hands the verdicts of `locations` to [`Shared::persist`]; on failure the
+    /// delivery is forgotten, so the sender's retry is not taken for a replay.
+    async fn persist_verdicts(&self, locations: &[String], delivery: &str) -> Result<(), String> {
+        let Some(persist) = &self.persist else {
+            return Ok(());
+        };
+        let verdicts = {
+            let state = self.state.lock().expect("state lock");
+            locations
+                .iter()
+                .map(|l| (l.clone(), state.verdicts.stored(l)))
+                .collect()
+        };
+        let result = persist.persist(verdicts).await;
+        if result.is_err() {
+            let mut state = self.state.lock().expect("state lock");
+            state.deliveries.retain(|d| d != delivery);
+        }
+        result
     }
 }
 
@@ -162,22 +243,28 @@ async fn ci_hook(
     if let Err(e) = webhook::check_fresh(&report, Timestamp::now()) {
         return reply(&shared, "stale", StatusCode::BAD_REQUEST, e.to_string());
     }
-    let known = shared
-        .ci
-        .read()
-        .is_ok_and(|l| l.contains_key(&report.code_location));
-    if !known {
+    let locations = shared.locations_named(&report.code_location);
+    if locations.is_empty() {
         return reply(
             &shared,
             "unknown_location",
             StatusCode::NOT_FOUND,
-            format!(
-                "no CodeLocation {:?} in the manifests",
-                report.code_location
-            ),
+            format!("no CodeLocation {:?} is known", report.code_location),
         );
     }
-    let result = record_verdict(&shared, &report, &body);
+    let digest = hex::encode(Sha256::digest(&body));
+    let result = record_verdict(&shared, &report, &locations, &digest);
+    if matches!(result, Ok(true))
+        && let Err(e) = shared.persist_verdicts(&locations, &digest).await
+    {
+        tracing::error!(error = %e, "failed to persist a CI verdict");
+        return reply(
+            &shared,
+            "error",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "failed to record the verdict; retry",
+        );
+    }
     match result {
         Ok(true) => {
             tracing::info!(
@@ -216,12 +303,12 @@ async fn ci_hook(
 fn record_verdict(
     shared: &Shared,
     report: &webhook::Report,
-    body: &[u8],
+    locations: &[String],
+    digest: &str,
 ) -> Result<bool, state::StateError> {
-    let digest = hex::encode(Sha256::digest(body));
     let mut current = shared.state.lock().expect("state lock");
     let mut next = current.clone();
-    if !next.remember_delivery(digest) {
+    if !next.remember_delivery(digest.to_owned()) {
         return Ok(false);
     }
     let verdict = StoredVerdict::new(
@@ -233,25 +320,28 @@ fn record_verdict(
         },
         Timestamp::now(),
     );
-    next.verdicts
-        .record(&report.code_location, report.sha.clone(), verdict);
+    for location in locations {
+        next.verdicts
+            .record(location, report.sha.clone(), verdict.clone());
+    }
     // Saved before it is acknowledged: a crash after the 202 loses nothing.
-    state::save(&shared.state_path, &next)?;
+    shared.save(&next)?;
     *current = next;
     Ok(true)
 }
 
 /// Locations whose secret (from `pick`) verifies the delivery, with their CI settings.
-fn verified(
-    specs: &BTreeMap<String, CiSpec>,
+fn verified<'a>(
+    specs: &'a BTreeMap<String, CiSpec>,
+    resolver: &SecretResolver,
     pick: impl Fn(&CiSpec) -> Option<&crate::api::SecretSource>,
     check: impl Fn(&[u8]) -> bool,
-) -> Result<Vec<(&String, &CiSpec)>, &'static str> {
+) -> Result<Vec<(&'a String, &'a CiSpec)>, &'static str> {
     let mut configured = false;
     let mut matched = Vec::new();
     for (name, spec) in specs {
         let Some(source) = pick(spec) else { continue };
-        match crate::secrets::resolve(source) {
+        match resolver(name, source) {
             Ok(secret) => {
                 configured = true;
                 if check(&secret) {
@@ -303,7 +393,7 @@ fn record_reported(
             by_sha.retain(|s, _| kept.contains_key(s));
         }
     }
-    state::save(&shared.state_path, &next)?;
+    shared.save(&next)?;
     *current = next;
     Ok(true)
 }
@@ -323,6 +413,7 @@ async fn github_hook(
     let signature = header("x-hub-signature-256");
     let matched = match verified(
         &specs,
+        &shared.resolver,
         |spec| spec.github.as_ref().and_then(|g| g.webhook_secret.as_ref()),
         |secret| webhook::verify(secret, &body, signature.as_deref()).is_ok(),
     ) {
@@ -385,18 +476,9 @@ async fn github_hook(
             required,
         )
     };
-    finish(
-        &shared,
-        record_reported(
-            &shared,
-            &format!("github:{delivery}"),
-            &targets,
-            &sha,
-            update,
-            judge,
-        ),
-        &sha,
-    )
+    let delivery = format!("github:{delivery}");
+    let result = record_reported(&shared, &delivery, &targets, &sha, update, judge);
+    finish(&shared, result, &targets, &delivery, &sha).await
 }
 
 async fn gitlab_hook(
@@ -411,6 +493,7 @@ async fn gitlab_hook(
     let specs = shared.ci.read().map(|c| c.clone()).unwrap_or_default();
     let matched = match verified(
         &specs,
+        &shared.resolver,
         |spec| spec.gitlab.as_ref().and_then(|g| g.webhook_token.as_ref()),
         |secret| gitlab::token_matches(secret, token.as_deref()),
     ) {
@@ -465,14 +548,29 @@ async fn gitlab_hook(
     );
     let update = move |r: &mut Reported| r.pipeline(pipeline.clone());
     let judge = |r: &Reported, _: &[String]| gitlab::verdict(sha.as_str(), &r.pipelines);
-    finish(
-        &shared,
-        record_reported(&shared, &delivery, &targets, &sha, update, judge),
-        &sha,
-    )
+    let result = record_reported(&shared, &delivery, &targets, &sha, update, judge);
+    finish(&shared, result, &targets, &delivery, &sha).await
 }
 
-fn finish(shared: &Shared, result: Result<bool, state::StateError>, sha: &Sha) -> Response {
+async fn finish(
+    shared: &Shared,
+    result: Result<bool, state::StateError>,
+    targets: &[(String, Vec<String>)],
+    delivery: &str,
+    sha: &Sha,
+) -> Response {
+    if matches!(result, Ok(true)) {
+        let locations: Vec<String> = targets.iter().map(|(l, _)| l.clone()).collect();
+        if let Err(e) = shared.persist_verdicts(&locations, delivery).await {
+            tracing::error!(error = %e, "failed to persist a CI verdict");
+            return reply(
+                shared,
+                "error",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "failed to record the delivery; retry",
+            );
+        }
+    }
     match result {
         Ok(true) => {
             shared.wake.notify_one();

@@ -103,6 +103,7 @@ impl World {
                 environment: "preprod".into(),
                 revision: None,
                 overrides: Overrides::default(),
+                deployment: None,
                 approval: None,
                 break_glass: None,
                 clear_quarantine: vec![],

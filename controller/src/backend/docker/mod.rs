@@ -144,6 +144,19 @@ impl DockerBackend {
         Ok(client.docker.clone())
     }
 
+    /// Whether the engine answers (`GET /_ping`).
+    ///
+    /// # Errors
+    /// Why it does not.
+    pub async fn ping(&self) -> Result<()> {
+        let docker = self.docker().await?;
+        docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| BackendError::Engine(format!("{}: {e}", display_host(&self.host))))
+    }
+
     /// Every container of the workload (hook runs apart), inspected.
     async fn containers(
         &self,
@@ -454,6 +467,34 @@ fn published_port(c: &ContainerInspectResponse, port: Option<u16>) -> Option<(St
         binding.host_ip.clone().unwrap_or_default(),
         binding.host_port.as_ref()?.parse().ok()?,
     ))
+}
+
+impl DockerBackend {
+    /// Removes every container of one workload (a deleted Release, operator mode).
+    ///
+    /// # Errors
+    /// When the engine refuses.
+    pub async fn remove_workload(&self, w: &Workload) -> Result<Vec<String>> {
+        let docker = self.docker().await?;
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&plan::environment_filter(&w.instance, &w.environment))
+            .build();
+        let mut removed = Vec::new();
+        for c in docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine)?
+        {
+            let location = c.labels.as_ref().and_then(|l| l.get(LABEL_LOCATION));
+            if location == Some(&w.code_location) {
+                self.remove(&docker, c.id.as_deref().unwrap_or_default())
+                    .await?;
+                removed.extend(c.names.unwrap_or_default());
+            }
+        }
+        Ok(removed)
+    }
 }
 
 impl Backend for DockerBackend {

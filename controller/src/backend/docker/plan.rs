@@ -407,6 +407,8 @@ mod tests {
             health_check: None,
             project: "vigie-preprod".into(),
             instance: "test".into(),
+            deployment: None,
+            owner: None,
         }
     }
 

@@ -1,0 +1,411 @@
+//! `vigie controller`: the operator. kube-rs controllers for Release (owns its
+//! workloads), Environment (its backend is reachable; a summary of its Releases) and
+//! CodeLocation (its secrets and CI access), with the same pure `decide` as `vigie run`.
+//!
+//! Every replica serves `/healthz`, `/readyz`, `/metrics` and the CI webhooks (a
+//! verdict is written to the CodeLocation's status, so any replica can take it); only
+//! the replica holding the Lease runs the controllers.
+
+pub mod client;
+mod environment;
+pub mod leader;
+mod location;
+mod release;
+mod secrets;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{StreamExt, future::BoxFuture};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        WatchStreamExt,
+        events::{Recorder, Reporter},
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use tokio::net::TcpListener;
+
+use crate::{
+    api::{CodeLocation, Environment, Release, Sha},
+    ci::StoredVerdict,
+    standalone::server::{self, Persist, Shared},
+};
+
+/// Field manager of the CI verdicts written to CodeLocation statuses.
+pub const CI_FIELD_MANAGER: &str = "vigie-ci";
+/// The Release finalizer: the workloads go before the Release does.
+pub const FINALIZER: &str = "vigie.dev/cleanup";
+/// A Release with this annotation set to `"true"` leaves its workloads running when
+/// deleted.
+pub const ORPHAN_ANNOTATION: &str = "vigie.dev/orphan";
+
+/// Options of `vigie controller`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where HTTP listens.
+    pub listen: SocketAddr,
+    /// Watch one namespace only; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Run only while holding the Lease.
+    pub leader_election: bool,
+    /// The Lease's namespace.
+    pub lease_namespace: String,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// This replica's identity (the pod name).
+    pub identity: String,
+    /// Client-side API requests per second.
+    pub qps: f64,
+    /// Requests allowed at once above `qps`.
+    pub burst: u32,
+    /// The HMAC key of `/hooks/ci`.
+    pub webhook_secret: Option<Vec<u8>>,
+    /// Releases reconciled at once.
+    pub concurrency: u16,
+    /// Labels Docker containers with this instance id (`vigie.dev/instance`).
+    pub instance: String,
+}
+
+/// Why `vigie controller` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// No kubeconfig or in-cluster configuration.
+    #[error("failed to configure the Kubernetes client: {0}")]
+    Config(String),
+    /// The listen address cannot be bound.
+    #[error("failed to listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Lease was lost: another replica leads now.
+    #[error("lost the leader Lease")]
+    LostLease,
+}
+
+/// What the controllers share.
+pub struct Ctx {
+    pub(crate) client: Client,
+    pub(crate) options: Options,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) recorder: Recorder,
+    pub(crate) environments: Store<Environment>,
+    pub(crate) locations: Store<CodeLocation>,
+    pub(crate) releases: Mutex<Option<Store<Release>>>,
+    pub(crate) secrets: secrets::SecretCache,
+    pub(crate) ci_client: crate::ci::poll::Client,
+    pub(crate) memory: Mutex<release::Memory>,
+    pub(crate) docker: Mutex<HashMap<String, (String, crate::backend::docker::DockerBackend)>>,
+}
+
+impl Ctx {
+    fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    fn release_store(&self) -> Option<Store<Release>> {
+        self.releases.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+/// Builds the client from the kubeconfig or the in-cluster configuration, throttled.
+///
+/// # Errors
+/// When no configuration is found.
+pub async fn client(
+    qps: f64,
+    burst: u32,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Client, OperatorError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| OperatorError::Config(e.to_string()))?;
+    let layer = client::ThrottleLayer::new(qps, burst, metrics.api_requests.clone());
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| OperatorError::Config(e.to_string()))?;
+    Ok(builder.with_layer(&layer).build())
+}
+
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Writes verdicts to CodeLocation statuses (read, merge, write with the read
+/// resourceVersion; retried on a conflict).
+struct KubePersist {
+    client: Client,
+}
+
+impl KubePersist {
+    async fn persist_one(
+        &self,
+        key: &str,
+        verdicts: &BTreeMap<Sha, StoredVerdict>,
+    ) -> Result<(), String> {
+        let (ns, name) = key
+            .split_once('/')
+            .ok_or_else(|| format!("{key}: not a namespace/name key"))?;
+        let api: Api<CodeLocation> = Api::namespaced(self.client.clone(), ns);
+        for _ in 0..5 {
+            let current = api.get_status(name).await.map_err(|e| e.to_string())?;
+            let existing = current
+                .status
+                .as_ref()
+                .map(|s| s.verdicts.clone())
+                .unwrap_or_default();
+            let (merged, changed) = crate::ci::merge_recorded(&existing, verdicts);
+            if !changed {
+                return Ok(());
+            }
+            let patch = serde_json::json!({
+                "metadata": { "resourceVersion": current.resource_version() },
+                "status": { "verdicts": merged },
+            });
+            match api
+                .patch_status(
+                    name,
+                    &PatchParams {
+                        field_manager: Some(CI_FIELD_MANAGER.into()),
+                        ..PatchParams::default()
+                    },
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err(format!(
+            "{key}: status kept changing; gave up after 5 tries"
+        ))
+    }
+}
+
+impl Persist for KubePersist {
+    fn persist(
+        &self,
+        verdicts: Vec<(String, BTreeMap<Sha, StoredVerdict>)>,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            for (key, v) in &verdicts {
+                self.persist_one(key, v).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Keeps `shared.ci` (the CI settings webhooks are checked against, by
+/// `namespace/name`) and the secret cache in step with the CodeLocations. Runs on
+/// every replica.
+async fn follow_locations(
+    client: Client,
+    namespace: Option<String>,
+    shared: Arc<Shared>,
+    secrets: secrets::SecretCache,
+) {
+    let (reader, writer) = reflector::store::<CodeLocation>();
+    let api = scoped::<CodeLocation>(&client, namespace.as_deref());
+    let stream = reflector::reflector(writer, watcher(api, watch_config())).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Err(e) => {
+                tracing::warn!(error = %e, "watching CodeLocations");
+                continue;
+            }
+            // The store swaps in the initial list at InitDone: act on the whole list then.
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+            Ok(watcher::Event::InitDone) => tracing::debug!("CodeLocations synced"),
+            Ok(_) => {}
+        }
+        let all = reader.state();
+        secrets.refresh(&client, &all).await;
+        let ci = all
+            .iter()
+            .map(|l| {
+                (
+                    format!("{}/{}", l.namespace().unwrap_or_default(), l.name_any()),
+                    l.spec.ci.clone(),
+                )
+            })
+            .collect();
+        if let Ok(mut current) = shared.ci.write() {
+            *current = ci;
+        }
+        shared
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs until SIGTERM or SIGINT (or the Lease is lost).
+///
+/// # Errors
+/// When the client cannot be configured, the address bound, or the Lease is lost.
+#[allow(
+    clippy::too_many_lines,
+    reason = "start, lead, run, stop: read in order"
+)]
+pub async fn run(options: Options) -> Result<(), OperatorError> {
+    let secrets_cache = secrets::SecretCache::default();
+    let mut shared = Shared::new_in_memory(options.webhook_secret.clone());
+    shared.resolver = secrets_cache.resolver();
+    let client = client(options.qps, options.burst, &shared.metrics).await?;
+    shared.persist = Some(Arc::new(KubePersist {
+        client: client.clone(),
+    }));
+    let shared = Arc::new(shared);
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| OperatorError::Listen {
+                addr: options.listen,
+                source,
+            })?;
+    tracing::info!(listen = %options.listen, identity = %options.identity, namespace = options.namespace.as_deref().unwrap_or("(all)"), "vigie controller started");
+    let app = server::router(shared.clone());
+    let http = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    let follower = tokio::spawn(follow_locations(
+        client.clone(),
+        options.namespace.clone(),
+        shared.clone(),
+        secrets_cache.clone(),
+    ));
+    let shutdown = shutdown_signal();
+    futures::pin_mut!(shutdown);
+
+    let elector = options.leader_election.then(|| {
+        leader::Elector::new(
+            client.clone(),
+            &options.lease_namespace,
+            &options.lease_name,
+            &options.identity,
+            leader::Timings::default(),
+        )
+    });
+    if let Some(e) = &elector {
+        tokio::select! {
+            () = e.acquire() => {}
+            () = &mut shutdown => {
+                http.abort();
+                follower.abort();
+                return Ok(());
+            }
+        }
+    }
+    shared.metrics.leader.set(1);
+
+    let reporter = Reporter {
+        controller: "vigie".into(),
+        instance: Some(options.identity.clone()),
+    };
+    let (env_reader, env_writer) = reflector::store::<Environment>();
+    let (loc_reader, loc_writer) = reflector::store::<CodeLocation>();
+    let ctx = Arc::new(Ctx {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        options: options.clone(),
+        shared: shared.clone(),
+        environments: env_reader,
+        locations: loc_reader,
+        releases: Mutex::new(None),
+        secrets: secrets_cache,
+        ci_client: crate::ci::poll::Client::new(),
+        memory: Mutex::new(release::Memory::default()),
+        docker: Mutex::new(HashMap::new()),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let releases = tokio::spawn(release::controller(
+        ctx.clone(),
+        env_writer,
+        loc_writer,
+        stopped(),
+    ));
+    let environments = tokio::spawn(environment::controller(ctx.clone(), stopped()));
+    let locations = tokio::spawn(location::controller(ctx.clone(), stopped()));
+
+    let lost = async {
+        match &elector {
+            Some(e) => e.keep().await,
+            None => futures::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        () = &mut shutdown => Ok(()),
+        () = lost => Err(OperatorError::LostLease),
+    };
+    tracing::info!("vigie controller stopping");
+    let _ = stop_tx.send(true);
+    let drain = async {
+        let _ = releases.await;
+        let _ = environments.await;
+        let _ = locations.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(20), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("controllers did not stop within 20 s");
+    }
+    shared.metrics.leader.set(0);
+    if result.is_ok()
+        && let Some(e) = &elector
+    {
+        e.release().await;
+    }
+    http.abort();
+    follower.abort();
+    result
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
