@@ -8,6 +8,7 @@
 #   e2e/k8s.sh stop      stop everything this script started (data kept)
 #   e2e/k8s.sh reset     stop and wipe etcd's data
 #   e2e/k8s.sh env       print the exports the tests use (KUBECONFIG, PATH to helm)
+#   e2e/k8s.sh bin       print the directory of the binaries (kubectl, helm, ...)
 #
 # Everything lives in $VIGIE_E2E_K8S_DIR (default /var/lib/vigie-e2e/k8s): bin/, pki/,
 # etcd/, logs/, admin.kubeconfig. The API server listens on https://127.0.0.1:16443
@@ -48,9 +49,12 @@ build_tool() {
 
 build() {
   command -v go >/dev/null || { log "Go is needed to build the control plane"; exit 1; }
+  # k8s.io/kubernetes 1.34 needs Go 1.24 or later; an older go fetches that toolchain
+  # from the module proxy (GOTOOLCHAIN=auto) when it knows how (Go 1.21+).
   mkdir -p "$bin"
   build_tool kube "$bin/" k8s.io/kubernetes/cmd/kube-apiserver \
-    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
+    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl
   build_tool etcd "$bin/etcd" go.etcd.io/etcd/server/v3
   build_tool kwok "$bin/kwok" sigs.k8s.io/kwok/cmd/kwok
   build_tool helm "$bin/helm" helm.sh/helm/v3/cmd/helm
@@ -140,7 +144,7 @@ wait_for() {
   return 1
 }
 
-kc() { kubectl --kubeconfig "$dir/admin.kubeconfig" "$@"; }
+kc() { "$bin/kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"; }
 
 start() {
   pki
@@ -223,5 +227,6 @@ case "${1:-ensure}" in
   stop) stop ;;
   reset) stop; rm -rf "$dir/etcd" ;;
   env) echo "export KUBECONFIG=$dir/admin.kubeconfig PATH=$bin:\$PATH" ;;
+  bin) echo "$bin" ;;
   *) echo "usage: $0 build|ensure|start|stop|reset|env" >&2; exit 2 ;;
 esac

@@ -130,6 +130,32 @@ impl KubernetesBackend {
         )
     }
 
+    /// Leaves the workload to run without its Release: drops the owner references, so
+    /// the garbage collector does not remove it with the Release.
+    ///
+    /// # Errors
+    /// When the API refuses.
+    pub async fn orphan(&self, workload: &Workload) -> Result<()> {
+        if workload.deployment.is_some() {
+            return Ok(());
+        }
+        let name = object_name(workload);
+        let patch = Patch::Merge(serde_json::json!({ "metadata": { "ownerReferences": null } }));
+        let params = PatchParams::default();
+        ignore_missing(
+            self.deployments()
+                .patch(&name, &params, &patch)
+                .await
+                .map(|_| ()),
+        )?;
+        ignore_missing(
+            self.services()
+                .patch(&name, &params, &patch)
+                .await
+                .map(|_| ()),
+        )
+    }
+
     async fn apply_existing(
         &self,
         workload: &Workload,

@@ -224,12 +224,22 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
             Event::Cleanup(r) => Box::pin(cleanup(&r, &ctx)).await,
         }
     })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    });
+    .await;
+    let result = match result {
+        Ok(a) => Ok(a),
+        // The cache had not seen the finalizer another reconcile just added: the JSON
+        // patch's test fails; the watch brings the fresh object in a moment.
+        Err(kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(s)))
+            if s.code == 422 =>
+        {
+            Ok(Action::requeue(Duration::from_millis(500)))
+        }
+        Err(
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e),
+        ) => Err(e),
+        Err(other) => Err(Error::Finalizer(other.to_string())),
+    };
     ctx.shared
         .metrics
         .reconcile_seconds
@@ -659,18 +669,7 @@ async fn apply(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
 
 async fn cleanup(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
     let ns = r.namespace().unwrap_or_default();
-    if r.annotations().get(ORPHAN_ANNOTATION).map(String::as_str) == Some("true") {
-        tracing::info!(release = %r.name_any(), namespace = %ns, "deleted with {ORPHAN_ANNOTATION}: its workloads stay");
-        publish_raw(
-            ctx,
-            r,
-            EventType::Normal,
-            "Orphaned",
-            "deleted; its workloads were left running",
-        )
-        .await;
-        return Ok(Action::await_change());
-    }
+    let orphan = r.annotations().get(ORPHAN_ANNOTATION).map(String::as_str) == Some("true");
     let env = ctx
         .environments
         .get(&ObjectRef::new(&r.spec.environment).within(&ns));
@@ -683,15 +682,33 @@ async fn cleanup(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
     };
     let workload = workload(ctx, r, &loc, &env);
     let b = backend_of(ctx, &env).await.map_err(Error::Apply)?;
-    b.delete(&workload)
-        .await
-        .map_err(|e| Error::Apply(e.to_string()))?;
+    if orphan {
+        // Owner references would let the garbage collector take them anyway.
+        if let AnyBackend::Kubernetes(k) = &b {
+            k.orphan(&workload)
+                .await
+                .map_err(|e| Error::Apply(e.to_string()))?;
+        }
+        tracing::info!(release = %r.name_any(), namespace = %ns, "deleted with {ORPHAN_ANNOTATION}: its workloads stay");
+        publish_raw(
+            ctx,
+            r,
+            EventType::Normal,
+            "Orphaned",
+            "deleted; its workloads were left running",
+        )
+        .await;
+    } else {
+        b.delete(&workload)
+            .await
+            .map_err(|e| Error::Apply(e.to_string()))?;
+        tracing::info!(release = %r.name_any(), namespace = %ns, "deleted: its workloads were removed");
+    }
     if let Ok(mut m) = ctx.memory.lock() {
         let key = format!("{ns}/{}", r.name_any());
         m.applied.remove(&key);
         m.artifact_missing.remove(&key);
     }
-    tracing::info!(release = %r.name_any(), namespace = %ns, "deleted: its workloads were removed");
     Ok(Action::await_change())
 }
 

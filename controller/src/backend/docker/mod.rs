@@ -64,7 +64,12 @@ fn remote_machine(host: &str) -> Option<String> {
         .or_else(|| host.strip_prefix("ssh://"))?;
     let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let machine = rest.split(['/', ':']).next().filter(|m| !m.is_empty())?;
-    Some(machine.to_owned())
+    // An engine on this machine's loopback is this machine: its loopback ports are ours.
+    let local = machine == "localhost"
+        || machine
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!local).then(|| machine.to_owned())
 }
 
 struct Client {
@@ -746,6 +751,13 @@ mod tests {
             Some("vm.example")
         );
         assert_eq!(remote_machine("unix:///var/run/docker.sock"), None);
+        assert_eq!(
+            remote_machine("tcp://127.0.0.1:2376"),
+            None,
+            "loopback is local"
+        );
+        assert_eq!(remote_machine("tcp://localhost:2376"), None);
+        assert_eq!(remote_machine("ssh://me@127.0.0.2"), None);
         assert_eq!(remote_machine(""), None);
     }
 }

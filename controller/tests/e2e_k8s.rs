@@ -1,0 +1,606 @@
+//! `vigie controller` against a real control plane (e2e/k8s.sh: etcd, kube-apiserver
+//! with RBAC, kube-controller-manager, kube-scheduler, kwok nodes): the CRDs as the
+//! API server sees them, the Helm chart's RBAC, the Release lifecycle through kubectl,
+//! a controller killed mid-verification, leader election, existing Deployments, Docker
+//! hosts over TLS with certificates from a Secret.
+//!
+//! Each test has its own namespace (dumped when it fails) and its own controller
+//! process watching only that namespace.
+
+#![allow(
+    clippy::many_single_char_names,
+    reason = "n is the namespace; a and b are the two SHAs"
+)]
+
+mod docker;
+mod k8s;
+
+use std::time::Duration;
+
+use k8s::{
+    Controller, Namespace, admin, apply, eventually, kubectl, kubectl_as, kubectl_stdin, manifests,
+    sha, stderr, stdout,
+};
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    coordination::v1::Lease,
+    core::v1::Service,
+};
+use kube::{Api, api::ListParams};
+use vigie::api::{Phase, Release};
+
+const T: Duration = Duration::from_secs(60);
+
+async fn release(ns: &str, name: &str) -> Option<Release> {
+    let api: Api<Release> = Api::namespaced(k8s::client().await, ns);
+    api.get_opt(name).await.ok().flatten()
+}
+
+async fn wait_phase(ns: &str, name: &str, phase: Phase) -> Release {
+    eventually(T, &format!("Release {name} in phase {phase:?}"), || async {
+        release(ns, name)
+            .await
+            .filter(|r| r.status.as_ref().is_some_and(|s| s.phase == phase))
+    })
+    .await
+}
+
+async fn deployment(ns: &str, name: &str) -> Option<Deployment> {
+    let api: Api<Deployment> = Api::namespaced(k8s::client().await, ns);
+    api.get_opt(name).await.ok().flatten()
+}
+
+fn image_of(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Waits until the Deployment runs `image` with every replica updated and available.
+async fn wait_rolled_out(ns: &str, name: &str, image: &str) -> Deployment {
+    eventually(
+        T,
+        &format!("Deployment {name} rolled out at {image}"),
+        || async {
+            deployment(ns, name).await.filter(|d| {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let s = d.status.clone().unwrap_or_default();
+                image_of(d) == image
+                    && s.observed_generation >= d.metadata.generation
+                    && s.updated_replicas.unwrap_or(0) == want
+                    && s.available_replicas.unwrap_or(0) == want
+                    && s.replicas.unwrap_or(0) == want
+            })
+        },
+    )
+    .await
+}
+
+fn image(s: &str) -> String {
+    format!("registry.example/web:{s}")
+}
+
+fn set_revision(ns: &str, name: &str, revision: &str) {
+    let out = kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "release",
+        name,
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"spec":{{"revision":"{revision}"}}}}"#),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_server_accepts_the_crds_and_enforces_their_rules() {
+    if !k8s::enabled("crds") {
+        return;
+    }
+    let ns = Namespace::new("crds");
+    let n = &ns.name;
+    apply(&manifests(n, &sha('a')));
+    let cases: [(&str, String, &str); 5] = [
+        (
+            "a revision that is neither a SHA nor a ref",
+            format!(
+                "apiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: bad-rev, namespace: {n}}}\nspec: {{codeLocation: web, environment: preprod, revision: 'not a ref!'}}\n"
+            ),
+            "spec.revision",
+        ),
+        (
+            "an unknown field",
+            format!(
+                "apiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: typo, namespace: {n}}}\nspec: {{codeLocation: web, environment: preprod, revison: main}}\n"
+            ),
+            "unknown field \"spec.revison\"",
+        ),
+        (
+            "an immutable environment changed",
+            format!(
+                "apiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: web-preprod, namespace: {n}}}\nspec: {{codeLocation: web, environment: prod, revision: '{}'}}\n",
+                sha('a')
+            ),
+            "environment is immutable",
+        ),
+        (
+            "a backend that is both Docker and Kubernetes",
+            format!(
+                "apiVersion: vigie.dev/v1alpha1\nkind: Environment\nmetadata: {{name: both, namespace: {n}}}\nspec: {{backend: {{docker: {{}}, kubernetes: {{namespace: x}}}}}}\n"
+            ),
+            "backend",
+        ),
+        (
+            "TLS on a socket engine (a CEL rule)",
+            format!(
+                "apiVersion: vigie.dev/v1alpha1\nkind: Environment\nmetadata: {{name: tls, namespace: {n}}}\nspec: {{backend: {{docker: {{host: 'unix:///var/run/docker.sock', tls: {{caFile: /a, certFile: /b, keyFile: /c}}}}}}}}\n"
+            ),
+            "tls applies only to a tcp:// host",
+        ),
+    ];
+    for (what, yaml, expected) in cases {
+        let out = kubectl_stdin(&admin(), &["apply", "-f", "-"], &yaml);
+        assert!(!out.status.success(), "{what}: accepted\n{yaml}");
+        let message = stderr(&out);
+        assert!(
+            message.contains(expected),
+            "{what}: the API server's message does not name {expected:?}:\n{message}"
+        );
+    }
+}
+
+/// Installs the chart in `ns` and returns a kubeconfig holding a token of its
+/// ServiceAccount.
+fn helm_install(ns: &Namespace) -> std::path::PathBuf {
+    let n = &ns.name;
+    let chart = k8s::root().join("charts/vigie");
+    let out = std::process::Command::new(k8s::bin("helm"))
+        .args(["install", n, chart.to_str().unwrap(), "--namespace", n])
+        .args(["--kubeconfig", admin().to_str().unwrap()])
+        .args([
+            "--set",
+            "replicaCount=1",
+            "--set",
+            &format!("secretNamespaces={{{n}}}"),
+        ])
+        .args(["--wait", "--timeout", "120s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm install: {}", stderr(&out));
+    let sa = format!("{n}-vigie");
+    let token = kubectl(&["-n", n, "create", "token", &sa, "--duration=2h"]);
+    assert!(token.status.success(), "{}", stderr(&token));
+    let path = std::env::temp_dir().join(format!("{n}-sa.kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:16443\n    certificate-authority: {}\nusers:\n- name: vigie\n  user:\n    token: {}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: vigie}}\ncurrent-context: e2e\n",
+            k8s::dir().join("pki/ca.crt").display(),
+            stdout(&token).trim()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_the_charts_service_account_a_red_verdict_rolls_the_deployment_back() {
+    if !k8s::enabled("lifecycle") {
+        return;
+    }
+    let ns = Namespace::new("lifecycle");
+    let n = ns.name.clone();
+    let sa = helm_install(&ns);
+    // The chart's own Deployment rolled out (kwok runs its pod).
+    wait_rolled_out(&n, &format!("{n}-vigie"), "vigie:0.1.0").await;
+
+    let mut controller = Controller::new(&ns, &sa, "sa");
+    controller.start();
+    let (a, b) = (sha('a'), sha('b'));
+    apply(&manifests(&n, &a));
+    wait_rolled_out(&n, "web-preprod", &image(&a)).await;
+    wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    let svc: Api<Service> = Api::namespaced(k8s::client().await, &n);
+    let service = svc.get("web-preprod").await.expect("the Service exists");
+    let port = &service.spec.unwrap().ports.unwrap()[0];
+    assert_eq!(
+        (port.port, port.target_port.clone()),
+        (
+            80,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
+        )
+    );
+
+    assert_eq!(controller.verdict("web", &a, "success"), 202);
+    let r = wait_phase(&n, "web-preprod", Phase::Validated).await;
+    assert_eq!(r.status.unwrap().validated_sha.unwrap().as_str(), a);
+
+    set_revision(&n, "web-preprod", &b);
+    wait_rolled_out(&n, "web-preprod", &image(&b)).await;
+    wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    assert_eq!(controller.verdict("web", &b, "failure"), 202);
+    let r = wait_phase(&n, "web-preprod", Phase::RolledBack).await;
+    wait_rolled_out(&n, "web-preprod", &image(&a)).await;
+    let status = r.status.unwrap();
+    assert_eq!(status.deployed_sha.unwrap().as_str(), a);
+    assert!(status.quarantine.iter().any(|q| q.sha.as_str() == b));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.observed_generation, r.metadata.generation);
+
+    // What a user sees.
+    let table = stdout(&kubectl(&["-n", &n, "get", "releases"]));
+    assert!(
+        table.contains("web-preprod") && table.contains("RolledBack") && table.contains(&a[..7]),
+        "{table}"
+    );
+    let events = stdout(&kubectl(&[
+        "-n",
+        &n,
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Release",
+    ]));
+    for reason in ["DeployStarted", "Deployed", "Validated", "RolledBack"] {
+        assert!(events.contains(reason), "no {reason} Event:\n{events}");
+    }
+
+    // The chart grants what the controller used, and no more.
+    let can = |args: &[&str]| {
+        let mut full = vec!["auth", "can-i"];
+        full.extend_from_slice(args);
+        stdout(&kubectl_as(&sa, &full)).trim() == "yes"
+    };
+    assert!(can(&["patch", "deployments", "-n", &n]));
+    assert!(
+        can(&["get", "secrets", "-n", &n]),
+        "Secrets in secretNamespaces"
+    );
+    assert!(!can(&["list", "secrets", "-n", &n]), "get only, not list");
+    assert!(
+        !can(&["get", "secrets", "-n", "default"]),
+        "Secrets elsewhere"
+    );
+    assert!(!can(&["create", "pods", "-n", &n]));
+    assert!(!can(&["delete", "nodes"]));
+    assert!(
+        !can(&["update", "leases", "-n", "default"]),
+        "Leases outside its namespace"
+    );
+    let denied = kubectl_as(&sa, &["-n", "default", "get", "secret", "anything"]);
+    assert!(stderr(&denied).contains("forbidden"), "{}", stderr(&denied));
+    let log = controller.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the controller was refused something:\n{log}"
+    );
+
+    // Deleting the Release removes its workloads (the finalizer runs first).
+    let out = kubectl(&[
+        "-n",
+        &n,
+        "delete",
+        "release",
+        "web-preprod",
+        "--timeout=60s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually(T, "the Deployment and Service gone", || async {
+        let d = deployment(&n, "web-preprod").await;
+        let s = svc.get_opt("web-preprod").await.ok().flatten();
+        (d.is_none() && s.is_none()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_killed_mid_verification_resumes_without_a_second_rollout() {
+    if !k8s::enabled("restart") {
+        return;
+    }
+    let ns = Namespace::new("restart");
+    let n = ns.name.clone();
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.start();
+    let (a, b) = (sha('a'), sha('b'));
+    apply(&manifests(&n, &a));
+    wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    assert_eq!(controller.verdict("web", &a, "success"), 202);
+    wait_phase(&n, "web-preprod", Phase::Validated).await;
+    set_revision(&n, "web-preprod", &b);
+    let before = wait_rolled_out(&n, "web-preprod", &image(&b)).await;
+    wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    let rs: Api<ReplicaSet> = Api::namespaced(k8s::client().await, &n);
+    let sets = |list: Vec<ReplicaSet>| {
+        let mut names: Vec<String> = list.into_iter().filter_map(|r| r.metadata.name).collect();
+        names.sort();
+        names
+    };
+    let sets_before = sets(rs.list(&ListParams::default()).await.unwrap().items);
+
+    controller.kill();
+    controller.start();
+    // The restarted controller reconciles (its metrics count the rounds) ...
+    eventually(T, "the restarted controller's first reconciles", || async {
+        controller.metrics().filter(|m| {
+            m.lines().any(|l| {
+                l.starts_with("vigie_reconciles_total{result=\"ok\"}") && !l.ends_with(" 0")
+            })
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // ... and leaves the rollout alone.
+    let after = deployment(&n, "web-preprod").await.unwrap();
+    assert_eq!(
+        after.metadata.generation, before.metadata.generation,
+        "a second rollout"
+    );
+    assert_eq!(
+        sets(rs.list(&ListParams::default()).await.unwrap().items),
+        sets_before
+    );
+    let r = release(&n, "web-preprod").await.unwrap();
+    let status = r.status.unwrap();
+    assert_eq!(status.phase, Phase::Verifying);
+    assert_eq!(status.rollout.unwrap().sha.as_str(), b);
+    assert_eq!(controller.verdict("web", &b, "success"), 202);
+    let r = wait_phase(&n, "web-preprod", Phase::Validated).await;
+    assert_eq!(r.status.unwrap().validated_sha.unwrap().as_str(), b);
+    assert_eq!(
+        deployment(&n, "web-preprod")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        before.metadata.generation
+    );
+}
+
+async fn holder(ns: &str) -> Option<String> {
+    let api: Api<Lease> = Api::namespaced(k8s::client().await, ns);
+    api.get_opt("vigie-controller")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+fn leads(c: &Controller) -> bool {
+    c.metrics()
+        .is_some_and(|m| m.lines().any(|l| l == "vigie_leader 1"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_controllers_elect_one_leader_and_the_other_takes_over() {
+    if !k8s::enabled("leader") {
+        return;
+    }
+    let ns = Namespace::new("leader");
+    let n = ns.name.clone();
+    let mut one = Controller::new(&ns, &admin(), "one");
+    let mut two = Controller::new(&ns, &admin(), "two");
+    one.start();
+    two.start();
+    let first = eventually(T, "a Lease holder", || holder(&n)).await;
+    let (mut leader, mut standby) = if first == "one" {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    eventually(T, "the holder reporting it leads", || async {
+        leads(&leader).then_some(())
+    })
+    .await;
+    assert!(!leads(&standby), "two leaders");
+    apply(&manifests(&n, &sha('a')));
+    wait_rolled_out(&n, "web-preprod", &image(&sha('a'))).await;
+    // The standby answers webhooks too: the verdict goes to the CodeLocation's status.
+    assert_eq!(standby.verdict("web", &sha('a'), "success"), 202);
+    wait_phase(&n, "web-preprod", Phase::Validated).await;
+
+    // The leader dies without a word: the standby takes over once the Lease expires.
+    let dead = holder(&n).await.unwrap();
+    leader.kill();
+    let next = eventually(Duration::from_secs(45), "another holder", || async {
+        holder(&n).await.filter(|h| *h != dead)
+    })
+    .await;
+    assert_ne!(next, dead);
+    eventually(T, "the new leader reporting it", || async {
+        leads(&standby).then_some(())
+    })
+    .await;
+    set_revision(&n, "web-preprod", &sha('b'));
+    wait_rolled_out(&n, "web-preprod", &image(&sha('b'))).await;
+
+    // SIGTERM hands over at once: the Lease is released on the way out.
+    leader.start();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!leads(&leader), "the restarted replica must stand by");
+    let handed = std::time::Instant::now();
+    let status = standby.terminate().unwrap();
+    assert!(
+        status.success(),
+        "vigie controller exit on SIGTERM: {status:?}"
+    );
+    eventually(Duration::from_secs(10), "the handover", || async {
+        leads(&leader).then_some(())
+    })
+    .await;
+    eprintln!("handover after SIGTERM: {:?}", handed.elapsed());
+    std::mem::swap(&mut leader, &mut standby);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_existing_deployment_gets_its_image_set_and_outlives_its_release() {
+    if !k8s::enabled("existing") {
+        return;
+    }
+    let ns = Namespace::new("existing");
+    let n = ns.name.clone();
+    let out = kubectl(&[
+        "-n",
+        &n,
+        "create",
+        "deployment",
+        "legacy",
+        "--image=registry.example/legacy:old",
+        "--replicas=1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.start();
+    let a = sha('a');
+    apply(&manifests(&n, &a).replace(
+        "  revision: \"",
+        "  deployment: {name: legacy}\n  revision: \"",
+    ));
+    let d = wait_rolled_out(&n, "legacy", &image(&a)).await;
+    let template = d.spec.unwrap().template;
+    assert_eq!(template.spec.unwrap().containers[0].name, "legacy");
+    assert_eq!(
+        template.metadata.unwrap().annotations.unwrap()["vigie.dev/sha"],
+        a
+    );
+    assert!(
+        deployment(&n, "web-preprod").await.is_none(),
+        "nothing else created"
+    );
+    wait_phase(&n, "web-preprod", Phase::Verifying).await;
+
+    // Not Vigie's to delete.
+    let out = kubectl(&[
+        "-n",
+        &n,
+        "delete",
+        "release",
+        "web-preprod",
+        "--timeout=60s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(deployment(&n, "legacy").await.is_some());
+
+    // A managed Release deleted with the orphan annotation leaves its workloads too.
+    apply(&manifests(&n, &a).replace(
+        "{name: web-preprod, namespace",
+        "{name: kept, annotations: {vigie.dev/orphan: \"true\"}, namespace",
+    ));
+    wait_rolled_out(&n, "kept", &image(&a)).await;
+    let out = kubectl(&["-n", &n, "delete", "release", "kept", "--timeout=60s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kept = deployment(&n, "kept")
+        .await
+        .expect("the orphaned Deployment stays");
+    assert!(kept.metadata.deletion_timestamp.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_docker_host_over_tls_is_driven_from_the_cluster() {
+    if !k8s::enabled("docker-tls") {
+        return;
+    }
+    if !docker::docker_available() {
+        return;
+    }
+    let tls = std::path::PathBuf::from(
+        std::env::var("VIGIE_E2E_TLS_DIR").unwrap_or_else(|_| "/var/lib/vigie-e2e/tls".into()),
+    );
+    assert!(
+        tls.join("client-key.pem").exists(),
+        "run e2e/docker.sh ensure (it makes the TLS listener)"
+    );
+    let demo = docker::Demo::get();
+    let ns = Namespace::new("docker-tls");
+    let n = ns.name.clone();
+    let out = kubectl(&[
+        "-n",
+        &n,
+        "create",
+        "secret",
+        "generic",
+        "engine-tls",
+        &format!("--from-file=ca.crt={}", tls.join("ca.pem").display()),
+        &format!(
+            "--from-file=tls.crt={}",
+            tls.join("client-cert.pem").display()
+        ),
+        &format!(
+            "--from-file=tls.key={}",
+            tls.join("client-key.pem").display()
+        ),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let port = k8s::free_port();
+    let good = demo.sha("good");
+    apply(&format!(
+        r#"apiVersion: vigie.dev/v1alpha1
+kind: Environment
+metadata: {{name: vm, namespace: {n}}}
+spec:
+  backend:
+    docker:
+      host: tcp://127.0.0.1:2376
+      tls: {{secretRef: {{name: engine-tls}}}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: app, namespace: {n}}}
+spec:
+  repo: {{url: "{url}"}}
+  ci: {{webhook: {{}}}}
+  artifact: {{image: {{template: "vigie-demo:{{sha}}"}}}}
+  container: {{ports: [{{containerPort: 8080, hostPort: {port}}}]}}
+  healthCheck: {{path: /healthz}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Release
+metadata: {{name: app-vm, namespace: {n}}}
+spec: {{codeLocation: app, environment: vm, revision: "{good}"}}
+"#,
+        url = demo.url()
+    ));
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.start();
+    eventually(T, "the demo app answering on the TLS engine", || async {
+        docker::http_get(port, "/").filter(|(s, _)| *s == 200)
+    })
+    .await;
+    wait_phase(&n, "app-vm", Phase::Verifying).await;
+    eventually(T, "the Environment Ready", || async {
+        (stdout(&kubectl(&[
+            "-n",
+            &n,
+            "get",
+            "environment",
+            "vm",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])) == "True")
+            .then_some(())
+    })
+    .await;
+    let out = kubectl(&["-n", &n, "delete", "release", "app-vm", "--timeout=60s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually(T, "the container removed", || async {
+        docker::http_get(port, "/").is_none().then_some(())
+    })
+    .await;
+}
