@@ -11,9 +11,11 @@
     clippy::many_single_char_names,
     reason = "n is the namespace; a and b are the two SHAs"
 )]
+#![allow(clippy::too_many_lines, reason = "each test tells one story, in order")]
 
 mod docker;
 mod k8s;
+mod providers;
 
 use std::time::Duration;
 
@@ -603,4 +605,132 @@ spec: {{codeLocation: app, environment: vm, revision: "{good}"}}
         docker::http_get(port, "/").is_none().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ci_tokens_and_webhook_secrets_come_from_kubernetes_secrets() {
+    if !k8s::enabled("ci-secrets") {
+        return;
+    }
+    let ns = Namespace::new("ci-secrets");
+    let n = ns.name.clone();
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let gitlab = providers::fake_gitlab(statuses.clone());
+    let out = kubectl(&[
+        "-n",
+        &n,
+        "create",
+        "secret",
+        "generic",
+        "ci",
+        "--from-literal=gitlab-token=read-api-token",
+        "--from-literal=github-webhook=gh-hook-secret",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (sha('a'), sha('b'));
+    let polled = format!(
+        "  ci: {{gitlab: {{project: data/app, apiUrl: \"http://127.0.0.1:{gitlab}/api/v4\", token: {{secretKeyRef: {{name: ci, key: gitlab-token}}}}}}, pollInterval: 5s}}"
+    );
+    apply(&manifests(&n, &a).replace("  ci: {webhook: {}}", &polled));
+    apply(&format!(
+        r#"apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: api, namespace: {n}}}
+spec:
+  repo: {{url: "https://git.example/api.git"}}
+  ci: {{github: {{repository: octo/api, webhookSecret: {{secretKeyRef: {{name: ci, key: github-webhook}}}}}}}}
+  artifact: {{image: {{template: "registry.example/api:{{sha}}"}}}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: broken, namespace: {n}}}
+spec:
+  repo: {{url: "https://git.example/broken.git"}}
+  ci: {{gitlab: {{project: data/app, apiUrl: "http://127.0.0.1:{gitlab}/api/v4", token: {{secretKeyRef: {{name: ci, key: no-such-key}}}}}}}}
+  artifact: {{image: {{template: "registry.example/broken:{{sha}}"}}}}
+"#
+    ));
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.start();
+    let ready = |name: &'static str| {
+        let n = n.clone();
+        async move {
+            let out = kubectl(&[
+                "-n",
+                &n,
+                "get",
+                "codelocation",
+                name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].message}",
+            ]);
+            let text = stdout(&out);
+            (!text.trim().is_empty()).then_some(text)
+        }
+    };
+    let web = eventually(T, "CodeLocation web judged", || ready("web")).await;
+    assert!(
+        web.starts_with("True") && web.contains("the CI provider answers"),
+        "{web}"
+    );
+    let broken = eventually(T, "CodeLocation broken judged", || ready("broken")).await;
+    assert!(
+        broken.starts_with("False")
+            && broken.contains(&format!("Secret {n}/ci has no key \"no-such-key\"")),
+        "{broken}"
+    );
+
+    // Polled with the Secret's token (the stand-in answers 401 without it).
+    wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    statuses.lock().unwrap().insert(a.clone(), "success");
+    wait_phase(&n, "web-preprod", Phase::Validated).await;
+    statuses.lock().unwrap().insert(b.clone(), "failed");
+    set_revision(&n, "web-preprod", &b);
+    let r = wait_phase(&n, "web-preprod", Phase::RolledBack).await;
+    assert_eq!(
+        r.status.unwrap().ci.unwrap().url.as_deref(),
+        Some("https://gitlab.example/data/app/-/pipelines/47")
+    );
+    wait_rolled_out(&n, "web-preprod", &image(&a)).await;
+
+    // A GitHub webhook signed with the Secret's value is taken; the verdict lands on
+    // the CodeLocation's status; a wrong signature is refused.
+    let body = format!(
+        r#"{{"action": "completed", "check_run": {{"id": 7, "name": "test", "head_sha": "{a}",
+        "html_url": "https://github.com/octo/api/runs/7", "details_url": null,
+        "status": "completed", "conclusion": "success", "started_at": "2026-11-23T10:00:00Z",
+        "check_suite": {{"id": 1}}}}, "repository": {{"full_name": "octo/api"}}, "sender": {{"login": "octocat"}}}}"#
+    );
+    let post = |secret: &str, delivery: &str| {
+        let signature = vigie::ci::webhook::sign(secret.as_bytes(), body.as_bytes());
+        k8s::http(
+            controller.port,
+            "POST",
+            "/hooks/github",
+            &[
+                ("x-github-event", "check_run".into()),
+                ("x-github-delivery", delivery.into()),
+                ("x-hub-signature-256", signature),
+            ],
+            body.as_bytes(),
+        )
+        .map_or(0, |(s, _)| s)
+    };
+    assert_eq!(post("not-the-secret", "d-1"), 401);
+    assert_eq!(post("gh-hook-secret", "d-2"), 202);
+    assert_eq!(post("gh-hook-secret", "d-2"), 409, "a replayed delivery");
+    let recorded = stdout(&kubectl(&[
+        "-n",
+        &n,
+        "get",
+        "codelocation",
+        "api",
+        "-o",
+        "jsonpath={.status.verdicts[0].sha} {.status.verdicts[0].state}",
+    ]));
+    assert_eq!(recorded, format!("{a} Success"));
+    let log = controller.log();
+    for secret in ["read-api-token", "gh-hook-secret"] {
+        assert!(!log.contains(secret), "a secret value in the log");
+    }
 }

@@ -763,3 +763,331 @@ impl Backend for KubernetesBackend {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::{
+        apps::v1::{DeploymentCondition, DeploymentStatus},
+        batch::v1::{JobCondition, JobStatus},
+    };
+
+    use super::*;
+    use crate::api::{
+        code_location::{ContainerSettings, HealthCheck, ImageArtifact},
+        common::{DurationSpec, EnvVar, PortMapping},
+    };
+
+    fn sha(c: char) -> Sha {
+        std::iter::repeat_n(c, 40)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    }
+
+    fn workload() -> Workload {
+        Workload {
+            environment: "preprod".into(),
+            code_location: "web".into(),
+            release: "web-preprod".into(),
+            repo_url: "https://git.example/web.git".into(),
+            artifact: Artifact::Image(ImageArtifact {
+                template: "registry.example/web:{sha}".into(),
+            }),
+            container: ContainerSettings {
+                ports: vec![PortMapping {
+                    container_port: 8080,
+                    host_port: Some(80),
+                    host_ip: None,
+                    protocol: Protocol::Tcp,
+                }],
+                env: vec![EnvVar {
+                    name: "MODE".into(),
+                    value: "preprod".into(),
+                }],
+                replicas: 3,
+                ..ContainerSettings::default()
+            },
+            health_check: Some(HealthCheck {
+                path: "/healthz".into(),
+                port: None,
+                expected_status: 200,
+                expected_body: None,
+                timeout: DurationSpec::from_secs(2),
+                retries: 3,
+                interval: DurationSpec::from_secs(5),
+            }),
+            project: "vigie-preprod".into(),
+            instance: "operator".into(),
+            deployment: None,
+            owner: Some(super::super::Owner {
+                namespace: "apps".into(),
+                uid: "u-1".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_deployment_runs_the_shas_image_with_the_sha_on_its_template() {
+        let d = deployment(&workload(), "apps", &sha('a'), 600).unwrap();
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.progress_deadline_seconds, Some(600));
+        let template = spec.template;
+        let meta = template.metadata.unwrap();
+        assert_eq!(meta.annotations.unwrap()[SHA_ANNOTATION], sha('a').as_str());
+        let labels = meta.labels.unwrap();
+        for (k, v) in spec.selector.match_labels.unwrap() {
+            assert_eq!(labels[&k], v, "the selector selects the template");
+        }
+        let c = &template.spec.unwrap().containers[0];
+        assert_eq!(
+            c.image.as_deref(),
+            Some(format!("registry.example/web:{}", sha('a')).as_str())
+        );
+        assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
+        assert_eq!(c.env.as_ref().unwrap()[0].value.as_deref(), Some("preprod"));
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (probe.path.as_deref(), &probe.port),
+            (Some("/healthz"), &IntOrString::Int(8080))
+        );
+        let owner = &d.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("Release", "u-1", Some(true))
+        );
+        // The same inputs give the same object: re-applying changes nothing.
+        assert_eq!(
+            deployment(&workload(), "apps", &sha('a'), 600)
+                .unwrap()
+                .spec,
+            deployment(&workload(), "apps", &sha('a'), 600)
+                .unwrap()
+                .spec
+        );
+    }
+
+    #[test]
+    fn no_owner_reference_across_namespaces() {
+        let d = deployment(&workload(), "elsewhere", &sha('a'), 600).unwrap();
+        assert!(d.metadata.owner_references.is_none());
+        assert!(
+            service(&workload(), "elsewhere")
+                .unwrap()
+                .metadata
+                .owner_references
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_service_exposes_the_host_port_and_targets_the_container_port() {
+        let s = service(&workload(), "apps").unwrap().spec.unwrap();
+        let p = &s.ports.unwrap()[0];
+        assert_eq!(
+            (p.port, &p.target_port),
+            (80, &Some(IntOrString::Int(8080)))
+        );
+        let mut w = workload();
+        w.container.ports.clear();
+        assert!(service(&w, "apps").is_none());
+    }
+
+    #[test]
+    fn only_images_run_on_kubernetes() {
+        let mut w = workload();
+        w.artifact = Artifact::Compose(crate::api::code_location::ComposeArtifact {
+            file: "/srv/compose.yaml".into(),
+            service: "web".into(),
+            tag: "{sha}".into(),
+        });
+        let e = deployment(&w, "apps", &sha('a'), 600)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("compose artifact runs on Docker backends only"),
+            "{e}"
+        );
+    }
+
+    fn judged(
+        generation: i64,
+        status: DeploymentStatus,
+    ) -> (Option<Sha>, HealthState, Option<String>) {
+        let mut d = deployment(&workload(), "apps", &sha('a'), 600).unwrap();
+        d.metadata.generation = Some(generation);
+        d.status = Some(status);
+        judge(&d)
+    }
+
+    #[test]
+    fn a_rollout_is_judged_from_the_deployment_status() {
+        let done = DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(3),
+            updated_replicas: Some(3),
+            available_replicas: Some(3),
+            ..DeploymentStatus::default()
+        };
+        assert_eq!(
+            judged(2, done.clone()),
+            (Some(sha('a')), HealthState::Healthy, None)
+        );
+        let (_, h, why) = judged(3, done.clone());
+        assert_eq!(
+            h,
+            HealthState::Progressing,
+            "the controller has not seen generation 3"
+        );
+        assert!(why.unwrap().contains("not seen the latest spec"));
+        let old_left = DeploymentStatus {
+            replicas: Some(4),
+            ..done.clone()
+        };
+        let (_, h, why) = judged(2, old_left);
+        assert_eq!(h, HealthState::Progressing);
+        assert_eq!(why.unwrap(), "3 of 3 replicas updated, 3 available, 1 old");
+        let unavailable = DeploymentStatus {
+            available_replicas: Some(1),
+            ..done.clone()
+        };
+        assert_eq!(judged(2, unavailable).1, HealthState::Progressing);
+        let stuck = DeploymentStatus {
+            available_replicas: Some(0),
+            conditions: Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                message: Some("ReplicaSet \"web-1\" has timed out progressing.".into()),
+                ..DeploymentCondition::default()
+            }]),
+            ..done
+        };
+        let (_, h, why) = judged(2, stuck);
+        assert_eq!(h, HealthState::Unhealthy);
+        assert!(why.unwrap().contains("timed out progressing"));
+        let mut fresh = deployment(&workload(), "apps", &sha('a'), 600).unwrap();
+        fresh.status = None;
+        assert_eq!(judge(&fresh).1, HealthState::Progressing);
+    }
+
+    #[test]
+    fn an_existing_deployment_is_patched_on_its_image_only() {
+        let p = image_patch("legacy", "app", "registry.example/web:x", &sha('b'));
+        assert_eq!(
+            p,
+            serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "legacy"},
+                "spec": {"template": {
+                    "metadata": {"annotations": {"vigie.dev/sha": sha('b').as_str()}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.example/web:x"}]}
+                }}
+            })
+        );
+        let d = deployment(&workload(), "apps", &sha('a'), 600).unwrap();
+        assert_eq!(container_name(&d, None).unwrap(), "app");
+        assert_eq!(container_name(&d, Some("app")).unwrap(), "app");
+        let e = container_name(&d, Some("sidecar")).unwrap_err();
+        assert_eq!(
+            e,
+            "Deployment web-preprod has no container \"sidecar\" (it has app)"
+        );
+    }
+
+    fn hook() -> Hook {
+        Hook {
+            name: "backup".into(),
+            image: "registry.example/backup:1".into(),
+            command: vec!["/backup".into()],
+            env: vec![],
+            mounts: vec![],
+            timeout: DurationSpec::from_secs(300),
+            output: Some("s3://backups/{shortSha}.sql".into()),
+        }
+    }
+
+    fn run() -> HookRun {
+        HookRun {
+            name: "backup".into(),
+            sha: sha('b'),
+            previous: Some(sha('a')),
+            attempt: "2026-11-24T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_hook_runs_once_per_rollout_as_a_job() {
+        let w = workload();
+        let job = hook_job(&w, "apps", &hook(), &run());
+        let name = job.metadata.name.clone().unwrap();
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.starts_with("web-preprod-backup-bbbbbbb-"), "{name}");
+        let mut later = run();
+        later.attempt = "2026-11-24T11:00:00Z".parse().unwrap();
+        assert_ne!(
+            hook_job_name(&w, &later),
+            name,
+            "a new attempt is a new Job"
+        );
+        let spec = job.spec.unwrap();
+        assert_eq!(
+            (spec.backoff_limit, spec.active_deadline_seconds),
+            (Some(0), Some(300))
+        );
+        let env = spec.template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert!(env.iter().any(
+            |e| e.name == "VIGIE_PREVIOUS_SHA" && e.value.as_deref() == Some(sha('a').as_str())
+        ));
+        let mut long = w.clone();
+        long.release = "a-very-long-release-name-that-goes-on-and-on-and-on".into();
+        assert!(hook_job_name(&long, &run()).len() <= 63);
+    }
+
+    #[test]
+    fn a_hook_job_outcome() {
+        let job = |status: Option<JobStatus>| Job {
+            status,
+            ..hook_job(&workload(), "apps", &hook(), &run())
+        };
+        assert_eq!(
+            hook_outcome(&job(None), &hook(), &run()),
+            HookOutcome::Running
+        );
+        let ok = JobStatus {
+            succeeded: Some(1),
+            ..JobStatus::default()
+        };
+        assert_eq!(
+            hook_outcome(&job(Some(ok)), &hook(), &run()),
+            HookOutcome::Succeeded {
+                output: Some("s3://backups/bbbbbbb.sql".into())
+            }
+        );
+        let deadline = JobStatus {
+            failed: Some(1),
+            conditions: Some(vec![JobCondition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                reason: Some("DeadlineExceeded".into()),
+                message: Some("Job was active longer than specified deadline".into()),
+                ..JobCondition::default()
+            }]),
+            ..JobStatus::default()
+        };
+        assert_eq!(
+            hook_outcome(&job(Some(deadline)), &hook(), &run()),
+            HookOutcome::Failed {
+                reason: "hook backup failed: DeadlineExceeded: Job was active longer than specified deadline".into()
+            }
+        );
+    }
+}
