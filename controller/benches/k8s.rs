@@ -212,7 +212,7 @@ async fn main() {
         .spawn()
         .expect("vigie controller starts");
     let pid = child.id();
-    let _guard = Kill(child);
+    let guard = Kill(child);
     let shared = format!(
         r#"{{"apiVersion": "vigie.dev/v1alpha1", "kind": "Environment", "metadata": {{"name": "preprod", "namespace": "{vigie_ns}"}},
             "spec": {{"backend": {{"kubernetes": {{"namespace": "{vigie_ns}"}}}}}}}}"#
@@ -319,7 +319,7 @@ async fn main() {
         rss_kib(pid) as f64 / 1024.0
     );
 
-    drop(_guard);
+    drop(guard);
     for ns in [&base_ns, &vigie_ns] {
         let api: Api<Namespace> = Api::all(client.clone());
         let _ = api.delete(ns, &DeleteParams::default()).await;
