@@ -734,3 +734,59 @@ spec:
         assert!(!log.contains(secret), "a secret value in the log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pre_deploy_hook_runs_as_a_job_before_the_deployment_moves() {
+    if !k8s::enabled("hooks") {
+        return;
+    }
+    let ns = Namespace::new("hooks");
+    let n = ns.name.clone();
+    let a = sha('a');
+    let hooks = "  verification: {timeout: 10m}\n  hooks:\n    preDeploy:\n    - {name: backup, image: registry.example/backup:1, command: [/backup], timeout: 5m, output: \"s3://backups/{shortSha}.sql\"}";
+    apply(&manifests(&n, &a).replace("  verification: {timeout: 10m}", hooks));
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.start();
+    let r = wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    let status = r.status.unwrap();
+    let hook = status
+        .history
+        .iter()
+        .find(|h| h.event == vigie::api::release::HistoryEvent::HookSucceeded)
+        .expect("a HookSucceeded entry");
+    assert_eq!(hook.output.as_deref(), Some("s3://backups/aaaaaaa.sql"));
+    // The Job ran (kwok completes Job pods) before the Deployment was created.
+    let jobs = stdout(&kubectl(&[
+        "-n",
+        &n,
+        "get",
+        "jobs",
+        "-l",
+        "vigie.dev/hook=backup",
+        "-o",
+        "jsonpath={.items[0].metadata.name} {.items[0].status.succeeded} {.items[0].status.completionTime}",
+    ]));
+    let mut parts = jobs.split_whitespace();
+    let name = parts.next().expect("a Job");
+    assert!(name.starts_with("web-preprod-backup-aaaaaaa-"), "{jobs}");
+    assert_eq!(parts.next(), Some("1"), "{jobs}");
+    let completed: jiff::Timestamp = parts.next().unwrap().parse().unwrap();
+    let d = deployment(&n, "web-preprod").await.unwrap();
+    let created = d.metadata.creation_timestamp.unwrap().0;
+    assert!(
+        completed <= created,
+        "the Deployment ({created}) came before the hook finished ({completed})"
+    );
+    // Deleting the Release removes the hook's Jobs too.
+    let out = kubectl(&[
+        "-n",
+        &n,
+        "delete",
+        "release",
+        "web-preprod",
+        "--timeout=60s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let left = stdout(&kubectl(&["-n", &n, "get", "jobs", "-o", "name"]));
+    assert!(left.trim().is_empty(), "{left}");
+}
