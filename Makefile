@@ -54,6 +54,7 @@ validate-examples: build
 	$(VIGIE) validate examples/vm
 	$(VIGIE) validate examples/data-platform
 	$(VIGIE) validate examples/demo
+	$(VIGIE) validate examples/kubernetes
 
 ## The end-to-end tests only (a real Docker engine and a real Kubernetes control plane).
 e2e: build docker k8s

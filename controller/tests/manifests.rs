@@ -447,3 +447,32 @@ spec: {codeLocation: app, environment: prod}
         problems(&yaml.replace("path: /srv/app,", "path: '/srv/app/{environment}',")).is_empty()
     );
 }
+
+#[test]
+fn an_existing_deployment_is_refused_on_a_docker_environment() {
+    let yaml = r"
+apiVersion: vigie.dev/v1alpha1
+kind: Environment
+metadata: {name: vm}
+spec: {backend: {docker: {}}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {name: app}
+spec:
+  repo: {url: 'https://git.example/app.git'}
+  ci: {webhook: {}}
+  artifact: {image: {template: 'app:{sha}'}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Release
+metadata: {name: app-vm}
+spec: {codeLocation: app, environment: vm, revision: main, deployment: {name: legacy}}
+";
+    assert_eq!(
+        problems(yaml),
+        [
+            "test.yaml: document 3 (Release/app-vm): spec.deployment: an existing Deployment applies to Kubernetes backends only; Environment \"vm\" runs on Docker"
+        ]
+    );
+}

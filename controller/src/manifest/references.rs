@@ -58,6 +58,22 @@ fn check_releases(m: &Manifests, out: &mut Vec<Problem>) {
                 ),
             )),
             Some(env) => {
+                if spec.deployment.is_some()
+                    && !matches!(
+                        env.object.spec.backend,
+                        crate::api::environment::Backend::Kubernetes(_)
+                    )
+                {
+                    out.push(problem(
+                        loaded,
+                        label.clone(),
+                        "spec.deployment",
+                        format!(
+                            "an existing Deployment applies to Kubernetes backends only; Environment {:?} runs on Docker",
+                            spec.environment
+                        ),
+                    ));
+                }
                 if let Some(from) = env.object.spec.promotion.as_ref().map(|p| &p.from) {
                     let upstream_has_release = m.releases.iter().any(|((rns, _), r)| {
                         rns == ns
