@@ -239,9 +239,14 @@ async fn under_the_charts_service_account_a_red_verdict_rolls_the_deployment_bac
     set_revision(&n, "web-preprod", &b);
     wait_rolled_out(&n, "web-preprod", &image(&b)).await;
     wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    let red = std::time::Instant::now();
     assert_eq!(controller.verdict("web", &b, "failure"), 202);
     let r = wait_phase(&n, "web-preprod", Phase::RolledBack).await;
     wait_rolled_out(&n, "web-preprod", &image(&a)).await;
+    eprintln!(
+        "red verdict -> Deployment available at the validated image: {:?}",
+        red.elapsed()
+    );
     let status = r.status.unwrap();
     assert_eq!(status.deployed_sha.unwrap().as_str(), a);
     assert!(status.quarantine.iter().any(|q| q.sha.as_str() == b));
