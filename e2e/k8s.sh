@@ -172,13 +172,15 @@ start() {
     --authorization-kubeconfig "$dir/controller-manager.kubeconfig" \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
     --use-service-account-credentials --leader-elect=false \
-    --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route' \
+    --kube-api-qps 200 --kube-api-burst 400 --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
+    --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route' \
     --bind-address 127.0.0.1 --secure-port 10257 --v 1
   spawn kube-scheduler "$bin/kube-scheduler" \
     --kubeconfig "$dir/scheduler.kubeconfig" \
     --authentication-kubeconfig "$dir/scheduler.kubeconfig" \
     --authorization-kubeconfig "$dir/scheduler.kubeconfig" \
-    --leader-elect=false --bind-address 127.0.0.1 --secure-port 10259 --v 1
+    --leader-elect=false --bind-address 127.0.0.1 --secure-port 10259 --v 1 \
+    --kube-api-qps 200 --kube-api-burst 400
   spawn kwok "$bin/kwok" --kubeconfig "$dir/kwok.kubeconfig" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip 127.0.0.1 --server-address 127.0.0.1:10247 --v info
@@ -195,7 +197,13 @@ status:
   capacity: {cpu: "64", memory: 256Gi, pods: "1000"}
 EOF
   done
+  # kwok's heartbeats are slow for the node lifecycle controller, which would mark the
+  # nodes NotReady now and then (and every pod on them with it): it is off, and the
+  # not-ready taint that admission puts on new nodes is lifted here once kwok reports
+  # them Ready.
   wait_for kwok 120 node_ready
+  kc taint nodes --all node.kubernetes.io/not-ready- >/dev/null 2>&1 || true
+  wait_for kwok 60 node_schedulable
   wait_for kube-controller-manager 120 default_sa
   log "control plane ready: export KUBECONFIG=$dir/admin.kubeconfig"
 }
@@ -203,7 +211,10 @@ EOF
 node_ready() {
   for n in kwok-node-1 kwok-node-2; do
     kc get node "$n" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -q True || return 1
-    # The node lifecycle controller lifts the not-ready taint once the node is Ready.
+  done
+}
+node_schedulable() {
+  for n in kwok-node-1 kwok-node-2; do
     [ -z "$(kc get node "$n" -o jsonpath='{.spec.taints}')" ] || return 1
   done
 }

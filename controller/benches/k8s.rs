@@ -154,6 +154,21 @@ impl Drop for Kill {
 
 #[tokio::main]
 async fn main() {
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    let kubectl = kubeconfig().parent().unwrap().join("bin/kubectl");
+    let applied = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(["apply", "--server-side", "-f"])
+        .arg(&crds)
+        .output()
+        .expect("kubectl (e2e/k8s.sh ensure builds it)");
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let client = client().await;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -113,9 +113,23 @@ pub enum Output {
 /// Options of `vigie run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Directory (or file) of manifests, reloaded when it changes.
+    /// Manifests: a directory (or file), reloaded when it changes; or a folder of a git
+    /// branch, `URL#BRANCH:DIR` (e.g. `https://git.example/ops.git#main:vm`), fetched
+    /// every --git-interval and at once on a signed push webhook.
     #[arg(long, env = "VIGIE_MANIFESTS")]
-    pub manifests: PathBuf,
+    pub manifests: String,
+    /// Seconds between fetches of a git source of manifests.
+    #[arg(long, default_value_t = 60)]
+    pub git_interval: u64,
+    /// File holding the token for an HTTPS manifests repository.
+    #[arg(long)]
+    pub git_token_file: Option<PathBuf>,
+    /// File holding the SSH private key for an SSH manifests repository.
+    #[arg(long)]
+    pub git_ssh_key_file: Option<PathBuf>,
+    /// known_hosts file the SSH server's key must be listed in.
+    #[arg(long)]
+    pub git_known_hosts_file: Option<PathBuf>,
     /// State file, written atomically.
     #[arg(long, env = "VIGIE_STATE", default_value = "vigie-state.json")]
     pub state: PathBuf,
@@ -365,8 +379,44 @@ fn run(args: RunArgs) -> ExitCode {
         eprintln!("vigie: --interval must be a number of seconds above 0 and at most 3600");
         return ExitCode::FAILURE;
     };
+    let manifests = match crate::gitops::source::parse(&args.manifests) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vigie: --manifests {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let read = |file: Option<&PathBuf>, what: &str| -> Result<Option<String>, String> {
+        file.map(|f| {
+            std::fs::read_to_string(f)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("cannot read the {what} file {}: {}", f.display(), e.kind()))
+        })
+        .transpose()
+    };
+    let git_credentials = match (
+        read(args.git_token_file.as_ref(), "git token"),
+        read(args.git_ssh_key_file.as_ref(), "SSH key"),
+        read(args.git_known_hosts_file.as_ref(), "known_hosts"),
+    ) {
+        (Ok(token), Ok(ssh_key), Ok(known_hosts)) => crate::gitops::repo::Credentials {
+            token,
+            // A key file keeps its final newline: OpenSSH wants it.
+            ssh_key: ssh_key.map(|k| k + "\n"),
+            known_hosts,
+        },
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("vigie: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut git_cache = args.state.clone().into_os_string();
+    git_cache.push(".git-cache");
     let options = crate::standalone::run::Options {
-        manifests: args.manifests,
+        manifests,
+        git_interval: std::time::Duration::from_secs(args.git_interval.max(1)),
+        git_cache: PathBuf::from(git_cache),
+        git_credentials,
         state: args.state,
         listen: args.listen,
         secret,
@@ -405,6 +455,7 @@ fn status(path: &std::path::Path, output: Output) -> ExitCode {
     let text = match output {
         Output::Table => {
             crate::standalone::status::table(&rows)
+                + &crate::standalone::status::git_sync(state.git_sync.as_ref())
                 + &crate::standalone::status::problems(&state.manifest_problems)
         }
         Output::Json => match serde_json::to_string_pretty(&rows) {

@@ -63,6 +63,10 @@ pub struct Metrics {
     pub api_requests: Family<VerbLabel, Counter>,
     /// 1 while this replica leads (operator).
     pub leader: Gauge,
+    /// Unix time of the last git commit of manifests taken.
+    pub git_synced: Gauge,
+    /// Failed fetches of the manifests repository and invalid commits.
+    pub git_sync_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -76,6 +80,18 @@ impl Default for Metrics {
         let manifests_valid = Gauge::default();
         let api_requests = Family::<VerbLabel, Counter>::default();
         let leader = Gauge::default();
+        let git_synced = Gauge::default();
+        let git_sync_errors = Counter::default();
+        registry.register(
+            "git_synced_timestamp_seconds",
+            "Unix time of the last commit of manifests taken from git",
+            git_synced.clone(),
+        );
+        registry.register(
+            "git_sync_errors",
+            "Failed fetches of the manifests repository and invalid commits",
+            git_sync_errors.clone(),
+        );
         registry.register(
             "api_requests",
             "Kubernetes API requests by verb",
@@ -118,6 +134,8 @@ impl Default for Metrics {
             manifests_valid,
             api_requests,
             leader,
+            git_synced,
+            git_sync_errors,
         }
     }
 }

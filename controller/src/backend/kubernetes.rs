@@ -55,6 +55,8 @@ const CONTAINER: &str = "app";
 pub struct KubernetesBackend {
     client: Client,
     namespace: String,
+    /// A watch-fed cache of the Deployments Vigie labels; read before asking the API.
+    store: Option<kube::runtime::reflector::Store<Deployment>>,
 }
 
 impl KubernetesBackend {
@@ -64,7 +66,15 @@ impl KubernetesBackend {
         Self {
             client,
             namespace: namespace.into(),
+            store: None,
         }
+    }
+
+    /// Reads Deployments from `store` (fed by a watch) when it has them.
+    #[must_use]
+    pub fn with_store(mut self, store: kube::runtime::reflector::Store<Deployment>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// The namespace workloads go to.
@@ -176,7 +186,12 @@ impl KubernetesBackend {
             })?;
         let container = container_name(&current, existing.container.as_deref())
             .map_err(BackendError::Kubernetes)?;
-        let patch = image_patch(&existing.name, &container, image, sha);
+        let mut patch = image_patch(&existing.name, &container, image, sha);
+        // Labelled so the watch on Vigie's Deployments sees it.
+        patch["metadata"]["labels"] = serde_json::json!({
+            "vigie.dev/release": workload.release,
+            "vigie.dev/release-namespace": workload.owner.as_ref().map(|o| o.namespace.as_str()),
+        });
         self.deployments()
             .patch(
                 &existing.name,
@@ -329,11 +344,18 @@ pub fn deployment(
         readiness_probe: readiness,
         ..Container::default()
     };
+    let mut object_labels = labels(workload);
+    if let Some(owner) = &workload.owner {
+        object_labels.insert(
+            "vigie.dev/release-namespace".into(),
+            owner.namespace.clone(),
+        );
+    }
     Ok(Deployment {
         metadata: ObjectMeta {
             name: Some(object_name(workload)),
             namespace: Some(namespace.to_owned()),
-            labels: Some(labels(workload)),
+            labels: Some(object_labels),
             owner_references: owner_references(workload, namespace),
             ..ObjectMeta::default()
         },
@@ -642,7 +664,15 @@ pub fn hook_outcome(job: &Job, hook: &Hook, run: &HookRun) -> HookOutcome {
 
 impl Backend for KubernetesBackend {
     async fn observe(&self, workload: &Workload, _probe: Probe) -> WorkloadObservation {
-        match self.deployments().get_opt(&deployment_name(workload)).await {
+        let name = deployment_name(workload);
+        let cached = self.store.as_ref().and_then(|s| {
+            s.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&self.namespace))
+        });
+        let fetched = match cached {
+            Some(d) => Ok(Some((*d).clone())),
+            None => self.deployments().get_opt(&name).await,
+        };
+        match fetched {
             Ok(Some(d)) => {
                 let (sha, health, reason) = judge(&d);
                 WorkloadObservation {

@@ -5,7 +5,7 @@
 
 pub mod github;
 pub mod gitlab;
-mod glob;
+pub mod glob;
 pub mod poll;
 pub mod webhook;
 

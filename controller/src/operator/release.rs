@@ -50,6 +50,8 @@ const RESOLVE_TTL: Duration = Duration::from_secs(30);
 /// A rollout in flight is looked at again this often (Docker health, CI polls, the
 /// verification deadline), even if no watch event comes.
 const IN_FLIGHT: Duration = Duration::from_secs(5);
+/// A hook Job running is looked at this often.
+const HOOK_POLL: Duration = Duration::from_secs(2);
 /// A steady Release on Docker is looked at this often (no watch on containers).
 const STEADY_DOCKER: Duration = Duration::from_secs(30);
 /// A steady Release on Kubernetes: watches bring every change; this is a resync.
@@ -79,6 +81,10 @@ pub enum Error {
 }
 
 /// Runs the Release controller until `stop` resolves.
+#[allow(
+    clippy::too_many_lines,
+    reason = "the streams and their mappings, wired in one place"
+)]
 pub async fn controller(
     ctx: Arc<Ctx>,
     env_writer: Writer<Environment>,
@@ -87,7 +93,6 @@ pub async fn controller(
 ) {
     let client = ctx.client.clone();
     let ns = ctx.options.namespace.clone();
-    let releases = scoped::<Release>(&client, ns.as_deref());
     let environments = reflector::reflector(
         env_writer,
         watcher(
@@ -106,26 +111,53 @@ pub async fn controller(
     )
     .default_backoff()
     .touched_objects();
-    let deployments = watcher(
-        scoped::<Deployment>(&client, ns.as_deref()),
-        watch_config().labels("vigie.dev/release"),
+    // Deployments are read from this cache, not fetched: observing costs no request.
+    let (deploy_reader, deploy_writer) = reflector::store::<Deployment>();
+    if let Ok(mut d) = ctx.deployments.lock() {
+        *d = Some(deploy_reader);
+    }
+    let deployments = reflector::reflector(
+        deploy_writer,
+        watcher(
+            scoped::<Deployment>(&client, ns.as_deref()),
+            watch_config().labels("vigie.dev/release"),
+        ),
     )
     .default_backoff()
     .touched_objects();
-    let controller = Controller::new(releases, watch_config()).with_config(
+    // A Release is reconciled when its spec, finalizers, annotations or deletion change
+    // — not when its status does (that is this controller writing): upstream status
+    // changes reach downstream Releases through `trigger`.
+    let (store, release_writer) = reflector::store::<Release>();
+    let releases = reflector::reflector(
+        release_writer,
+        watcher(scoped::<Release>(&client, ns.as_deref()), watch_config()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(
+        |r: &Release| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            r.metadata.generation.hash(&mut h);
+            r.finalizers().hash(&mut h);
+            r.annotations().hash(&mut h);
+            r.metadata.deletion_timestamp.is_some().hash(&mut h);
+            Some(h.finish())
+        },
+        kube::runtime::PredicateConfig::default(),
+    );
+    let controller = Controller::for_stream(releases, store.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(ctx.options.concurrency),
     );
-    let store = controller.store();
     if let Ok(mut s) = ctx.releases.lock() {
         *s = Some(store.clone());
     }
-    let (by_env, by_loc, by_deploy, downstream) =
-        (store.clone(), store.clone(), store.clone(), store.clone());
+    let (by_env, by_loc, by_deploy) = (store.clone(), store.clone(), store.clone());
     let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded();
     if let Ok(mut t) = TRIGGER.lock() {
         *t = Some(trigger_tx);
     }
-    let _ = downstream;
     controller
         .watches_stream(environments, move |env: Environment| {
             let ns = env.namespace();
@@ -259,10 +291,13 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
 pub(super) async fn backend_of(ctx: &Ctx, env: &Environment) -> Result<AnyBackend, String> {
     let ns = env.namespace().unwrap_or_default();
     match &env.spec.backend {
-        BackendSpec::Kubernetes(k) => Ok(AnyBackend::Kubernetes(KubernetesBackend::new(
-            ctx.client.clone(),
-            k.namespace.clone(),
-        ))),
+        BackendSpec::Kubernetes(k) => {
+            let mut b = KubernetesBackend::new(ctx.client.clone(), k.namespace.clone());
+            if let Some(store) = ctx.deployments.lock().ok().and_then(|d| d.clone()) {
+                b = b.with_store(store);
+            }
+            Ok(AnyBackend::Kubernetes(b))
+        }
         BackendSpec::Docker(d) => {
             let mut spec = d.clone();
             let mut fingerprint = serde_json::to_string(d).unwrap_or_default();
@@ -652,15 +687,26 @@ async fn apply(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
         publish_raw(ctx, r, EventType::Warning, "ApplyFailed", &e).await;
         return Err(Error::Apply(e));
     }
-    let steady = match env.spec.backend {
-        BackendSpec::Kubernetes(_) => STEADY_KUBERNETES,
-        BackendSpec::Docker(_) => STEADY_DOCKER,
-    };
     let busy = matches!(
         recorded.phase,
         Phase::Deploying | Phase::Verifying | Phase::RollingBack
     );
-    let mut after = if busy { IN_FLIGHT } else { steady };
+    let polled = loc.spec.ci.github.is_some() || loc.spec.ci.gitlab.is_some();
+    let mut after = match env.spec.backend {
+        // Watches bring Deployment changes, CI verdicts (the CodeLocation's status) and
+        // spec changes: only deadlines and CI polls need a timer.
+        // Hook Jobs are not watched: look again while one runs.
+        BackendSpec::Kubernetes(_)
+            if !crate::lifecycle::decide::pending_hooks(&env.spec, &recorded).is_empty() =>
+        {
+            HOOK_POLL
+        }
+        BackendSpec::Kubernetes(_) if busy && polled => loc.spec.ci.poll_interval.get(),
+        BackendSpec::Kubernetes(_) => STEADY_KUBERNETES,
+        // Nothing watches containers: look again.
+        BackendSpec::Docker(_) if busy => IN_FLIGHT,
+        BackendSpec::Docker(_) => STEADY_DOCKER,
+    };
     if let Some(d) = decision.requeue_after {
         after = after.min(d.max(Duration::from_millis(500)));
     }

@@ -26,6 +26,7 @@ use crate::{
         release::HealthState,
     },
     backend::{Backend, Probe, Workload, docker::DockerBackend},
+    gitops::source::Source,
     lifecycle::{
         BackendState, Decision, Desired, Input, Observations, Upstream, Windows,
         WorkloadObservation, WorkloadTarget, decide,
@@ -44,8 +45,14 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Options of `vigie run`.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The manifests directory (or file).
-    pub manifests: PathBuf,
+    /// The manifests: a directory or file, or a folder of a git branch.
+    pub manifests: crate::gitops::source::Source,
+    /// How often a git source is fetched (a signed push webhook fetches at once).
+    pub git_interval: Duration,
+    /// Where git sources are mirrored.
+    pub git_cache: PathBuf,
+    /// Credentials of the manifests repository.
+    pub git_credentials: crate::gitops::repo::Credentials,
     /// The state file.
     pub state: PathBuf,
     /// Where HTTP listens.
@@ -93,7 +100,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
             addr: options.listen,
             source,
         })?;
-    tracing::info!(listen = %options.listen, manifests = %options.manifests.display(), "vigie run started");
+    tracing::info!(listen = %options.listen, manifests = %shown(&options.manifests), "vigie run started");
     let app = server::router(shared.clone());
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -102,7 +109,15 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     });
     // A change in the manifests wakes the reconciler at once (the interval stays the
     // fallback: a watcher can miss events, e.g. on network filesystems).
-    let _watcher = watch(&options.manifests, shared.clone());
+    let _watcher = match &options.manifests {
+        Source::Path(path) => watch(path, shared.clone()),
+        Source::Git(g) => {
+            if let Ok(mut w) = shared.git_watch.write() {
+                w.clone_from(&Some(g.clone()));
+            }
+            None
+        }
+    };
     let mut runner = Runner::new(options.clone(), shared.clone());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
@@ -118,6 +133,13 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     tracing::info!("vigie run stopping");
     server.abort();
     Ok(())
+}
+
+fn shown(source: &Source) -> String {
+    match source {
+        Source::Path(p) => p.display().to_string(),
+        Source::Git(g) => g.to_string(),
+    }
 }
 
 /// Watches the manifests for changes; `None` (with a warning) when it cannot.
@@ -161,6 +183,9 @@ pub struct Runner {
     /// Per Release, the SHA whose artifact was missing at the last apply, and why.
     artifact_missing: HashMap<String, (Sha, String)>,
     resolved: HashMap<(String, String), (Instant, Result<Sha, String>)>,
+    /// A git source: when it was last fetched, and the last commit looked at.
+    git_fetched: Option<Instant>,
+    git_seen: Option<Sha>,
 }
 
 /// One Release, ready to be reconciled.
@@ -197,20 +222,145 @@ impl Runner {
             ci_client: crate::ci::poll::Client::new(),
             next_poll: HashMap::new(),
             resolved: HashMap::new(),
+            git_fetched: None,
+            git_seen: None,
         }
     }
 
     /// Reloads the manifests when they changed; an invalid set is reported and the
     /// last good one kept.
-    fn reload(&mut self) {
-        let report = manifest::load_paths(std::slice::from_ref(&self.options.manifests));
+    async fn reload(&mut self) {
+        match self.options.manifests.clone() {
+            Source::Path(path) => {
+                let report = manifest::load_paths(std::slice::from_ref(&path));
+                self.load(report, None);
+            }
+            Source::Git(g) => self.reload_git(&g).await,
+        }
+    }
+
+    /// Fetches a git source when due (interval, or a push webhook), and loads the
+    /// commit it is at when that commit was not looked at yet.
+    async fn reload_git(&mut self, g: &crate::gitops::source::GitSource) {
+        let pushed = self.shared.git_pushed.swap(false, Ordering::Relaxed);
+        let due = pushed
+            || self
+                .git_fetched
+                .is_none_or(|t| t.elapsed() >= self.options.git_interval);
+        if !due {
+            return;
+        }
+        self.git_fetched = Some(Instant::now());
+        let (cache, source, creds) = (
+            self.options.git_cache.clone(),
+            g.clone(),
+            self.options.git_credentials.clone(),
+        );
+        let fetching = tokio::task::spawn_blocking(move || {
+            let mirror = crate::gitops::repo::Mirror::open(&cache, &source.url)?;
+            let reference = format!("refs/heads/{}", source.branch);
+            mirror.fetch(std::slice::from_ref(&reference), &creds)?;
+            let sha = mirror.tip(&reference)?;
+            let files = mirror.files(&sha, &source.dir)?;
+            Ok::<_, String>((sha, files))
+        });
+        let fetched = match tokio::time::timeout(Duration::from_secs(120), fetching).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer from {g} within 120 s")),
+        };
+        let now = Timestamp::now();
+        match fetched {
+            Err(e) => {
+                self.shared.metrics.git_sync_errors.inc();
+                tracing::error!(source = %g, error = %e, "failed to fetch the manifests; the last good commit stays in force");
+                self.record_sync(|s| {
+                    s.error = Some(e.clone());
+                    s.checked_at = Some(now);
+                });
+            }
+            Ok((sha, files)) => {
+                if self.git_seen.as_ref() == Some(&sha) {
+                    self.record_sync(|s| {
+                        if s.commit.as_ref() == Some(&sha) {
+                            s.error = None;
+                        }
+                        s.checked_at = Some(now);
+                    });
+                    return;
+                }
+                self.git_seen = Some(sha.clone());
+                let report = manifest::load_sources(&files);
+                let valid = report.problems.is_empty();
+                self.load(report, Some(&sha));
+                let problems = self
+                    .shared
+                    .state
+                    .lock()
+                    .expect("state lock")
+                    .manifest_problems
+                    .clone();
+                self.record_sync(|s| {
+                    s.checked_at = Some(now);
+                    if valid && problems.is_empty() {
+                        s.commit = Some(sha.clone());
+                        s.synced_at = Some(now);
+                        s.error = None;
+                    } else {
+                        s.error = Some(format!(
+                            "commit {} is invalid; {} stays in force",
+                            sha.short(),
+                            s.commit.as_ref().map_or("nothing", Sha::short)
+                        ));
+                    }
+                });
+                if valid {
+                    self.shared.metrics.git_synced.set(now.as_second());
+                } else {
+                    self.shared.metrics.git_sync_errors.inc();
+                }
+            }
+        }
+    }
+
+    /// Updates the record of the git source's synchronisation in the state.
+    fn record_sync(&self, update: impl FnOnce(&mut state::GitSync)) {
+        let mut current = self.shared.state.lock().expect("state lock");
+        let mut next = current.clone();
+        let mut sync = next.git_sync.clone().unwrap_or_default();
+        if let Source::Git(g) = &self.options.manifests {
+            sync.source = g.to_string();
+        }
+        update(&mut sync);
+        next.git_sync = Some(sync);
+        if next == *current {
+            return;
+        }
+        match self.shared.save(&next) {
+            Ok(()) => *current = next,
+            Err(e) => {
+                tracing::error!(error = %e, "failed to record the manifests' synchronisation");
+            }
+        }
+    }
+
+    /// Takes a loaded set when it differs from the current one (`commit`: the git
+    /// commit it was read from, named in every problem).
+    fn load(&mut self, report: manifest::LoadReport, commit: Option<&Sha>) {
         let fingerprint = report.fingerprint.clone();
         if self.fingerprint.as_deref() == Some(fingerprint.as_str()) {
             return;
         }
         tracing::debug!(%fingerprint, "manifests changed");
         self.fingerprint = Some(fingerprint);
-        self.record_manifest_problems(report.problems.iter().map(ToString::to_string).collect());
+        let prefix = commit.map_or_else(String::new, |c| format!("commit {}: ", c.short()));
+        self.record_manifest_problems(
+            report
+                .problems
+                .iter()
+                .map(|p| format!("{prefix}{p}"))
+                .collect(),
+        );
         if !report.problems.is_empty() {
             self.shared.metrics.manifests_valid.set(0);
             let kept = if self.manifests.is_some() {
@@ -223,7 +373,7 @@ impl Runner {
                 "the manifests are invalid; {kept}"
             );
             for problem in &report.problems {
-                tracing::error!("{problem}");
+                tracing::error!("{prefix}{problem}");
             }
             return;
         }
@@ -369,7 +519,7 @@ impl Runner {
     /// One round over every Release.
     pub async fn round(&mut self) {
         let started = Instant::now();
-        self.reload();
+        self.reload().await;
         let items = self.items();
         self.poll_ci(&items).await;
         let desired = self.resolve(&items).await;

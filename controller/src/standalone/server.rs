@@ -70,6 +70,11 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// The CI settings of the current manifests' code locations, by name.
     pub ci: RwLock<BTreeMap<String, CiSpec>>,
+    /// The git source of the manifests, when they come from git (push webhooks for it
+    /// fetch at once).
+    pub git_watch: RwLock<Option<crate::gitops::source::GitSource>>,
+    /// Set by a push webhook for the manifests repository.
+    pub git_pushed: AtomicBool,
 }
 
 impl Shared {
@@ -86,6 +91,8 @@ impl Shared {
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
             ci: RwLock::new(BTreeMap::new()),
+            git_watch: RwLock::new(None),
+            git_pushed: AtomicBool::new(false),
         }
     }
 }

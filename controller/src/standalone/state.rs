@@ -39,6 +39,29 @@ pub struct State {
     /// Problems of the manifests as last read; empty when they were valid.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifest_problems: Vec<String>,
+    /// A git source's synchronisation: the commit in force, when, and the last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_sync: Option<GitSync>,
+}
+
+/// Where a git source of manifests stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSync {
+    /// `URL#BRANCH:DIR`, credentials redacted.
+    pub source: String,
+    /// The commit whose manifests are in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<crate::api::Sha>,
+    /// When that commit was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at: Option<jiff::Timestamp>,
+    /// When the remote was last fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<jiff::Timestamp>,
+    /// Why the latest fetch or commit is not in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One Release as recorded.

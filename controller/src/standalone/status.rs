@@ -132,6 +132,30 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// The git source's line: the commit in force, since when, and the last error.
+#[must_use]
+pub fn git_sync(sync: Option<&super::state::GitSync>) -> String {
+    let Some(s) = sync else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\nManifests from {}: {}",
+        s.source,
+        match (&s.commit, &s.synced_at) {
+            (Some(c), Some(at)) => format!("commit {} (taken {at})", c.short()),
+            _ => "no commit taken yet".to_owned(),
+        }
+    );
+    if let Some(at) = &s.checked_at {
+        let _ = write!(out, ", fetched {at}");
+    }
+    out.push('\n');
+    if let Some(e) = &s.error {
+        let _ = writeln!(out, "  error: {e}");
+    }
+    out
+}
+
 /// The manifests' problems, when the last change was invalid.
 #[must_use]
 pub fn problems(problems: &[String]) -> String {

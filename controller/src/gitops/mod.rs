@@ -1,0 +1,7 @@
+//! Git as a source of desired state: manifests read from a branch of a repository
+//! ([`source`], [`repo`]), and tracking rules that move Releases to the commits a
+//! branch or tag pattern names ([`track`]).
+
+pub mod repo;
+pub mod source;
+pub mod track;

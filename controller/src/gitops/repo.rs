@@ -1,0 +1,320 @@
+//! A local mirror of a remote branch (git2): fetched on demand, read at a commit,
+//! asked about ancestry. Credentials: a token for HTTPS, a private key for SSH with
+//! the server's host key checked against `known_hosts` lines (an unknown or changed
+//! host key is refused, never trusted silently). Secrets never reach messages.
+
+use std::path::{Path, PathBuf};
+
+use git2::{
+    CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository,
+};
+
+use crate::api::Sha;
+
+/// Credentials for a remote.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// HTTPS token (sent as the password; the user is the URL's, else `x-access-token`).
+    pub token: Option<String>,
+    /// SSH private key (OpenSSH or PEM format).
+    pub ssh_key: Option<String>,
+    /// `known_hosts` lines the SSH server's key must match.
+    pub known_hosts: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("ssh_key", &self.ssh_key.as_ref().map(|_| "***"))
+            .field(
+                "known_hosts",
+                &self.known_hosts.as_ref().map(|k| k.lines().count()),
+            )
+            .finish()
+    }
+}
+
+/// Whether an SSH host key is listed for `host` in `known_hosts` text; `Err` names
+/// why not (no entry for the host, or a different key: a possible impostor).
+///
+/// # Errors
+/// The host is unknown, or its key differs from every listed one.
+pub fn check_host_key(known_hosts: &str, host: &str, key: &[u8]) -> Result<(), String> {
+    use base64::Engine as _;
+    let mut listed = false;
+    for line in known_hosts.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(hosts), Some(_kind), Some(b64)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let names_host = hosts.split(',').any(|h| {
+            h == host
+                || h.strip_prefix('[')
+                    .and_then(|h| h.split_once("]:"))
+                    .is_some_and(|(name, _port)| name == host)
+        });
+        if !names_host {
+            continue;
+        }
+        listed = true;
+        if base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .is_ok_and(|k| k == key)
+        {
+            return Ok(());
+        }
+    }
+    if listed {
+        Err(format!(
+            "the host key of {host} differs from the one in knownHosts: refusing to connect (a changed server, or an impostor)"
+        ))
+    } else {
+        Err(format!(
+            "{host} is not in knownHosts: add its key (ssh-keyscan {host}) to trust it"
+        ))
+    }
+}
+
+fn callbacks<'a>(
+    creds: &'a Credentials,
+    refused: &'a std::cell::RefCell<Option<String>>,
+) -> RemoteCallbacks<'a> {
+    let mut cb = RemoteCallbacks::new();
+    let mut tried = false;
+    cb.credentials(move |_url, username, allowed| {
+        // libgit2 asks again after a refusal: once is enough.
+        if tried {
+            return Err(git2::Error::from_str("the credentials were refused"));
+        }
+        tried = true;
+        if allowed.contains(CredentialType::SSH_KEY)
+            && let Some(key) = &creds.ssh_key
+        {
+            return Cred::ssh_key_from_memory(username.unwrap_or("git"), None, key, None);
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+            && let Some(token) = &creds.token
+        {
+            return Cred::userpass_plaintext(username.unwrap_or("x-access-token"), token);
+        }
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(username.unwrap_or("git"));
+        }
+        Err(git2::Error::from_str("no credentials for this remote"))
+    });
+    cb.certificate_check(move |cert, host| {
+        let Some(hostkey) = cert.as_hostkey() else {
+            // TLS: libgit2 has verified the certificate chain already.
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        let Some(key) = hostkey.hostkey() else {
+            *refused.borrow_mut() = Some(format!("{host} sent no host key"));
+            return Err(git2::Error::from_str("no host key"));
+        };
+        let known = creds.known_hosts.as_deref().unwrap_or_default();
+        match check_host_key(known, host, key) {
+            Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+            Err(why) => {
+                *refused.borrow_mut() = Some(why.clone());
+                Err(git2::Error::from_str(&why))
+            }
+        }
+    });
+    cb
+}
+
+/// A bare mirror of one remote, under a cache directory.
+pub struct Mirror {
+    repo: Repository,
+    url: String,
+}
+
+impl Mirror {
+    /// Opens (or creates) the mirror of `url` under `cache`.
+    ///
+    /// # Errors
+    /// When the cache cannot be written.
+    pub fn open(cache: &Path, url: &str) -> Result<Self, String> {
+        use sha2::Digest;
+        let name = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..8]);
+        let path: PathBuf = cache.join(name);
+        let repo = match Repository::open_bare(&path) {
+            Ok(r) => r,
+            Err(_) => Repository::init_bare(&path)
+                .map_err(|e| format!("cannot create {}: {}", path.display(), e.message()))?,
+        };
+        Ok(Self {
+            repo,
+            url: url.to_owned(),
+        })
+    }
+
+    /// The local repository (tests, write-back).
+    #[must_use]
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Fetches `refs` (`refs/heads/x`, `refs/tags/*`…) into the mirror, under the same
+    /// names; returns nothing but errors.
+    ///
+    /// # Errors
+    /// The remote is unreachable, refuses the credentials, or its host key is unknown.
+    pub fn fetch(&self, refspecs: &[String], creds: &Credentials) -> Result<(), String> {
+        let shown = crate::git::redact(&self.url);
+        let refused = std::cell::RefCell::new(None);
+        let mut options = FetchOptions::new();
+        options.remote_callbacks(callbacks(creds, &refused));
+        options.download_tags(git2::AutotagOption::None);
+        options.prune(git2::FetchPrune::On);
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| format!("{shown}: {}", e.message()))?;
+        let specs: Vec<String> = refspecs.iter().map(|r| format!("+{r}:{r}")).collect();
+        remote
+            .fetch(&specs, Some(&mut options), None)
+            .map_err(|e| match refused.borrow().clone() {
+                Some(why) => format!("{shown}: {why}"),
+                None => format!("cannot fetch from {shown}: {}", e.message()),
+            })
+    }
+
+    /// The commit a local ref points to.
+    ///
+    /// # Errors
+    /// The ref does not exist (the branch is not on the remote).
+    pub fn tip(&self, reference: &str) -> Result<Sha, String> {
+        let r = self
+            .repo
+            .find_reference(reference)
+            .map_err(|_| format!("{reference} is not on {}", crate::git::redact(&self.url)))?;
+        let commit = r
+            .peel_to_commit()
+            .map_err(|e| format!("{reference}: {}", e.message()))?;
+        commit.id().to_string().parse().map_err(|e| format!("{e}"))
+    }
+
+    /// Every `.yaml`/`.yml` file under `dir` at `sha`, with its path in the repository.
+    ///
+    /// # Errors
+    /// The commit or folder is missing, or a file is not UTF-8.
+    pub fn files(&self, sha: &Sha, dir: &str) -> Result<Vec<(PathBuf, String)>, String> {
+        let commit = self
+            .repo
+            .find_commit(Oid::from_str(sha.as_str()).map_err(|e| e.message().to_owned())?)
+            .map_err(|e| format!("commit {}: {}", sha.short(), e.message()))?;
+        let root = commit.tree().map_err(|e| e.message().to_owned())?;
+        let tree = if dir.is_empty() {
+            root
+        } else {
+            let entry = root
+                .get_path(Path::new(dir))
+                .map_err(|_| format!("commit {}: no folder {dir:?}", sha.short()))?;
+            self.repo
+                .find_tree(entry.id())
+                .map_err(|_| format!("commit {}: {dir:?} is not a folder", sha.short()))?
+        };
+        let mut out = Vec::new();
+        let mut error = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            let name = entry.name().unwrap_or_default();
+            if entry.kind() != Some(git2::ObjectType::Blob)
+                || !Path::new(name).extension().is_some_and(|e| {
+                    e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml")
+                })
+            {
+                return git2::TreeWalkResult::Ok;
+            }
+            let path = Path::new(dir).join(parent).join(name);
+            match self.repo.find_blob(entry.id()) {
+                Ok(blob) => match std::str::from_utf8(blob.content()) {
+                    Ok(text) => out.push((path, text.to_owned())),
+                    Err(_) => error = Some(format!("{}: not UTF-8", path.display())),
+                },
+                Err(e) => error = Some(format!("{}: {}", path.display(), e.message())),
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(|e| e.message().to_owned())?;
+        if let Some(e) = error {
+            return Err(e);
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Whether `new` has `old` in its history (a fast-forward from `old`).
+    #[must_use]
+    pub fn descends_from(&self, new: &Sha, old: &Sha) -> bool {
+        let (Ok(n), Ok(o)) = (Oid::from_str(new.as_str()), Oid::from_str(old.as_str())) else {
+            return false;
+        };
+        n == o || self.repo.graph_descendant_of(n, o).unwrap_or(false)
+    }
+
+    /// The subject line of a commit, if the mirror has it.
+    #[must_use]
+    pub fn subject(&self, sha: &Sha) -> Option<String> {
+        let oid = Oid::from_str(sha.as_str()).ok()?;
+        let commit = self.repo.find_commit(oid).ok()?;
+        commit.summary().ok().flatten().map(str::to_owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    #[test]
+    fn host_keys_are_checked_against_known_hosts() {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(KEY)
+            .unwrap();
+        let known = format!(
+            "# vigie\ngit.example,10.0.0.1 ssh-ed25519 {KEY}\n[127.0.0.1]:2222 ssh-ed25519 {KEY}\n"
+        );
+        assert_eq!(check_host_key(&known, "git.example", &key), Ok(()));
+        assert_eq!(check_host_key(&known, "10.0.0.1", &key), Ok(()));
+        assert_eq!(check_host_key(&known, "127.0.0.1", &key), Ok(()));
+        let other = vec![7u8; key.len()];
+        assert!(
+            check_host_key(&known, "git.example", &other)
+                .unwrap_err()
+                .contains("differs")
+        );
+        assert!(
+            check_host_key(&known, "elsewhere", &key)
+                .unwrap_err()
+                .contains("not in knownHosts")
+        );
+        assert!(
+            check_host_key("", "git.example", &key)
+                .unwrap_err()
+                .contains("not in knownHosts")
+        );
+    }
+
+    #[test]
+    fn credentials_do_not_show_in_debug() {
+        let c = Credentials {
+            token: Some("t0ken".into()),
+            ssh_key: Some("-----BEGIN OPENSSH PRIVATE KEY-----".into()),
+            known_hosts: Some("a b c\n".into()),
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("t0ken") && !shown.contains("PRIVATE"),
+            "{shown}"
+        );
+    }
+}
