@@ -168,6 +168,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 pub struct Vigie {
     pub dir: PathBuf,
     pub manifests: PathBuf,
+    /// `--manifests` when not the directory (a git source).
+    pub source: Option<String>,
+    /// More arguments of `vigie run`.
+    pub extra_args: Vec<String>,
     pub state: PathBuf,
     pub port: u16,
     child: Option<Child>,
@@ -183,6 +187,8 @@ impl Vigie {
         std::fs::write(dir.join("secret"), SECRET).unwrap();
         let v = Self {
             manifests: dir.join("manifests"),
+            source: None,
+            extra_args: Vec::new(),
             state: dir.join("state.json"),
             dir,
             port: free_port(),
@@ -216,7 +222,12 @@ impl Vigie {
             ])
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--manifests")
-            .arg(&self.manifests)
+            .arg(
+                self.source
+                    .clone()
+                    .unwrap_or_else(|| self.manifests.display().to_string()),
+            )
+            .args(&self.extra_args)
             .arg("--state")
             .arg(&self.state)
             .arg("--webhook-secret-file")

@@ -1,0 +1,181 @@
+//! `vigie run --manifests URL#BRANCH:DIR`: the manifests are a folder of a git branch,
+//! fetched with git2 from a real repository (file://), against the real engine.
+
+mod docker;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use docker::{
+    Demo, IMAGE_ARTIFACT, Vigie, docker_available, free_port, http_get, release, vm_manifests,
+    wait_for,
+};
+
+const T: Duration = Duration::from_secs(60);
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "ops")
+        .env("GIT_AUTHOR_EMAIL", "ops@example.com")
+        .env("GIT_COMMITTER_NAME", "ops")
+        .env("GIT_COMMITTER_EMAIL", "ops@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Commits everything in `work` and pushes it; returns the commit.
+fn push(work: &Path, message: &str) -> String {
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-q", "-m", message]);
+    git(work, &["push", "-q", "origin", "main"]);
+    git(work, &["rev-parse", "HEAD"])
+}
+
+fn serving(port: u16, sha: &str) {
+    wait_for(T, &format!("serving {sha}"), || {
+        http_get(port, "/").filter(|(s, b)| *s == 200 && b.contains(sha))
+    });
+}
+
+fn status(v: &Vigie) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(["status", "--state"])
+        .arg(&v.state)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_manifests_follow_a_branch_and_an_invalid_commit_changes_nothing() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (a, b) = (demo.sha("good"), demo.sha("fixed"));
+    let port = free_port();
+    let mut v = Vigie::new("gitops", &["gitops-preprod", "gitops-prod"]);
+    let bare = v.dir.join("ops.git");
+    let work = v.dir.join("ops");
+    git(
+        &v.dir,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git(
+        &v.dir,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    std::fs::create_dir_all(work.join("vm")).unwrap();
+    std::fs::write(work.join("README.md"), "not a manifest\n").unwrap();
+    std::fs::write(
+        work.join("vm/base.yaml"),
+        vm_manifests("gitops", demo, IMAGE_ARTIFACT),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("vm/preprod.yaml"),
+        release("gitops", "preprod", Some(a), port, ""),
+    )
+    .unwrap();
+    let first = push(&work, "preprod at the good commit");
+    v.source = Some(format!("file://{}#main:vm", bare.display()));
+    v.extra_args = vec!["--git-interval".into(), "1".into()];
+    v.start();
+    v.wait_phase("gitops-preprod", "Verifying", T);
+    serving(port, a);
+    let shown = status(&v);
+    assert!(
+        shown.contains(&format!(
+            "Manifests from file://{}#main:vm: commit {}",
+            bare.display(),
+            &first[..7]
+        )),
+        "{shown}"
+    );
+
+    // A new commit moves the Release.
+    std::fs::write(
+        work.join("vm/preprod.yaml"),
+        release("gitops", "preprod", Some(b), port, ""),
+    )
+    .unwrap();
+    let second = push(&work, "preprod at the fixed commit");
+    serving(port, b);
+
+    // An invalid commit applies nothing, and says which commit, file, document and field.
+    std::fs::write(
+        work.join("vm/preprod.yaml"),
+        release("gitops", "preprod", Some(a), port, "").replace(
+            "  codeLocation: app",
+            "  codeLocation: app\n  revison: main",
+        ),
+    )
+    .unwrap();
+    let bad = push(&work, "a typo");
+    wait_for(T, "the invalid commit reported", || {
+        let s = v.state();
+        s.git_sync
+            .as_ref()
+            .and_then(|g| g.error.clone())
+            .filter(|e| e.contains(&bad[..7]))
+    });
+    let s = v.state();
+    let sync = s.git_sync.unwrap();
+    assert_eq!(
+        sync.commit.unwrap().as_str(),
+        second,
+        "the last good commit stays in force"
+    );
+    assert_eq!(
+        s.manifest_problems,
+        [format!(
+            "commit {}: vm/preprod.yaml: document 1 (Release/app-preprod): spec.revison: unknown field (did you mean \"revision\"?)",
+            &bad[..7]
+        )]
+    );
+    let shown = status(&v);
+    assert!(
+        shown.contains(&format!(
+            "error: commit {} is invalid; {} stays in force",
+            &bad[..7],
+            &second[..7]
+        )),
+        "{shown}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    serving(port, b);
+
+    // Fixed by the next commit; deleting a Release's manifest removes it (after the grace).
+    std::fs::remove_file(work.join("vm/preprod.yaml")).unwrap();
+    push(&work, "no preprod any more");
+    wait_for(T, "the preprod container removed", || {
+        Vigie::containers("gitops-preprod").is_empty().then_some(())
+    });
+    let s = v.state();
+    assert!(s.git_sync.unwrap().error.is_none());
+    assert!(s.manifest_problems.is_empty());
+
+    // An unreachable remote: the error shows, the last state stays.
+    std::fs::rename(&bare, v.dir.join("moved.git")).unwrap();
+    wait_for(T, "the fetch error reported", || {
+        v.state()
+            .git_sync
+            .and_then(|g| g.error)
+            .filter(|e| e.contains("cannot fetch"))
+    });
+    assert!(v.log().contains("the last good commit stays in force"));
+}
