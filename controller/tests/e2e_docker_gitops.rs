@@ -6,8 +6,8 @@ mod docker;
 use std::{path::Path, process::Command, time::Duration};
 
 use docker::{
-    Demo, IMAGE_ARTIFACT, Vigie, docker_available, free_port, http_get, release, vm_manifests,
-    wait_for,
+    Demo, IMAGE_ARTIFACT, SECRET, Vigie, docker_available, free_port, http_get, http_post, release,
+    vm_manifests, wait_for,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -37,6 +37,26 @@ fn push(work: &Path, message: &str) -> String {
     git(work, &["commit", "-q", "-m", message]);
     git(work, &["push", "-q", "origin", "main"]);
     git(work, &["rev-parse", "HEAD"])
+}
+
+/// GitHub's `push` event for `branch` of the repository at `url`, signed with `secret`.
+fn pushed(v: &Vigie, url: &str, branch: &str, after: &str, secret: &str) -> u16 {
+    let body = format!(
+        r#"{{"ref": "refs/heads/{branch}", "before": "0000000000000000000000000000000000000000", "after": "{after}",
+        "repository": {{"full_name": "acme/ops", "clone_url": "{url}", "ssh_url": "git@git.example:acme/ops.git"}},
+        "pusher": {{"name": "ops"}}, "commits": []}}"#
+    );
+    let signature = vigie::ci::webhook::sign(secret.as_bytes(), body.as_bytes());
+    http_post(
+        v.port,
+        "/hooks/github",
+        &[
+            ("X-GitHub-Event", "push".to_owned()),
+            ("X-GitHub-Delivery", format!("push-{after}")),
+            ("X-Hub-Signature-256", signature),
+        ],
+        body.as_bytes(),
+    )
 }
 
 fn serving(port: u16, sha: &str) {
@@ -93,7 +113,9 @@ fn the_manifests_follow_a_branch_and_an_invalid_commit_changes_nothing() {
     .unwrap();
     let first = push(&work, "preprod at the good commit");
     v.source = Some(format!("file://{}#main:vm", bare.display()));
-    v.extra_args = vec!["--git-interval".into(), "1".into()];
+    // Fetched once at the start, then only when a push webhook says so.
+    v.extra_args = vec!["--git-interval".into(), "3600".into()];
+    let url = format!("file://{}", bare.display());
     v.start();
     v.wait_phase("gitops-preprod", "Verifying", T);
     serving(port, a);
@@ -114,6 +136,18 @@ fn the_manifests_follow_a_branch_and_an_invalid_commit_changes_nothing() {
     )
     .unwrap();
     let second = push(&work, "preprod at the fixed commit");
+    assert_eq!(pushed(&v, &url, "main", &second, "not-the-secret"), 401);
+    assert_eq!(
+        pushed(&v, &url, "other", &second, SECRET),
+        202,
+        "another branch: ignored"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        http_get(port, "/").is_some_and(|(_, body)| body.contains(a)),
+        "no fetch without a push to the branch"
+    );
+    assert_eq!(pushed(&v, &url, "main", &second, SECRET), 202);
     serving(port, b);
 
     // An invalid commit applies nothing, and says which commit, file, document and field.
@@ -126,6 +160,7 @@ fn the_manifests_follow_a_branch_and_an_invalid_commit_changes_nothing() {
     )
     .unwrap();
     let bad = push(&work, "a typo");
+    assert_eq!(pushed(&v, &url, "main", &bad, SECRET), 202);
     wait_for(T, "the invalid commit reported", || {
         let s = v.state();
         s.git_sync
@@ -161,7 +196,8 @@ fn the_manifests_follow_a_branch_and_an_invalid_commit_changes_nothing() {
 
     // Fixed by the next commit; deleting a Release's manifest removes it (after the grace).
     std::fs::remove_file(work.join("vm/preprod.yaml")).unwrap();
-    push(&work, "no preprod any more");
+    let gone = push(&work, "no preprod any more");
+    assert_eq!(pushed(&v, &url, "main", &gone, SECRET), 202);
     wait_for(T, "the preprod container removed", || {
         Vigie::containers("gitops-preprod").is_empty().then_some(())
     });
@@ -171,6 +207,7 @@ fn the_manifests_follow_a_branch_and_an_invalid_commit_changes_nothing() {
 
     // An unreachable remote: the error shows, the last state stays.
     std::fs::rename(&bare, v.dir.join("moved.git")).unwrap();
+    assert_eq!(pushed(&v, &url, "main", &gone, SECRET), 202);
     wait_for(T, "the fetch error reported", || {
         v.state()
             .git_sync

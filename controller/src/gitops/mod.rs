@@ -2,6 +2,7 @@
 //! ([`source`], [`repo`]), and tracking rules that move Releases to the commits a
 //! branch or tag pattern names ([`track`]).
 
+pub mod push;
 pub mod repo;
 pub mod source;
 pub mod track;

@@ -418,6 +418,13 @@ async fn github_hook(
     };
     let specs = shared.ci.read().map(|c| c.clone()).unwrap_or_default();
     let signature = header("x-hub-signature-256");
+    if header("x-github-event").as_deref() == Some("push") {
+        let check = |secret: &[u8]| webhook::verify(secret, &body, signature.as_deref()).is_ok();
+        let secrets = push_secrets(&shared, &specs, |spec| {
+            spec.github.as_ref().and_then(|g| g.webhook_secret.as_ref())
+        });
+        return push_hook(&shared, &secrets, check, crate::gitops::push::github(&body));
+    }
     let matched = match verified(
         &specs,
         &shared.resolver,
@@ -498,6 +505,14 @@ async fn gitlab_hook(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let specs = shared.ci.read().map(|c| c.clone()).unwrap_or_default();
+    let event = headers.get("x-gitlab-event").and_then(|v| v.to_str().ok());
+    if matches!(event, Some("Push Hook" | "Tag Push Hook")) {
+        let check = |secret: &[u8]| gitlab::token_matches(secret, token.as_deref());
+        let secrets = push_secrets(&shared, &specs, |spec| {
+            spec.gitlab.as_ref().and_then(|g| g.webhook_token.as_ref())
+        });
+        return push_hook(&shared, &secrets, check, crate::gitops::push::gitlab(&body));
+    }
     let matched = match verified(
         &specs,
         &shared.resolver,
@@ -604,6 +619,74 @@ async fn finish(
             )
         }
     }
+}
+
+/// The secrets a push webhook may be signed with: Vigie's own webhook key, and the
+/// provider's webhook secret of every code location.
+fn push_secrets(
+    shared: &Shared,
+    specs: &BTreeMap<String, CiSpec>,
+    pick: impl Fn(&CiSpec) -> Option<&crate::api::SecretSource>,
+) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = shared.secret.iter().cloned().collect();
+    for (name, spec) in specs {
+        if let Some(source) = pick(spec)
+            && let Ok(secret) = (shared.resolver)(name, source)
+        {
+            out.push(secret);
+        }
+    }
+    out
+}
+
+/// A push to a watched repository: the manifests' branch is fetched at once.
+fn push_hook(
+    shared: &Shared,
+    secrets: &[Vec<u8>],
+    check: impl Fn(&[u8]) -> bool,
+    parsed: Result<crate::gitops::push::Push, String>,
+) -> Response {
+    if secrets.is_empty() {
+        return reply(
+            shared,
+            "error",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no webhook secret is configured",
+        );
+    }
+    if !secrets.iter().any(|s| check(s)) {
+        return reply(
+            shared,
+            "unauthorized",
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong signature or token",
+        );
+    }
+    let push = match parsed {
+        Ok(p) => p,
+        Err(e) => return reply(shared, "bad_request", StatusCode::BAD_REQUEST, e),
+    };
+    let watched = shared.git_watch.read().ok().and_then(|w| w.clone());
+    if let Some(g) = watched
+        && push.is_for(&g.url)
+        && push.branch() == Some(g.branch.as_str())
+    {
+        tracing::info!(source = %g, after = %push.after, "push to the manifests branch: fetching");
+        shared.git_pushed.store(true, Ordering::Relaxed);
+        shared.wake.notify_one();
+        return reply(
+            shared,
+            "accepted",
+            StatusCode::ACCEPTED,
+            "fetching the manifests",
+        );
+    }
+    reply(
+        shared,
+        "ignored",
+        StatusCode::ACCEPTED,
+        format!("{} of no watched repository and branch", push.reference),
+    )
 }
 
 /// A change to what a provider reported for one SHA.
