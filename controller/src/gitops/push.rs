@@ -23,6 +23,7 @@ struct GitHubPush {
 }
 
 #[derive(Deserialize)]
+#[allow(clippy::struct_field_names, reason = "GitHub's names")]
 struct GitHubRepository {
     #[serde(default)]
     clone_url: Option<String>,
@@ -41,6 +42,7 @@ struct GitLabPush {
 }
 
 #[derive(Deserialize)]
+#[allow(clippy::struct_field_names, reason = "GitLab's names")]
 struct GitLabProject {
     #[serde(default)]
     git_http_url: Option<String>,
