@@ -75,6 +75,7 @@ fn status(v: &Vigie) -> String {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one story, in order")]
 fn the_manifests_follow_a_branch_and_an_invalid_commit_changes_nothing() {
     if !docker_available() {
         return;
