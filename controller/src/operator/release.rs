@@ -93,6 +93,8 @@ pub async fn controller(
 ) {
     let client = ctx.client.clone();
     let ns = ctx.options.namespace.clone();
+    // An Environment's status summarises its Releases: only its spec matters here (else
+    // every Release's change would reconcile every other Release of the Environment).
     let environments = reflector::reflector(
         env_writer,
         watcher(
@@ -101,7 +103,12 @@ pub async fn controller(
         ),
     )
     .default_backoff()
-    .touched_objects();
+    .touched_objects()
+    .predicate_filter(
+        kube::runtime::predicates::generation,
+        kube::runtime::PredicateConfig::default(),
+    );
+    // A CodeLocation matters for its spec and its CI verdicts.
     let locations = reflector::reflector(
         loc_writer,
         watcher(
@@ -110,7 +117,19 @@ pub async fn controller(
         ),
     )
     .default_backoff()
-    .touched_objects();
+    .touched_objects()
+    .predicate_filter(
+        |l: &CodeLocation| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            l.metadata.generation.hash(&mut h);
+            serde_json::to_string(&l.status.as_ref().map(|s| &s.verdicts))
+                .unwrap_or_default()
+                .hash(&mut h);
+            Some(h.finish())
+        },
+        kube::runtime::PredicateConfig::default(),
+    );
     // Deployments are read from this cache, not fetched: observing costs no request.
     let (deploy_reader, deploy_writer) = reflector::store::<Deployment>();
     if let Ok(mut d) = ctx.deployments.lock() {
