@@ -121,6 +121,9 @@ pub struct RunArgs {
     /// Seconds between fetches of a git source of manifests.
     #[arg(long, default_value_t = 60)]
     pub git_interval: u64,
+    /// Seconds between checks of the refs that CodeLocations' `track` rules follow.
+    #[arg(long, default_value_t = 60)]
+    pub track_interval: u64,
     /// File holding the token for an HTTPS manifests repository.
     #[arg(long)]
     pub git_token_file: Option<PathBuf>,
@@ -415,6 +418,7 @@ fn run(args: RunArgs) -> ExitCode {
     let options = crate::standalone::run::Options {
         manifests,
         git_interval: std::time::Duration::from_secs(args.git_interval.max(1)),
+        track_interval: std::time::Duration::from_secs(args.track_interval.max(1)),
         git_cache: PathBuf::from(git_cache),
         git_credentials,
         state: args.state,

@@ -217,3 +217,129 @@ fn the_manifests_follow_a_branch_and_an_invalid_commit_changes_nothing() {
     });
     assert!(v.log().contains("the last good commit stays in force"));
 }
+
+/// Two environments of one code location: dev follows `main`, staging the newest
+/// `>=1.0.0, <2` tag.
+fn tracking_manifests(demo_url: &str, dev_port: u16, staging_port: u16) -> String {
+    format!(
+        r#"apiVersion: vigie.dev/v1alpha1
+kind: Environment
+metadata: {{name: trk-dev}}
+spec:
+  backend: {{docker: {{}}}}
+  verification: {{timeout: 2m, healthTimeout: 1m}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Environment
+metadata: {{name: trk-staging}}
+spec:
+  backend: {{docker: {{}}}}
+  verification: {{timeout: 2m, healthTimeout: 1m}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: app}}
+spec:
+  repo: {{url: "{demo_url}"}}
+  track:
+    - {{environment: trk-dev, branch: main}}
+    - {{environment: trk-staging, tags: ">=1.0.0, <2"}}
+  ci: {{webhook: {{}}}}
+  artifact:
+{IMAGE_ARTIFACT}
+  container:
+    ports: [{{containerPort: 8080}}]
+  healthCheck: {{path: /health, expectedBody: ok, timeout: 2s, retries: 3, interval: 500ms}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Release
+metadata: {{name: app-dev}}
+spec:
+  codeLocation: app
+  environment: trk-dev
+  overrides: {{ports: [{{containerPort: 8080, hostPort: {dev_port}}}]}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Release
+metadata: {{name: app-staging}}
+spec:
+  codeLocation: app
+  environment: trk-staging
+  overrides: {{ports: [{{containerPort: 8080, hostPort: {staging_port}}}]}}
+"#
+    )
+}
+
+#[test]
+fn releases_follow_a_branch_forward_and_the_newest_matching_tag() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (good, bad, fixed, crash) = (
+        demo.sha("good"),
+        demo.sha("bad"),
+        demo.sha("fixed"),
+        demo.sha("crash"),
+    );
+    let (dev, staging) = (free_port(), free_port());
+    let mut v = Vigie::new("tracking", &["trk-dev", "trk-staging"]);
+    // The code repository: the demo's commits, with branches and tags moved by the test.
+    let code = v.dir.join("app.git");
+    git(
+        &v.dir,
+        &["init", "-q", "--bare", "-b", "main", code.to_str().unwrap()],
+    );
+    let publish = |refspec: &str, force: bool| {
+        let mut args = vec!["push", "-q"];
+        if force {
+            args.push("--force");
+        }
+        args.extend([code.to_str().unwrap(), refspec]);
+        git(&demo.repo, &args);
+    };
+    publish(&format!("{good}:refs/heads/main"), false);
+    publish(&format!("{good}:refs/tags/v1.0.0"), false);
+    publish(&format!("{fixed}:refs/tags/v2.0.0"), false);
+    publish(&format!("{crash}:refs/tags/latest"), false);
+    let url = format!("file://{}", code.display());
+    v.write("all.yaml", &tracking_manifests(&url, dev, staging));
+    v.extra_args = vec!["--track-interval".into(), "3600".into()];
+    v.start();
+    serving(dev, good);
+    serving(staging, good);
+
+    // main moves forward (good -> bad -> fixed): dev follows on the push webhook.
+    publish(&format!("{fixed}:refs/heads/main"), false);
+    assert_eq!(pushed(&v, &url, "main", fixed, SECRET), 202);
+    serving(dev, fixed);
+    let t = v.state().tracked["default/app-dev"].clone();
+    assert_eq!(
+        (t.sha.unwrap().as_str(), t.reference.as_deref()),
+        (fixed, Some("main"))
+    );
+
+    // A force-push back is reported, not followed.
+    publish(&format!("{bad}:refs/heads/main"), true);
+    assert_eq!(pushed(&v, &url, "main", bad, SECRET), 202);
+    let refused = wait_for(T, "the force-push refused", || {
+        v.state()
+            .tracked
+            .get("default/app-dev")
+            .and_then(|t| t.refused.clone())
+    });
+    assert!(refused.contains("does not descend from"), "{refused}");
+    std::thread::sleep(Duration::from_secs(1));
+    serving(dev, fixed);
+
+    // A new tag in the range moves staging; one outside it does not.
+    publish(&format!("{fixed}:refs/tags/v1.1.0"), false);
+    assert_eq!(pushed(&v, &url, "main", bad, SECRET), 202);
+    serving(staging, fixed);
+    assert_eq!(
+        v.state().tracked["default/app-staging"]
+            .reference
+            .as_deref(),
+        Some("v1.1.0")
+    );
+}

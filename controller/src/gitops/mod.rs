@@ -6,3 +6,4 @@ pub mod push;
 pub mod repo;
 pub mod source;
 pub mod track;
+pub mod tracker;

@@ -53,6 +53,8 @@ pub struct Options {
     pub git_cache: PathBuf,
     /// Credentials of the manifests repository.
     pub git_credentials: crate::gitops::repo::Credentials,
+    /// How often tracked refs are checked (a signed push webhook checks at once).
+    pub track_interval: Duration,
     /// The state file.
     pub state: PathBuf,
     /// Where HTTP listens.
@@ -186,6 +188,8 @@ pub struct Runner {
     /// A git source: when it was last fetched, and the last commit looked at.
     git_fetched: Option<Instant>,
     git_seen: Option<Sha>,
+    /// When the tracked refs were last checked.
+    track_checked: Option<Instant>,
 }
 
 /// One Release, ready to be reconciled.
@@ -224,6 +228,7 @@ impl Runner {
             resolved: HashMap::new(),
             git_fetched: None,
             git_seen: None,
+            track_checked: None,
         }
     }
 
@@ -319,6 +324,140 @@ impl Runner {
                 } else {
                     self.shared.metrics.git_sync_errors.inc();
                 }
+            }
+        }
+    }
+
+    /// Checks the refs tracking rules name when due (interval, or a push webhook), and
+    /// moves the matching Releases (recorded in the state; a refusal is recorded too).
+    async fn track(&mut self) {
+        let pushed = self.shared.track_pushed.swap(false, Ordering::Relaxed);
+        let due = pushed
+            || self
+                .track_checked
+                .is_none_or(|t| t.elapsed() >= self.options.track_interval);
+        let Some(m) = self.manifests.clone().filter(|_| due) else {
+            return;
+        };
+        self.track_checked = Some(Instant::now());
+        let snapshot = self.shared.state.lock().expect("state lock").clone();
+        let mut moves: Vec<(String, crate::gitops::track::Step)> = Vec::new();
+        for ((ns, name), location) in &m.code_locations {
+            if location.object.spec.track.is_empty() {
+                continue;
+            }
+            moves.extend(self.track_location(&m, &snapshot, ns, name).await);
+        }
+        self.record_tracking(moves);
+    }
+
+    /// Decides the tracking rules of one code location: `(Release key, step)`.
+    async fn track_location(
+        &self,
+        m: &Manifests,
+        snapshot: &state::State,
+        ns: &str,
+        name: &str,
+    ) -> Vec<(String, crate::gitops::track::Step)> {
+        let Some(location) = m.code_locations.get(&(ns.to_owned(), name.to_owned())) else {
+            return Vec::new();
+        };
+        let spec = &location.object.spec;
+        // Per environment: the Release binding this location to it, and what it knows.
+        let mut bound: BTreeMap<String, String> = BTreeMap::new();
+        let mut known: BTreeMap<String, crate::gitops::tracker::Known> = BTreeMap::new();
+        for ((rns, rname), r) in &m.releases {
+            if rns != ns || r.object.spec.code_location != name {
+                continue;
+            }
+            let key = format!("{rns}/{rname}");
+            let revision = snapshot
+                .tracked
+                .get(&key)
+                .and_then(|t| t.sha.clone())
+                .or_else(|| r.object.spec.revision.as_ref()?.parse().ok());
+            let quarantined = snapshot
+                .releases
+                .get(&key)
+                .map(|rec| {
+                    rec.status
+                        .quarantine
+                        .iter()
+                        .map(|q| q.sha.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            known.insert(r.object.spec.environment.clone(), (revision, quarantined));
+            bound.insert(r.object.spec.environment.clone(), key);
+        }
+        let creds = repo_credentials(spec.repo.credentials.as_ref());
+        let (cache, url, rules) = (
+            self.options.git_cache.clone(),
+            spec.repo.url.clone(),
+            spec.track.clone(),
+        );
+        let evaluating = tokio::task::spawn_blocking(move || {
+            crate::gitops::tracker::evaluate(&cache, &url, &creds, &rules, &|env| {
+                known.get(env).cloned().unwrap_or_default()
+            })
+        });
+        let outcomes = match tokio::time::timeout(Duration::from_secs(120), evaluating).await {
+            Ok(Ok(Ok(o))) => o,
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(code_location = %name, error = %e, "cannot check the tracked refs");
+                return Vec::new();
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(code_location = %name, error = %e, "cannot check the tracked refs");
+                return Vec::new();
+            }
+            Err(_) => {
+                tracing::warn!(code_location = %name, "no answer from the repository within 120 s");
+                return Vec::new();
+            }
+        };
+        outcomes
+            .into_iter()
+            .filter_map(|o| {
+                let key = bound.get(&o.environment);
+                if key.is_none() {
+                    tracing::debug!(code_location = %name, environment = %o.environment, "a tracking rule names an environment with no Release");
+                }
+                Some((key?.clone(), o.step))
+            })
+            .collect()
+    }
+
+    /// Records the tracking moves (and refusals) in the state.
+    fn record_tracking(&self, moves: Vec<(String, crate::gitops::track::Step)>) {
+        let mut current = self.shared.state.lock().expect("state lock");
+        let mut next = current.clone();
+        let now = Timestamp::now();
+        for (key, step) in moves {
+            let entry = next.tracked.entry(key.clone()).or_default();
+            match step {
+                crate::gitops::track::Step::Move { sha, reference } => {
+                    tracing::info!(release = %key, sha = %sha.short(), reference = %reference, previous = entry.sha.as_ref().map_or("-", Sha::short), "tracking: moving the Release");
+                    *entry = state::Tracked {
+                        sha: Some(sha),
+                        reference: Some(reference),
+                        at: Some(now),
+                        refused: None,
+                    };
+                }
+                crate::gitops::track::Step::Refuse { reason, .. } => {
+                    if entry.refused.as_ref() != Some(&reason) {
+                        tracing::warn!(release = %key, "tracking: not followed: {reason}");
+                        entry.refused = Some(reason);
+                    }
+                }
+                crate::gitops::track::Step::Stay => {}
+            }
+        }
+        if next != *current {
+            match self.shared.save(&next) {
+                Ok(()) => *current = next,
+                Err(e) => tracing::error!(error = %e, "failed to record the tracked revisions"),
             }
         }
     }
@@ -422,6 +561,14 @@ impl Runner {
                 self.windows.insert(name.clone(), w);
             }
         }
+        if let Ok(mut repos) = self.shared.tracked_repos.write() {
+            *repos = m
+                .code_locations
+                .values()
+                .filter(|l| !l.object.spec.track.is_empty())
+                .map(|l| l.object.spec.repo.url.clone())
+                .collect();
+        }
         if let Ok(mut ci) = self.shared.ci.write() {
             *ci = m
                 .code_locations
@@ -450,6 +597,13 @@ impl Runner {
         let Some(m) = &self.manifests else {
             return Vec::new();
         };
+        let tracked = self
+            .shared
+            .state
+            .lock()
+            .expect("state lock")
+            .tracked
+            .clone();
         m.releases
             .iter()
             .filter_map(|((ns, name), r)| {
@@ -459,9 +613,15 @@ impl Runner {
                 let environment = m
                     .environments
                     .get(&(ns.clone(), r.object.spec.environment.clone()))?;
+                let key = format!("{ns}/{name}");
+                let mut release = r.object.clone();
+                // A tracking rule's move replaces the manifest's revision.
+                if let Some(sha) = tracked.get(&key).and_then(|t| t.sha.as_ref()) {
+                    release.spec.revision = Some(sha.to_string());
+                }
                 Some(Item {
-                    key: format!("{ns}/{name}"),
-                    release: r.object.clone(),
+                    key,
+                    release,
                     environment: environment.object.spec.clone(),
                     workload: Workload::resolve(
                         &self.instance,
@@ -520,6 +680,7 @@ impl Runner {
     pub async fn round(&mut self) {
         let started = Instant::now();
         self.reload().await;
+        self.track().await;
         let items = self.items();
         self.poll_ci(&items).await;
         let desired = self.resolve(&items).await;
@@ -960,6 +1121,29 @@ impl Runner {
                 Err(e) => tracing::debug!(environment = %env, error = %e, "prune skipped"),
             }
         }
+    }
+}
+
+/// A code repository's credentials, read from their files or variables.
+fn repo_credentials(
+    c: Option<&crate::api::code_location::GitCredentials>,
+) -> crate::gitops::repo::Credentials {
+    let read = |s: Option<&crate::api::SecretSource>| {
+        s.and_then(|s| match crate::secrets::resolve(s) {
+            Ok(v) => String::from_utf8(v).ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "repository credential unavailable");
+                None
+            }
+        })
+    };
+    let Some(c) = c else {
+        return crate::gitops::repo::Credentials::default();
+    };
+    crate::gitops::repo::Credentials {
+        token: read(c.token.as_ref()),
+        ssh_key: read(c.ssh_key.as_ref()).map(|k| k + "\n"),
+        known_hosts: read(c.known_hosts.as_ref()),
     }
 }
 

@@ -75,6 +75,11 @@ pub struct Shared {
     pub git_watch: RwLock<Option<crate::gitops::source::GitSource>>,
     /// Set by a push webhook for the manifests repository.
     pub git_pushed: AtomicBool,
+    /// Repositories of code locations with tracking rules (push webhooks for them check
+    /// the tracked refs at once).
+    pub tracked_repos: RwLock<Vec<String>>,
+    /// Set by a push webhook for a tracked repository.
+    pub track_pushed: AtomicBool,
 }
 
 impl Shared {
@@ -93,6 +98,8 @@ impl Shared {
             ci: RwLock::new(BTreeMap::new()),
             git_watch: RwLock::new(None),
             git_pushed: AtomicBool::new(false),
+            tracked_repos: RwLock::new(Vec::new()),
+            track_pushed: AtomicBool::new(false),
         }
     }
 }
@@ -679,6 +686,21 @@ fn push_hook(
             "accepted",
             StatusCode::ACCEPTED,
             "fetching the manifests",
+        );
+    }
+    let tracked = shared
+        .tracked_repos
+        .read()
+        .is_ok_and(|repos| repos.iter().any(|r| push.is_for(r)));
+    if tracked {
+        tracing::info!(reference = %push.reference, after = %push.after, "push to a tracked repository: checking its refs");
+        shared.track_pushed.store(true, Ordering::Relaxed);
+        shared.wake.notify_one();
+        return reply(
+            shared,
+            "accepted",
+            StatusCode::ACCEPTED,
+            "checking the tracked refs",
         );
     }
     reply(

@@ -42,6 +42,27 @@ pub struct State {
     /// A git source's synchronisation: the commit in force, when, and the last error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_sync: Option<GitSync>,
+    /// Where tracking rules moved Releases (by `namespace/name`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tracked: BTreeMap<String, Tracked>,
+}
+
+/// Where a tracking rule moved a Release.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tracked {
+    /// The commit the Release follows now (it replaces the manifest's revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<crate::api::Sha>,
+    /// The branch or tag that named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// When the Release was moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<jiff::Timestamp>,
+    /// Why the latest commit of the ref was not followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// Where a git source of manifests stands.
