@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::FutureExt;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
@@ -668,8 +669,17 @@ impl Backend for KubernetesBackend {
         let cached = self.store.as_ref().and_then(|s| {
             s.get(&kube::runtime::reflector::ObjectRef::new(&name).within(&self.namespace))
         });
+        // A ready cache that lacks a Deployment Vigie creates is an answer; an existing
+        // Deployment may not carry Vigie's label yet, so it is asked for.
+        let trusted = workload.deployment.is_none()
+            && self.store.as_ref().is_some_and(|s| {
+                s.wait_until_ready()
+                    .now_or_never()
+                    .is_some_and(|r| r.is_ok())
+            });
         let fetched = match cached {
             Some(d) => Ok(Some((*d).clone())),
+            None if trusted => Ok(None),
             None => self.deployments().get_opt(&name).await,
         };
         match fetched {
