@@ -59,6 +59,7 @@ fn authorized(headers: &[(String, String)], token: &str) -> bool {
         .is_some_and(|up| up.split_once(':').is_some_and(|(_, p)| p == token))
 }
 
+#[allow(clippy::too_many_lines, reason = "one HTTP exchange, read top to bottom")]
 fn serve(stream: TcpStream, root: &Path, token: &str) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
@@ -153,7 +154,7 @@ fn serve(stream: TcpStream, root: &Path, token: &str) -> std::io::Result<()> {
     let mut response = String::new();
     for h in head.lines() {
         if let Some(s) = h.strip_prefix("Status:") {
-            status = s.trim().to_owned();
+            s.trim().clone_into(&mut status);
         } else if !h.trim().is_empty() {
             response.push_str(h.trim_end());
             response.push_str("\r\n");
