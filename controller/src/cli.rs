@@ -191,9 +191,58 @@ pub struct ControllerArgs {
     /// must differ).
     #[arg(long, env = "VIGIE_INSTANCE", default_value = "operator")]
     pub instance: String,
+    /// GitOps: apply the Environments, CodeLocations and Releases of this repository.
+    #[arg(long, env = "VIGIE_GITOPS_REPO")]
+    pub gitops_repo: Option<String>,
+    /// GitOps: the branch followed.
+    #[arg(long, env = "VIGIE_GITOPS_REF", default_value = "main")]
+    pub gitops_ref: String,
+    /// GitOps: the folder of the manifests in the repository.
+    #[arg(long, env = "VIGIE_GITOPS_PATH", default_value = "")]
+    pub gitops_path: String,
+    /// GitOps: seconds between fetches (a signed push webhook fetches at once).
+    #[arg(long, default_value_t = 60)]
+    pub gitops_interval: u64,
+    /// GitOps: namespace of the objects that name none.
+    #[arg(long, default_value = "default")]
+    pub gitops_namespace: String,
+    /// GitOps: file holding the HTTPS token.
+    #[arg(long)]
+    pub gitops_token_file: Option<PathBuf>,
+    /// GitOps: file holding the SSH private key.
+    #[arg(long)]
+    pub gitops_ssh_key_file: Option<PathBuf>,
+    /// GitOps: known_hosts file the SSH server's key must be listed in.
+    #[arg(long)]
+    pub gitops_known_hosts_file: Option<PathBuf>,
+    /// GitOps: where the repository is mirrored.
+    #[arg(long, default_value = "/tmp/vigie-gitops")]
+    pub gitops_cache: PathBuf,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+/// Reads the credential files of a git remote.
+fn git_credentials(
+    token: Option<&PathBuf>,
+    ssh_key: Option<&PathBuf>,
+    known_hosts: Option<&PathBuf>,
+) -> Result<crate::gitops::repo::Credentials, String> {
+    let read = |file: Option<&PathBuf>, what: &str| -> Result<Option<String>, String> {
+        file.map(|f| {
+            std::fs::read_to_string(f)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("cannot read the {what} file {}: {}", f.display(), e.kind()))
+        })
+        .transpose()
+    };
+    Ok(crate::gitops::repo::Credentials {
+        token: read(token, "git token")?,
+        // A key file keeps its final newline: OpenSSH wants it.
+        ssh_key: read(ssh_key, "SSH key")?.map(|k| k + "\n"),
+        known_hosts: read(known_hosts, "known_hosts")?,
+    })
 }
 
 /// Log formats.
@@ -325,7 +374,43 @@ fn controller(args: ControllerArgs) -> ExitCode {
             .map_or_else(|_| "vigie".into(), |h| h.trim().to_owned());
         format!("{host}-{}", std::process::id())
     });
+    let gitops = match args.gitops_repo.as_deref() {
+        None => None,
+        Some(repo) => {
+            let spec = format!("{repo}#{}:{}", args.gitops_ref, args.gitops_path);
+            let source = match crate::gitops::source::parse(&spec) {
+                Ok(crate::gitops::source::Source::Git(g)) => g,
+                Ok(crate::gitops::source::Source::Path(_)) => {
+                    eprintln!("vigie: --gitops-repo {repo:?} is not a git URL");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("vigie: --gitops-repo {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let credentials = match git_credentials(
+                args.gitops_token_file.as_ref(),
+                args.gitops_ssh_key_file.as_ref(),
+                args.gitops_known_hosts_file.as_ref(),
+            ) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vigie: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            Some(crate::operator::gitops::Options {
+                source,
+                interval: std::time::Duration::from_secs(args.gitops_interval.max(1)),
+                credentials,
+                cache: args.gitops_cache.clone(),
+                default_namespace: args.gitops_namespace.clone(),
+            })
+        }
+    };
     let options = crate::operator::Options {
+        gitops,
         listen: args.listen,
         namespace: args.namespace,
         leader_election: args.leader_elect,
@@ -389,26 +474,13 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let read = |file: Option<&PathBuf>, what: &str| -> Result<Option<String>, String> {
-        file.map(|f| {
-            std::fs::read_to_string(f)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-                .map_err(|e| format!("cannot read the {what} file {}: {}", f.display(), e.kind()))
-        })
-        .transpose()
-    };
-    let git_credentials = match (
-        read(args.git_token_file.as_ref(), "git token"),
-        read(args.git_ssh_key_file.as_ref(), "SSH key"),
-        read(args.git_known_hosts_file.as_ref(), "known_hosts"),
+    let git_credentials = match git_credentials(
+        args.git_token_file.as_ref(),
+        args.git_ssh_key_file.as_ref(),
+        args.git_known_hosts_file.as_ref(),
     ) {
-        (Ok(token), Ok(ssh_key), Ok(known_hosts)) => crate::gitops::repo::Credentials {
-            token,
-            // A key file keeps its final newline: OpenSSH wants it.
-            ssh_key: ssh_key.map(|k| k + "\n"),
-            known_hosts,
-        },
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+        Ok(c) => c,
+        Err(e) => {
             eprintln!("vigie: {e}");
             return ExitCode::FAILURE;
         }

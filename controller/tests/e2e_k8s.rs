@@ -804,3 +804,183 @@ async fn a_pre_deploy_hook_runs_as_a_job_before_the_deployment_moves() {
     let left = stdout(&kubectl(&["-n", &n, "get", "jobs", "-o", "name"]));
     assert!(left.trim().is_empty(), "{left}");
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "ops")
+        .env("GIT_AUTHOR_EMAIL", "ops@example.com")
+        .env("GIT_COMMITTER_NAME", "ops")
+        .env("GIT_COMMITTER_EMAIL", "ops@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn commit_all(work: &std::path::Path, message: &str) -> String {
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-q", "-m", message]);
+    git(work, &["push", "-q", "origin", "main"]);
+    git(work, &["rev-parse", "HEAD"])
+}
+
+fn configmap(ns: &str, key: &str) -> String {
+    stdout(&kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "configmap",
+        "vigie-gitops",
+        "-o",
+        &format!("jsonpath={{.data.{key}}}"),
+    ]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gitops_applies_a_branch_prunes_what_leaves_it_and_puts_back_hand_changes() {
+    if !k8s::enabled("gitops") {
+        return;
+    }
+    let ns = Namespace::new("gitops");
+    let n = ns.name.clone();
+    let dir = std::env::temp_dir().join(format!("{n}-git"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bare = dir.join("ops.git");
+    let work = dir.join("ops");
+    git(
+        &dir,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git(
+        &dir,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    std::fs::create_dir_all(work.join("k8s")).unwrap();
+    let (a, b, c) = (sha('a'), sha('b'), sha('c'));
+    std::fs::write(work.join("k8s/web.yaml"), manifests(&n, &a)).unwrap();
+    let first = commit_all(&work, "web at a");
+
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.args(&[
+        format!("--gitops-repo=file://{}", bare.display()),
+        "--gitops-ref=main".into(),
+        "--gitops-path=k8s".into(),
+        "--gitops-interval=1".into(),
+        format!("--gitops-cache={}", dir.join("cache").display()),
+    ]);
+    controller.start();
+    wait_rolled_out(&n, "web-preprod", &image(&a)).await;
+    let labels = stdout(&kubectl(&[
+        "-n",
+        &n,
+        "get",
+        "release",
+        "web-preprod",
+        "-o",
+        "jsonpath={.metadata.labels.app\\.kubernetes\\.io/managed-by}",
+    ]));
+    assert_eq!(labels, "vigie-gitops");
+    eventually(T, "the synced commit recorded", || async {
+        (configmap(&n, "commit") == first).then_some(())
+    })
+    .await;
+
+    // A new commit moves the Release.
+    std::fs::write(work.join("k8s/web.yaml"), manifests(&n, &b)).unwrap();
+    let second = commit_all(&work, "web at b");
+    wait_rolled_out(&n, "web-preprod", &image(&b)).await;
+    eventually(T, "the second commit recorded", || async {
+        (configmap(&n, "commit") == second).then_some(())
+    })
+    .await;
+
+    // A change by hand to what git manages is reported and put back.
+    set_revision(&n, "web-preprod", &c);
+    eventually(T, "the hand change put back", || async {
+        release(&n, "web-preprod")
+            .await
+            .filter(|r| r.spec.revision.as_deref() == Some(b.as_str()))
+    })
+    .await;
+    let events = eventually(T, "a DriftCorrected Event", || async {
+        Some(stdout(&kubectl(&[
+            "-n",
+            &n,
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=vigie-gitops",
+        ])))
+        .filter(|e| e.contains("DriftCorrected"))
+    })
+    .await;
+    assert!(
+        events.contains(&format!("Release {n}/web-preprod")),
+        "{events}"
+    );
+
+    // An invalid commit applies nothing and names its commit, file, document and field.
+    std::fs::write(
+        work.join("k8s/web.yaml"),
+        manifests(&n, &a).replace(
+            "  codeLocation: web",
+            "  codeLocation: web\n  revison: main",
+        ),
+    )
+    .unwrap();
+    let bad = commit_all(&work, "a typo");
+    let error = eventually(T, "the invalid commit reported", || async {
+        Some(configmap(&n, "error")).filter(|e| e.contains(&bad[..7]))
+    })
+    .await;
+    assert!(
+        error.contains(&format!("commit {}: k8s/web.yaml: document 3 (Release/web-preprod): spec.revison: unknown field", &bad[..7])),
+        "{error}"
+    );
+    assert_eq!(
+        configmap(&n, "commit"),
+        second,
+        "the last good commit stays in force"
+    );
+    assert_eq!(
+        release(&n, "web-preprod")
+            .await
+            .unwrap()
+            .spec
+            .revision
+            .as_deref(),
+        Some(b.as_str())
+    );
+
+    // A Release that leaves the branch is pruned, and its workloads with it.
+    let without_release = manifests(&n, &b);
+    let cut = without_release.rfind("---").unwrap();
+    std::fs::write(work.join("k8s/web.yaml"), &without_release[..cut]).unwrap();
+    commit_all(&work, "no more web-preprod");
+    eventually(T, "the Release and its Deployment pruned", || async {
+        (release(&n, "web-preprod").await.is_none()
+            && deployment(&n, "web-preprod").await.is_none())
+        .then_some(())
+    })
+    .await;
+    assert!(release(&n, "web-preprod").await.is_none());
+    let envs = stdout(&kubectl(&["-n", &n, "get", "environments", "-o", "name"]));
+    assert!(
+        envs.contains("preprod"),
+        "only what left the branch goes: {envs}"
+    );
+}

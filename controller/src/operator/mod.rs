@@ -8,6 +8,7 @@
 
 pub mod client;
 mod environment;
+pub mod gitops;
 pub mod leader;
 mod location;
 mod release;
@@ -72,6 +73,8 @@ pub struct Options {
     pub concurrency: u16,
     /// Labels Docker containers with this instance id (`vigie.dev/instance`).
     pub instance: String,
+    /// Apply the manifests of a git branch (GitOps), when set.
+    pub gitops: Option<gitops::Options>,
 }
 
 /// Why `vigie controller` stopped.
@@ -368,6 +371,10 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     ));
     let environments = tokio::spawn(environment::controller(ctx.clone(), stopped()));
     let locations = tokio::spawn(location::controller(ctx.clone(), stopped()));
+    let gitops = options
+        .gitops
+        .clone()
+        .map(|g| tokio::spawn(gitops::run(ctx.clone(), g)));
 
     let lost = async {
         match &elector {
@@ -380,6 +387,9 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         () = lost => Err(OperatorError::LostLease),
     };
     tracing::info!("vigie controller stopping");
+    if let Some(g) = &gitops {
+        g.abort();
+    }
     let _ = stop_tx.send(true);
     let drain = async {
         let _ = releases.await;

@@ -59,7 +59,10 @@ fn authorized(headers: &[(String, String)], token: &str) -> bool {
         .is_some_and(|up| up.split_once(':').is_some_and(|(_, p)| p == token))
 }
 
-#[allow(clippy::too_many_lines, reason = "one HTTP exchange, read top to bottom")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one HTTP exchange, read top to bottom"
+)]
 fn serve(stream: TcpStream, root: &Path, token: &str) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;

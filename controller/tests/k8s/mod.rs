@@ -274,6 +274,11 @@ impl Controller {
         }
     }
 
+    /// Adds arguments of `vigie controller`.
+    pub fn args(&mut self, more: &[String]) {
+        self.args.extend_from_slice(more);
+    }
+
     /// Starts (again).
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()

@@ -1,0 +1,405 @@
+//! GitOps in the operator: the Environments, CodeLocations and Releases of a folder of
+//! a git branch are server-side applied (field manager `vigie-gitops`, labelled
+//! `app.kubernetes.io/managed-by: vigie-gitops`); those that leave the folder are
+//! pruned (only labelled ones); changes made by hand to what git manages are reported
+//! and put back. A commit with any invalid manifest applies nothing. The commit in
+//! force, when, and the last error are in the ConfigMap `vigie-gitops` (next to the
+//! leader Lease), in Events on it, and in metrics.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+    runtime::events::{Event as KubeEvent, EventType},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::Ctx;
+use crate::{
+    api::{CodeLocation, Environment, Release, Sha},
+    gitops::{
+        repo::{Credentials, Mirror},
+        source::GitSource,
+    },
+    manifest::{self, Manifests},
+};
+
+/// Field manager of what git manages.
+pub const FIELD_MANAGER: &str = "vigie-gitops";
+/// Label on every object git manages (the only ones pruned).
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "vigie-gitops");
+/// Annotation naming the commit an object was last applied from.
+pub const COMMIT_ANNOTATION: &str = "vigie.dev/gitops-commit";
+/// The ConfigMap recording the synchronisation.
+pub const STATUS_CONFIGMAP: &str = "vigie-gitops";
+
+/// Options of the GitOps loop.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The folder of the branch followed.
+    pub source: GitSource,
+    /// Time between fetches (a push webhook fetches at once).
+    pub interval: Duration,
+    /// Credentials of the repository.
+    pub credentials: Credentials,
+    /// Where the repository is mirrored.
+    pub cache: std::path::PathBuf,
+    /// Namespace of objects that name none.
+    pub default_namespace: String,
+}
+
+/// What one sync did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Objects applied (`Kind ns/name`).
+    pub applied: usize,
+    /// Objects changed by hand and put back.
+    pub drifted: Vec<String>,
+    /// Objects pruned.
+    pub pruned: Vec<String>,
+}
+
+/// Runs until the task is dropped: fetch, validate, apply, prune, record.
+pub async fn run(ctx: Arc<Ctx>, options: Options) {
+    if let Ok(mut w) = ctx.shared.git_watch.write() {
+        *w = Some(options.source.clone());
+    }
+    let mut last_fetch: Option<Instant> = None;
+    let mut applied: Option<Sha> = None;
+    loop {
+        let pushed = ctx.shared.git_pushed.swap(false, Ordering::Relaxed);
+        if pushed || last_fetch.is_none_or(|t| t.elapsed() >= options.interval) {
+            last_fetch = Some(Instant::now());
+            once(&ctx, &options, &mut applied).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = ctx.shared.wake.notified() => {}
+        }
+    }
+}
+
+#[allow(clippy::too_many_lines, reason = "fetch, validate, apply, record: one sync")]
+async fn once(ctx: &Ctx, options: &Options, applied: &mut Option<Sha>) {
+    let (cache, source, creds) = (
+        options.cache.clone(),
+        options.source.clone(),
+        options.credentials.clone(),
+    );
+    let fetching = tokio::task::spawn_blocking(move || {
+        let mirror = Mirror::open(&cache, &source.url)?;
+        let reference = format!("refs/heads/{}", source.branch);
+        mirror.fetch(std::slice::from_ref(&reference), &creds)?;
+        let sha = mirror.tip(&reference)?;
+        let files = mirror.files(&sha, &source.dir)?;
+        Ok::<_, String>((sha, files))
+    });
+    let fetched = match tokio::time::timeout(Duration::from_secs(120), fetching).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer from {} within 120 s", options.source)),
+    };
+    let now = Timestamp::now();
+    let (sha, files) = match fetched {
+        Ok(f) => f,
+        Err(e) => {
+            ctx.shared.metrics.git_sync_errors.inc();
+            tracing::error!(source = %options.source, error = %e, "failed to fetch the manifests; the last good commit stays in force");
+            record(ctx, options, applied.as_ref(), Some(&e), now, "FetchFailed").await;
+            return;
+        }
+    };
+    let report = manifest::load_sources(&files);
+    if !report.problems.is_empty() {
+        ctx.shared.metrics.git_sync_errors.inc();
+        let problems: Vec<String> = report
+            .problems
+            .iter()
+            .map(|p| format!("commit {}: {p}", sha.short()))
+            .collect();
+        let error = format!(
+            "commit {} is invalid, nothing of it is applied; {} stays in force: {}",
+            sha.short(),
+            applied.as_ref().map_or("nothing", Sha::short),
+            problems.join("; ")
+        );
+        tracing::error!(source = %options.source, "{error}");
+        record(
+            ctx,
+            options,
+            applied.as_ref(),
+            Some(&error),
+            now,
+            "InvalidCommit",
+        )
+        .await;
+        return;
+    }
+    match apply(ctx, options, &report.manifests, &sha).await {
+        Ok(r) => {
+            let first = applied.as_ref() != Some(&sha);
+            *applied = Some(sha.clone());
+            ctx.shared.metrics.git_synced.set(now.as_second());
+            for d in &r.drifted {
+                tracing::warn!(object = %d, commit = %sha.short(), "changed by hand; put back to what git says");
+            }
+            if first || !r.drifted.is_empty() || !r.pruned.is_empty() {
+                tracing::info!(commit = %sha.short(), applied = r.applied, pruned = ?r.pruned, drifted = ?r.drifted, "manifests synced from git");
+            }
+            let reason = if r.drifted.is_empty() {
+                "Synced"
+            } else {
+                "DriftCorrected"
+            };
+            let note = (!r.drifted.is_empty())
+                .then(|| format!("changed by hand, put back: {}", r.drifted.join(", ")));
+            if first || note.is_some() || !r.pruned.is_empty() {
+                record(ctx, options, applied.as_ref(), None, now, reason).await;
+                let pruned =
+                    (!r.pruned.is_empty()).then(|| format!("pruned: {}", r.pruned.join(", ")));
+                let detail = [note, pruned]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let type_ = if r.drifted.is_empty() {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                };
+                let note = if detail.is_empty() {
+                    format!("{} at {}", options.source, sha.short())
+                } else {
+                    format!("{} at {}: {detail}", options.source, sha.short())
+                };
+                event(ctx, options, type_, reason, &note).await;
+            } else {
+                record_quiet(ctx, options, applied.as_ref(), now).await;
+            }
+        }
+        Err(e) => {
+            ctx.shared.metrics.git_sync_errors.inc();
+            tracing::error!(commit = %sha.short(), error = %e, "failed to apply the manifests");
+            record(ctx, options, applied.as_ref(), Some(&e), now, "ApplyFailed").await;
+        }
+    }
+}
+
+/// The namespace an object goes to: its own, else the default one.
+fn namespace_of(meta: &kube::api::ObjectMeta, options: &Options) -> String {
+    meta.namespace
+        .clone()
+        .unwrap_or_else(|| options.default_namespace.clone())
+}
+
+/// Applies every object (Environments and CodeLocations before the Releases that name
+/// them), then prunes, Releases first.
+async fn apply(ctx: &Ctx, options: &Options, m: &Manifests, sha: &Sha) -> Result<Report, String> {
+    let mut report = Report::default();
+    let mut keep: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for ((_, name), l) in &m.environments {
+        let ns = namespace_of(&l.object.metadata, options);
+        apply_one::<Environment>(ctx, &ns, name, &l.object, sha, &mut report).await?;
+        keep.insert(("Environment".into(), ns, name.clone()));
+    }
+    for ((_, name), l) in &m.code_locations {
+        let ns = namespace_of(&l.object.metadata, options);
+        apply_one::<CodeLocation>(ctx, &ns, name, &l.object, sha, &mut report).await?;
+        keep.insert(("CodeLocation".into(), ns, name.clone()));
+    }
+    for ((_, name), l) in &m.releases {
+        let ns = namespace_of(&l.object.metadata, options);
+        apply_one::<Release>(ctx, &ns, name, &l.object, sha, &mut report).await?;
+        keep.insert(("Release".into(), ns, name.clone()));
+    }
+    prune::<Release>(ctx, &keep, &mut report).await?;
+    prune::<CodeLocation>(ctx, &keep, &mut report).await?;
+    prune::<Environment>(ctx, &keep, &mut report).await?;
+    Ok(report)
+}
+
+async fn apply_one<K>(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    object: &K,
+    sha: &Sha,
+    report: &mut Report,
+) -> Result<(), String>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let kind = K::kind(&()).to_string();
+    let mut desired = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    let desired_spec = desired.get("spec").cloned();
+    // Drift: git's last applied spec differs from the live one, and git did not move.
+    let live = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("{kind} {ns}/{name}: {e}"))?;
+    if let Some(live) = &live {
+        let live_json = serde_json::to_value(live).map_err(|e| e.to_string())?;
+        let managed = live.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+        let same_commit = live.annotations().get(COMMIT_ANNOTATION) == Some(&sha.to_string());
+        if managed && same_commit && live_json.get("spec") != desired_spec.as_ref() {
+            report.drifted.push(format!("{kind} {ns}/{name}"));
+        }
+    }
+    let meta = desired
+        .get_mut("metadata")
+        .and_then(|m| m.as_object_mut())
+        .ok_or("an object without metadata")?;
+    meta.insert("namespace".into(), ns.into());
+    meta.remove("resourceVersion");
+    meta.remove("uid");
+    let labels = meta
+        .entry("labels")
+        .or_insert_with(|| serde_json::json!({}));
+    labels[MANAGED_BY.0] = MANAGED_BY.1.into();
+    let annotations = meta
+        .entry("annotations")
+        .or_insert_with(|| serde_json::json!({}));
+    annotations[COMMIT_ANNOTATION] = sha.to_string().into();
+    if let Some(obj) = desired.as_object_mut() {
+        obj.remove("status");
+    }
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map_err(|e| format!("applying {kind} {ns}/{name}: {e}"))?;
+    report.applied += 1;
+    Ok(())
+}
+
+async fn prune<K>(
+    ctx: &Ctx,
+    keep: &BTreeSet<(String, String, String)>,
+    report: &mut Report,
+) -> Result<(), String>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let kind = K::kind(&()).to_string();
+    let api: Api<K> = super::scoped(&ctx.client, ctx.options.namespace.as_deref());
+    let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let list = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| format!("listing {kind}s: {e}"))?;
+    for o in list.items {
+        let ns = o.namespace().unwrap_or_default();
+        let name = o.name_any();
+        if keep.contains(&(kind.clone(), ns.clone(), name.clone())) {
+            continue;
+        }
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => report.pruned.push(format!("{kind} {ns}/{name}")),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(format!("pruning {kind} {ns}/{name}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn lease_namespace(ctx: &Ctx) -> String {
+    ctx.options.lease_namespace.clone()
+}
+
+/// Writes the ConfigMap and publishes an Event on it.
+async fn record(
+    ctx: &Ctx,
+    options: &Options,
+    commit: Option<&Sha>,
+    error: Option<&str>,
+    now: Timestamp,
+    reason: &str,
+) {
+    let mut data = BTreeMap::from([
+        ("source".to_owned(), options.source.to_string()),
+        ("checkedAt".to_owned(), now.to_string()),
+        ("error".to_owned(), error.unwrap_or_default().to_owned()),
+    ]);
+    if let Some(c) = commit {
+        data.insert("commit".into(), c.to_string());
+    }
+    if error.is_none() {
+        data.insert("syncedAt".into(), now.to_string());
+    }
+    write_configmap(ctx, data).await;
+    if let Some(e) = error {
+        event(ctx, options, EventType::Warning, reason, e).await;
+    }
+}
+
+/// Records a fetch that changed nothing (no Event).
+async fn record_quiet(ctx: &Ctx, options: &Options, commit: Option<&Sha>, now: Timestamp) {
+    let mut data = BTreeMap::from([
+        ("source".to_owned(), options.source.to_string()),
+        ("checkedAt".to_owned(), now.to_string()),
+        ("error".to_owned(), String::new()),
+    ]);
+    if let Some(c) = commit {
+        data.insert("commit".into(), c.to_string());
+    }
+    write_configmap(ctx, data).await;
+}
+
+async fn write_configmap(ctx: &Ctx, data: BTreeMap<String, String>) {
+    let ns = lease_namespace(ctx);
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": STATUS_CONFIGMAP, "labels": { MANAGED_BY.0: "vigie" } },
+        "data": data,
+    });
+    if let Err(e) = api
+        .patch(
+            STATUS_CONFIGMAP,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "failed to record the GitOps status in ConfigMap {ns}/{STATUS_CONFIGMAP}");
+    }
+}
+
+async fn event(ctx: &Ctx, _options: &Options, type_: EventType, reason: &str, note: &str) {
+    let ns = lease_namespace(ctx);
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let Ok(cm) = api.get(STATUS_CONFIGMAP).await else {
+        return;
+    };
+    let mut note = note.to_owned();
+    note.truncate(1000);
+    let e = KubeEvent {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&e, &cm.object_ref(&())).await {
+        tracing::warn!(error = %err, "failed to publish a GitOps Event");
+    }
+}
