@@ -2,6 +2,9 @@
 //! fetched with git2 from a real repository (file://), against the real engine.
 
 mod docker;
+mod gitserve;
+
+use gitserve::git;
 
 use std::{path::Path, process::Command, time::Duration};
 
@@ -11,25 +14,6 @@ use docker::{
 };
 
 const T: Duration = Duration::from_secs(60);
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "ops")
-        .env("GIT_AUTHOR_EMAIL", "ops@example.com")
-        .env("GIT_COMMITTER_NAME", "ops")
-        .env("GIT_COMMITTER_EMAIL", "ops@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// Commits everything in `work` and pushes it; returns the commit.
 fn push(work: &Path, message: &str) -> String {

@@ -14,6 +14,9 @@
 #![allow(clippy::too_many_lines, reason = "each test tells one story, in order")]
 
 mod docker;
+mod gitserve;
+
+use gitserve::git;
 mod k8s;
 mod providers;
 
@@ -803,25 +806,6 @@ async fn a_pre_deploy_hook_runs_as_a_job_before_the_deployment_moves() {
     assert!(out.status.success(), "{}", stderr(&out));
     let left = stdout(&kubectl(&["-n", &n, "get", "jobs", "-o", "name"]));
     assert!(left.trim().is_empty(), "{left}");
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "ops")
-        .env("GIT_AUTHOR_EMAIL", "ops@example.com")
-        .env("GIT_COMMITTER_NAME", "ops")
-        .env("GIT_COMMITTER_EMAIL", "ops@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn commit_all(work: &std::path::Path, message: &str) -> String {

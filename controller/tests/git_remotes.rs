@@ -4,28 +4,11 @@
 
 mod gitserve;
 
-use std::{path::Path, process::Command};
+use gitserve::git;
+
+use std::path::Path;
 
 use vigie::gitops::repo::{Credentials, Mirror};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "ops")
-        .env("GIT_AUTHOR_EMAIL", "ops@example.com")
-        .env("GIT_COMMITTER_NAME", "ops")
-        .env("GIT_COMMITTER_EMAIL", "ops@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// A bare repository `ops.git` under `root` with one commit holding `vm/app.yaml`.
 fn repository(root: &Path) -> String {

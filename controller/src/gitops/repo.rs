@@ -268,6 +268,24 @@ impl Mirror {
     }
 }
 
+/// Fetches a folder of a branch: the branch's tip and the manifests under the folder.
+/// Blocking (git2).
+///
+/// # Errors
+/// The remote cannot be fetched, or the branch or folder is missing.
+pub fn fetch_folder(
+    cache: &Path,
+    source: &super::source::GitSource,
+    creds: &Credentials,
+) -> Result<(Sha, Vec<(PathBuf, String)>), String> {
+    let mirror = Mirror::open(cache, &source.url)?;
+    let reference = format!("refs/heads/{}", source.branch);
+    mirror.fetch(std::slice::from_ref(&reference), creds)?;
+    let sha = mirror.tip(&reference)?;
+    let files = mirror.files(&sha, &source.dir)?;
+    Ok((sha, files))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

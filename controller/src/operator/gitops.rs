@@ -24,10 +24,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::Ctx;
 use crate::{
     api::{CodeLocation, Environment, Release, Sha},
-    gitops::{
-        repo::{Credentials, Mirror},
-        source::GitSource,
-    },
+    gitops::{repo::Credentials, source::GitSource},
     manifest::{self, Manifests},
 };
 
@@ -86,7 +83,10 @@ pub async fn run(ctx: Arc<Ctx>, options: Options) {
     }
 }
 
-#[allow(clippy::too_many_lines, reason = "fetch, validate, apply, record: one sync")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "fetch, validate, apply, record: one sync"
+)]
 async fn once(ctx: &Ctx, options: &Options, applied: &mut Option<Sha>) {
     let (cache, source, creds) = (
         options.cache.clone(),
@@ -94,12 +94,7 @@ async fn once(ctx: &Ctx, options: &Options, applied: &mut Option<Sha>) {
         options.credentials.clone(),
     );
     let fetching = tokio::task::spawn_blocking(move || {
-        let mirror = Mirror::open(&cache, &source.url)?;
-        let reference = format!("refs/heads/{}", source.branch);
-        mirror.fetch(std::slice::from_ref(&reference), &creds)?;
-        let sha = mirror.tip(&reference)?;
-        let files = mirror.files(&sha, &source.dir)?;
-        Ok::<_, String>((sha, files))
+        crate::gitops::repo::fetch_folder(&cache, &source, &creds)
     });
     let fetched = match tokio::time::timeout(Duration::from_secs(120), fetching).await {
         Ok(Ok(r)) => r,

@@ -262,12 +262,7 @@ impl Runner {
             self.options.git_credentials.clone(),
         );
         let fetching = tokio::task::spawn_blocking(move || {
-            let mirror = crate::gitops::repo::Mirror::open(&cache, &source.url)?;
-            let reference = format!("refs/heads/{}", source.branch);
-            mirror.fetch(std::slice::from_ref(&reference), &creds)?;
-            let sha = mirror.tip(&reference)?;
-            let files = mirror.files(&sha, &source.dir)?;
-            Ok::<_, String>((sha, files))
+            crate::gitops::repo::fetch_folder(&cache, &source, &creds)
         });
         let fetched = match tokio::time::timeout(Duration::from_secs(120), fetching).await {
             Ok(Ok(r)) => r,

@@ -12,6 +12,26 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
+/// Runs git in `dir` (author and committer set); its output, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "ops")
+        .env("GIT_AUTHOR_EMAIL", "ops@example.com")
+        .env("GIT_COMMITTER_NAME", "ops")
+        .env("GIT_COMMITTER_EMAIL", "ops@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A smart-HTTP git server for the repositories under `root`; a request without the
 /// token (as the Basic password, any user) gets 401.
 pub struct HttpGit {
