@@ -215,9 +215,12 @@ pub struct ControllerArgs {
     /// GitOps: known_hosts file the SSH server's key must be listed in.
     #[arg(long)]
     pub gitops_known_hosts_file: Option<PathBuf>,
-    /// GitOps: where the repository is mirrored.
-    #[arg(long, default_value = "/tmp/vigie-gitops")]
+    /// Where git repositories (the GitOps one, tracked code repositories) are mirrored.
+    #[arg(long, alias = "git-cache", default_value = "/tmp/vigie-gitops")]
     pub gitops_cache: PathBuf,
+    /// Seconds between checks of the refs that CodeLocations' `track` rules follow.
+    #[arg(long, default_value_t = 60)]
+    pub track_interval: u64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -411,6 +414,8 @@ fn controller(args: ControllerArgs) -> ExitCode {
     };
     let options = crate::operator::Options {
         gitops,
+        track_interval: std::time::Duration::from_secs(args.track_interval.max(1)),
+        git_cache: args.gitops_cache.clone(),
         listen: args.listen,
         namespace: args.namespace,
         leader_election: args.leader_elect,

@@ -968,3 +968,100 @@ async fn gitops_applies_a_branch_prunes_what_leaves_it_and_puts_back_hand_change
         "only what left the branch goes: {envs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tracked_branch_moves_the_release_forward_and_a_force_push_is_refused() {
+    if !k8s::enabled("tracking") {
+        return;
+    }
+    let ns = Namespace::new("tracking");
+    let n = ns.name.clone();
+    let dir = std::env::temp_dir().join(format!("{n}-code"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bare = dir.join("web.git");
+    let work = dir.join("web");
+    git(
+        &dir,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git(
+        &dir,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    std::fs::write(work.join("app.txt"), "one\n").unwrap();
+    let one = commit_all(&work, "one");
+    let url = format!("file://{}", bare.display());
+    let yaml = manifests(&n, "REV")
+        .replace("  revision: \"REV\"\n", "")
+        .replace(
+            "  repo: {url: \"https://git.example/web.git\"}",
+            &format!(
+                "  repo: {{url: \"{url}\"}}\n  track: [{{environment: preprod, branch: main}}]"
+            ),
+        );
+    apply(&yaml);
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.args(&[
+        "--track-interval=1".into(),
+        format!("--gitops-cache={}", dir.join("cache").display()),
+    ]);
+    controller.start();
+    wait_rolled_out(&n, "web-preprod", &image(&one)).await;
+
+    std::fs::write(work.join("app.txt"), "two\n").unwrap();
+    let two = commit_all(&work, "two");
+    wait_rolled_out(&n, "web-preprod", &image(&two)).await;
+    let events = eventually(T, "a Tracked Event", || async {
+        Some(stdout(&kubectl(&[
+            "-n",
+            &n,
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Tracked",
+        ])))
+        .filter(|e| e.contains(&two[..7]))
+    })
+    .await;
+    assert!(events.contains("(main)"), "{events}");
+
+    // History rewritten: main now points to a commit that does not descend from two.
+    git(&work, &["checkout", "-q", "--orphan", "rewritten"]);
+    std::fs::write(work.join("app.txt"), "rewritten\n").unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "rewritten"]);
+    git(
+        &work,
+        &["push", "-q", "--force", "origin", "rewritten:main"],
+    );
+    let refused = eventually(T, "a TrackingRefused Event", || async {
+        Some(stdout(&kubectl(&[
+            "-n",
+            &n,
+            "get",
+            "events",
+            "--field-selector",
+            "reason=TrackingRefused",
+        ])))
+        .filter(|e| e.contains("does not descend from"))
+    })
+    .await;
+    assert!(refused.contains(&two[..7]), "{refused}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        release(&n, "web-preprod")
+            .await
+            .unwrap()
+            .spec
+            .revision
+            .as_deref(),
+        Some(two.as_str())
+    );
+}

@@ -13,6 +13,7 @@ pub mod leader;
 mod location;
 mod release;
 mod secrets;
+mod tracking;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -75,6 +76,10 @@ pub struct Options {
     pub instance: String,
     /// Apply the manifests of a git branch (GitOps), when set.
     pub gitops: Option<gitops::Options>,
+    /// How often the refs of `track` rules are checked.
+    pub track_interval: Duration,
+    /// Where git repositories (manifests, tracked code) are mirrored.
+    pub git_cache: std::path::PathBuf,
 }
 
 /// Why `vigie controller` stopped.
@@ -269,6 +274,13 @@ async fn follow_locations(
         if let Ok(mut current) = shared.ci.write() {
             *current = ci;
         }
+        if let Ok(mut repos) = shared.tracked_repos.write() {
+            *repos = all
+                .iter()
+                .filter(|l| !l.spec.track.is_empty())
+                .map(|l| l.spec.repo.url.clone())
+                .collect();
+        }
         shared
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -375,6 +387,11 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         .gitops
         .clone()
         .map(|g| tokio::spawn(gitops::run(ctx.clone(), g)));
+    let tracker = tokio::spawn(tracking::run(
+        ctx.clone(),
+        options.track_interval,
+        options.git_cache.clone(),
+    ));
 
     let lost = async {
         match &elector {
@@ -390,6 +407,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     if let Some(g) = &gitops {
         g.abort();
     }
+    tracker.abort();
     let _ = stop_tx.send(true);
     let drain = async {
         let _ = releases.await;

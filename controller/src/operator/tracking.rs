@@ -1,0 +1,200 @@
+//! Tracking rules in the operator: the refs a CodeLocation's `track` rules follow are
+//! checked on an interval and at once on a signed push webhook; a move sets the bound
+//! Release's `spec.revision` (field manager `vigie-tracking`), with a `Tracked` Event;
+//! a refusal (a force-push, a quarantined SHA) is a `TrackingRefused` Warning, once.
+//! Releases that GitOps manages are not moved here (git is their source of truth and
+//! write-back is not built): that is reported too.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event as KubeEvent, EventType},
+};
+
+use super::Ctx;
+use crate::{
+    api::{CodeLocation, Release, SecretSource},
+    gitops::{repo::Credentials, track::Step, tracker},
+};
+
+/// Field manager of tracked revisions.
+pub const FIELD_MANAGER: &str = "vigie-tracking";
+
+/// Runs until the task is dropped.
+pub async fn run(ctx: Arc<Ctx>, interval: Duration, cache: std::path::PathBuf) {
+    let mut last: Option<Instant> = None;
+    // What was last reported per Release, so a refusal is published once.
+    let mut reported: HashMap<String, String> = HashMap::new();
+    loop {
+        let pushed = ctx.shared.track_pushed.swap(false, Ordering::Relaxed);
+        if pushed || last.is_none_or(|t| t.elapsed() >= interval) {
+            last = Some(Instant::now());
+            for loc in ctx.locations.state() {
+                if !loc.spec.track.is_empty() {
+                    check(&ctx, &loc, &cache, &mut reported).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn credentials(ctx: &Ctx, loc: &CodeLocation) -> Credentials {
+    let ns = loc.namespace().unwrap_or_default();
+    let read = |s: Option<&SecretSource>| {
+        s.and_then(|s| match ctx.secrets.get(&ns, s) {
+            Ok(v) => String::from_utf8(v).ok(),
+            Err(e) => {
+                tracing::warn!(code_location = %loc.name_any(), error = %e, "repository credential unavailable");
+                None
+            }
+        })
+    };
+    let Some(c) = loc.spec.repo.credentials.as_ref() else {
+        return Credentials::default();
+    };
+    Credentials {
+        token: read(c.token.as_ref()),
+        ssh_key: read(c.ssh_key.as_ref()).map(|k| k + "\n"),
+        known_hosts: read(c.known_hosts.as_ref()),
+    }
+}
+
+#[allow(clippy::too_many_lines, reason = "check, then act on each rule's step")]
+async fn check(
+    ctx: &Ctx,
+    loc: &CodeLocation,
+    cache: &std::path::Path,
+    reported: &mut HashMap<String, String>,
+) {
+    let ns = loc.namespace().unwrap_or_default();
+    let Some(store) = ctx.release_store() else {
+        return;
+    };
+    let bound: BTreeMap<String, Arc<Release>> = store
+        .state()
+        .into_iter()
+        .filter(|r| {
+            r.namespace().as_deref() == Some(ns.as_str()) && r.spec.code_location == loc.name_any()
+        })
+        .map(|r| (r.spec.environment.clone(), r))
+        .collect();
+    let known: BTreeMap<String, tracker::Known> = bound
+        .iter()
+        .map(|(env, r)| {
+            let revision = r.spec.revision.as_ref().and_then(|v| v.parse().ok());
+            let quarantined = r
+                .status
+                .as_ref()
+                .map(|s| s.quarantine.iter().map(|q| q.sha.clone()).collect())
+                .unwrap_or_default();
+            (env.clone(), (revision, quarantined))
+        })
+        .collect();
+    let (creds, url, rules, cache) = (
+        credentials(ctx, loc),
+        loc.spec.repo.url.clone(),
+        loc.spec.track.clone(),
+        cache.to_owned(),
+    );
+    let evaluating = tokio::task::spawn_blocking(move || {
+        tracker::evaluate(&cache, &url, &creds, &rules, &|env| {
+            known.get(env).cloned().unwrap_or_default()
+        })
+    });
+    let outcomes = match tokio::time::timeout(Duration::from_secs(120), evaluating).await {
+        Ok(Ok(Ok(o))) => o,
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(code_location = %loc.name_any(), error = %e, "cannot check the tracked refs");
+            return;
+        }
+        _ => {
+            tracing::warn!(code_location = %loc.name_any(), "cannot check the tracked refs in time");
+            return;
+        }
+    };
+    for o in outcomes {
+        let Some(r) = bound.get(&o.environment) else {
+            continue;
+        };
+        let key = format!("{ns}/{}", r.name_any());
+        match o.step {
+            Step::Stay => {}
+            Step::Move { sha, reference } => {
+                let gitops = r
+                    .labels()
+                    .get(super::gitops::MANAGED_BY.0)
+                    .map(String::as_str)
+                    == Some(super::gitops::MANAGED_BY.1);
+                if gitops {
+                    let why = format!(
+                        "{reference} is at {}, but GitOps manages this Release: commit the revision to the manifests repository (write-back is not built)",
+                        sha.short()
+                    );
+                    if reported.get(&key) != Some(&why) {
+                        tracing::warn!(release = %key, "{why}");
+                        publish(ctx, r, EventType::Warning, "TrackingNotApplied", &why).await;
+                        reported.insert(key, why);
+                    }
+                    continue;
+                }
+                let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
+                let patch = serde_json::json!({ "spec": { "revision": sha.as_str() } });
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                match api
+                    .patch(&r.name_any(), &params, &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        let note = format!(
+                            "{} {} → {} ({reference})",
+                            loc.name_any(),
+                            r.spec
+                                .revision
+                                .as_deref()
+                                .map_or("-", |v| &v[..v.len().min(7)]),
+                            sha.short()
+                        );
+                        tracing::info!(release = %key, "tracking: {note}");
+                        publish(ctx, r, EventType::Normal, "Tracked", &note).await;
+                        reported.remove(&key);
+                    }
+                    Err(e) => {
+                        tracing::warn!(release = %key, error = %e, "tracking: failed to move the Release");
+                    }
+                }
+            }
+            Step::Refuse { reason, .. } => {
+                if reported.get(&key) != Some(&reason) {
+                    tracing::warn!(release = %key, "tracking: not followed: {reason}");
+                    publish(ctx, r, EventType::Warning, "TrackingRefused", &reason).await;
+                    reported.insert(key, reason);
+                }
+            }
+        }
+    }
+}
+
+async fn publish(ctx: &Ctx, r: &Release, type_: EventType, reason: &str, note: &str) {
+    let mut note = note.to_owned();
+    note.truncate(1000);
+    let e = KubeEvent {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Track".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&e, &r.object_ref(&())).await {
+        tracing::warn!(error = %err, "failed to publish a tracking Event");
+    }
+}
