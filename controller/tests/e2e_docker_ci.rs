@@ -112,6 +112,11 @@ fn github_check_runs_validate_and_roll_back() {
     );
     assert_eq!(
         github(&v, "push", "d-push", "{}", SECRET),
+        400,
+        "a push event without its fields"
+    );
+    assert_eq!(
+        github(&v, "issues", "d-issues", "{}", SECRET),
         202,
         "unknown events are acknowledged and ignored"
     );
