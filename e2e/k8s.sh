@@ -36,7 +36,11 @@ build_tool() {
   local stamp
   stamp=$(cat "$src/go.mod" "$src/go.sum" <(go version) | sha256sum | cut -c1-16)
   local ok=1
-  for p in "$@"; do [ -x "$bin/$(basename "$p")" ] || ok=0; done
+  if [ "${out%/}" != "$out" ]; then
+    for p in "$@"; do [ -x "$out$(basename "$p")" ] || ok=0; done
+  else
+    [ -x "$out" ] || ok=0
+  fi
   if [ "$ok" = 1 ] && [ "$(cat "$bin/.$tool.stamp" 2>/dev/null)" = "$stamp" ]; then
     return 0
   fi

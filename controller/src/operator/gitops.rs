@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
-    runtime::events::{Event as KubeEvent, EventType},
+    runtime::events::EventType,
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -385,16 +385,5 @@ async fn event(ctx: &Ctx, _options: &Options, type_: EventType, reason: &str, no
     let Ok(cm) = api.get(STATUS_CONFIGMAP).await else {
         return;
     };
-    let mut note = note.to_owned();
-    note.truncate(1000);
-    let e = KubeEvent {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Sync".into(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&e, &cm.object_ref(&())).await {
-        tracing::warn!(error = %err, "failed to publish a GitOps Event");
-    }
+    super::transition_event(ctx, cm.object_ref(&()), type_, reason, note, "Sync").await;
 }

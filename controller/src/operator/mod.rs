@@ -134,6 +134,63 @@ impl Ctx {
     }
 }
 
+/// Publishes one Event for one transition. Unlike the kube Recorder, which folds
+/// Events of the same reason into a series that keeps the first note, every transition
+/// gets its own Event, so `kubectl get events` shows each SHA.
+pub(crate) async fn transition_event(
+    ctx: &Ctx,
+    regarding: k8s_openapi::api::core::v1::ObjectReference,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
+    use k8s_openapi::{
+        api::events::v1::Event,
+        apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    };
+    use sha2::Digest;
+    let ns = regarding
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let now = jiff::Timestamp::now();
+    let digest = hex::encode(
+        &sha2::Sha256::digest(format!("{reason}{note}{}", now.as_nanosecond()).as_bytes())[..6],
+    );
+    let mut note = note.to_owned();
+    note.truncate(1000);
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}.{digest}",
+                regarding.name.as_deref().unwrap_or("vigie")
+            )),
+            namespace: Some(ns.clone()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(now)),
+        action: Some(action.to_owned()),
+        reason: Some(reason.to_owned()),
+        note: Some(note),
+        type_: Some(
+            match type_ {
+                kube::runtime::events::EventType::Normal => "Normal",
+                kube::runtime::events::EventType::Warning => "Warning",
+            }
+            .to_owned(),
+        ),
+        regarding: Some(regarding),
+        reporting_controller: Some("vigie.dev/controller".into()),
+        reporting_instance: Some(ctx.options.identity.clone()),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = api.create(&kube::api::PostParams::default(), &event).await {
+        tracing::warn!(error = %e, "failed to publish an Event");
+    }
+}
+
 /// Builds the client from the kubeconfig or the in-cluster configuration, throttled.
 ///
 /// # Errors

@@ -799,7 +799,15 @@ async fn publish(ctx: &Ctx, r: &Release, notifications: &[crate::lifecycle::Noti
             .inc();
         let note = event_note(&r.spec.code_location, n);
         tracing::info!(event = name, release = %r.name_any(), namespace = r.namespace().as_deref().unwrap_or(""), "{note}");
-        publish_raw(ctx, r, event_type(n.event), name, &note).await;
+        super::transition_event(
+            ctx,
+            r.object_ref(&()),
+            event_type(n.event),
+            name,
+            &note,
+            "Reconcile",
+        )
+        .await;
     }
 }
 

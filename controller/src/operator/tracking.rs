@@ -14,7 +14,7 @@ use std::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::events::{Event as KubeEvent, EventType},
+    runtime::events::EventType,
 };
 
 use super::Ctx;
@@ -185,16 +185,5 @@ async fn check(
 }
 
 async fn publish(ctx: &Ctx, r: &Release, type_: EventType, reason: &str, note: &str) {
-    let mut note = note.to_owned();
-    note.truncate(1000);
-    let e = KubeEvent {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Track".into(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&e, &r.object_ref(&())).await {
-        tracing::warn!(error = %err, "failed to publish a tracking Event");
-    }
+    super::transition_event(ctx, r.object_ref(&()), type_, reason, note, "Track").await;
 }

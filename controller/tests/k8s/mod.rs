@@ -349,17 +349,26 @@ impl Controller {
         }))
         .unwrap();
         let signature = vigie::ci::webhook::sign(self.secret.as_bytes(), &body);
-        http(
-            self.port,
-            "POST",
-            "/hooks/ci",
-            &[
-                (vigie::ci::webhook::SIGNATURE_HEADER, signature),
-                ("content-type", "application/json".into()),
-            ],
-            &body,
-        )
-        .map_or(0, |(s, _)| s)
+        // A CodeLocation created a moment ago may not have reached this replica's
+        // watch yet (404): a CI system would retry, so does the test.
+        let start = Instant::now();
+        loop {
+            let status = http(
+                self.port,
+                "POST",
+                "/hooks/ci",
+                &[
+                    (vigie::ci::webhook::SIGNATURE_HEADER, signature.clone()),
+                    ("content-type", "application/json".into()),
+                ],
+                &body,
+            )
+            .map_or(0, |(s, _)| s);
+            if status != 404 || start.elapsed() > Duration::from_secs(15) {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
