@@ -808,6 +808,34 @@ async fn a_pre_deploy_hook_runs_as_a_job_before_the_deployment_moves() {
     assert!(left.trim().is_empty(), "{left}");
 }
 
+/// A fresh bare repository `<name>.git` in a temporary folder, and a work tree on
+/// `main` that pushes to it: `(folder, bare, work)`.
+fn repository(
+    folder: &str,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(folder);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bare = dir.join(format!("{name}.git"));
+    let work = dir.join(name);
+    git(
+        &dir,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git(
+        &dir,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    (dir, bare, work)
+}
+
 fn commit_all(work: &std::path::Path, message: &str) -> String {
     git(work, &["add", "-A"]);
     git(work, &["commit", "-q", "-m", message]);
@@ -834,25 +862,7 @@ async fn gitops_applies_a_branch_prunes_what_leaves_it_and_puts_back_hand_change
     }
     let ns = Namespace::new("gitops");
     let n = ns.name.clone();
-    let dir = std::env::temp_dir().join(format!("{n}-git"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bare = dir.join("ops.git");
-    let work = dir.join("ops");
-    git(
-        &dir,
-        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
-    );
-    git(
-        &dir,
-        &[
-            "clone",
-            "-q",
-            bare.to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
-    git(&work, &["checkout", "-q", "-b", "main"]);
+    let (dir, bare, work) = repository(&format!("{n}-git"), "ops");
     std::fs::create_dir_all(work.join("k8s")).unwrap();
     let (a, b, c) = (sha('a'), sha('b'), sha('c'));
     std::fs::write(work.join("k8s/web.yaml"), manifests(&n, &a)).unwrap();
@@ -976,25 +986,7 @@ async fn a_tracked_branch_moves_the_release_forward_and_a_force_push_is_refused(
     }
     let ns = Namespace::new("tracking");
     let n = ns.name.clone();
-    let dir = std::env::temp_dir().join(format!("{n}-code"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bare = dir.join("web.git");
-    let work = dir.join("web");
-    git(
-        &dir,
-        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
-    );
-    git(
-        &dir,
-        &[
-            "clone",
-            "-q",
-            bare.to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
-    git(&work, &["checkout", "-q", "-b", "main"]);
+    let (dir, bare, work) = repository(&format!("{n}-code"), "web");
     std::fs::write(work.join("app.txt"), "one\n").unwrap();
     let one = commit_all(&work, "one");
     let url = format!("file://{}", bare.display());

@@ -22,6 +22,35 @@ pub struct Credentials {
     pub known_hosts: Option<String>,
 }
 
+impl Credentials {
+    /// A repository's credentials as a CodeLocation names them, each read by `resolve`
+    /// (files and variables standalone; Secrets too in the operator). One that cannot
+    /// be read is left out, with a warning naming where it was looked for.
+    pub fn from_spec(
+        spec: Option<&crate::api::code_location::GitCredentials>,
+        resolve: impl Fn(&crate::api::SecretSource) -> Result<Vec<u8>, String>,
+    ) -> Self {
+        let Some(c) = spec else {
+            return Self::default();
+        };
+        let read = |s: Option<&crate::api::SecretSource>| {
+            s.and_then(|s| match resolve(s) {
+                Ok(v) => String::from_utf8(v).ok(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "repository credential unavailable");
+                    None
+                }
+            })
+        };
+        Self {
+            token: read(c.token.as_ref()),
+            // A key keeps a final newline: OpenSSH wants it.
+            ssh_key: read(c.ssh_key.as_ref()).map(|k| k + "\n"),
+            known_hosts: read(c.known_hosts.as_ref()),
+        }
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")

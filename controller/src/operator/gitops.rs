@@ -69,12 +69,12 @@ pub async fn run(ctx: Arc<Ctx>, options: Options) {
         *w = Some(options.source.clone());
     }
     let mut last_fetch: Option<Instant> = None;
-    let mut applied: Option<Sha> = None;
+    let mut synced = Synced::default();
     loop {
         let pushed = ctx.shared.git_pushed.swap(false, Ordering::Relaxed);
         if pushed || last_fetch.is_none_or(|t| t.elapsed() >= options.interval) {
             last_fetch = Some(Instant::now());
-            once(&ctx, &options, &mut applied).await;
+            once(&ctx, &options, &mut synced).await;
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -87,7 +87,7 @@ pub async fn run(ctx: Arc<Ctx>, options: Options) {
     clippy::too_many_lines,
     reason = "fetch, validate, apply, record: one sync"
 )]
-async fn once(ctx: &Ctx, options: &Options, applied: &mut Option<Sha>) {
+async fn once(ctx: &Ctx, options: &Options, synced: &mut Synced) {
     let (cache, source, creds) = (
         options.cache.clone(),
         options.source.clone(),
@@ -107,7 +107,7 @@ async fn once(ctx: &Ctx, options: &Options, applied: &mut Option<Sha>) {
         Err(e) => {
             ctx.shared.metrics.git_sync_errors.inc();
             tracing::error!(source = %options.source, error = %e, "failed to fetch the manifests; the last good commit stays in force");
-            record(ctx, options, applied.as_ref(), Some(&e), now, "FetchFailed").await;
+            fail(ctx, options, synced, &e, now, "FetchFailed").await;
             return;
         }
     };
@@ -122,25 +122,20 @@ async fn once(ctx: &Ctx, options: &Options, applied: &mut Option<Sha>) {
         let error = format!(
             "commit {} is invalid, nothing of it is applied; {} stays in force: {}",
             sha.short(),
-            applied.as_ref().map_or("nothing", Sha::short),
+            synced.commit.as_ref().map_or("nothing", Sha::short),
             problems.join("; ")
         );
         tracing::error!(source = %options.source, "{error}");
-        record(
-            ctx,
-            options,
-            applied.as_ref(),
-            Some(&error),
-            now,
-            "InvalidCommit",
-        )
-        .await;
+        fail(ctx, options, synced, &error, now, "InvalidCommit").await;
         return;
     }
     match apply(ctx, options, &report.manifests, &sha).await {
         Ok(r) => {
-            let first = applied.as_ref() != Some(&sha);
-            *applied = Some(sha.clone());
+            let first = synced.commit.as_ref() != Some(&sha);
+            *synced = Synced {
+                commit: Some(sha.clone()),
+                at: Some(now),
+            };
             ctx.shared.metrics.git_synced.set(now.as_second());
             for d in &r.drifted {
                 tracing::warn!(object = %d, commit = %sha.short(), "changed by hand; put back to what git says");
@@ -155,8 +150,10 @@ async fn once(ctx: &Ctx, options: &Options, applied: &mut Option<Sha>) {
             };
             let note = (!r.drifted.is_empty())
                 .then(|| format!("changed by hand, put back: {}", r.drifted.join(", ")));
-            if first || note.is_some() || !r.pruned.is_empty() {
-                record(ctx, options, applied.as_ref(), None, now, reason).await;
+            let regarding = write_status(ctx, options, synced, None, now).await;
+            if let Some(regarding) =
+                regarding.filter(|_| first || note.is_some() || !r.pruned.is_empty())
+            {
                 let pruned =
                     (!r.pruned.is_empty()).then(|| format!("pruned: {}", r.pruned.join(", ")));
                 let detail = [note, pruned]
@@ -174,15 +171,13 @@ async fn once(ctx: &Ctx, options: &Options, applied: &mut Option<Sha>) {
                 } else {
                     format!("{} at {}: {detail}", options.source, sha.short())
                 };
-                event(ctx, options, type_, reason, &note).await;
-            } else {
-                record_quiet(ctx, options, applied.as_ref(), now).await;
+                super::transition_event(ctx, regarding, type_, reason, &note, "Sync").await;
             }
         }
         Err(e) => {
             ctx.shared.metrics.git_sync_errors.inc();
             tracing::error!(commit = %sha.short(), error = %e, "failed to apply the manifests");
-            record(ctx, options, applied.as_ref(), Some(&e), now, "ApplyFailed").await;
+            fail(ctx, options, synced, &e, now, "ApplyFailed").await;
         }
     }
 }
@@ -319,46 +314,46 @@ fn lease_namespace(ctx: &Ctx) -> String {
     ctx.options.lease_namespace.clone()
 }
 
-/// Writes the ConfigMap and publishes an Event on it.
-async fn record(
+/// The commit in force and when it was taken.
+#[derive(Debug, Default)]
+struct Synced {
+    commit: Option<Sha>,
+    at: Option<Timestamp>,
+}
+
+/// Records a failure: the ConfigMap, and a Warning Event on it.
+async fn fail(
     ctx: &Ctx,
     options: &Options,
-    commit: Option<&Sha>,
-    error: Option<&str>,
+    synced: &Synced,
+    error: &str,
     now: Timestamp,
     reason: &str,
 ) {
+    if let Some(regarding) = write_status(ctx, options, synced, Some(error), now).await {
+        super::transition_event(ctx, regarding, EventType::Warning, reason, error, "Sync").await;
+    }
+}
+
+/// Writes the ConfigMap `vigie-gitops`; returns its reference for Events.
+async fn write_status(
+    ctx: &Ctx,
+    options: &Options,
+    synced: &Synced,
+    error: Option<&str>,
+    now: Timestamp,
+) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
     let mut data = BTreeMap::from([
         ("source".to_owned(), options.source.to_string()),
         ("checkedAt".to_owned(), now.to_string()),
         ("error".to_owned(), error.unwrap_or_default().to_owned()),
     ]);
-    if let Some(c) = commit {
+    if let Some(c) = &synced.commit {
         data.insert("commit".into(), c.to_string());
     }
-    if error.is_none() {
-        data.insert("syncedAt".into(), now.to_string());
+    if let Some(at) = &synced.at {
+        data.insert("syncedAt".into(), at.to_string());
     }
-    write_configmap(ctx, data).await;
-    if let Some(e) = error {
-        event(ctx, options, EventType::Warning, reason, e).await;
-    }
-}
-
-/// Records a fetch that changed nothing (no Event).
-async fn record_quiet(ctx: &Ctx, options: &Options, commit: Option<&Sha>, now: Timestamp) {
-    let mut data = BTreeMap::from([
-        ("source".to_owned(), options.source.to_string()),
-        ("checkedAt".to_owned(), now.to_string()),
-        ("error".to_owned(), String::new()),
-    ]);
-    if let Some(c) = commit {
-        data.insert("commit".into(), c.to_string());
-    }
-    write_configmap(ctx, data).await;
-}
-
-async fn write_configmap(ctx: &Ctx, data: BTreeMap<String, String>) {
     let ns = lease_namespace(ctx);
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = serde_json::json!({
@@ -367,7 +362,7 @@ async fn write_configmap(ctx: &Ctx, data: BTreeMap<String, String>) {
         "metadata": { "name": STATUS_CONFIGMAP, "labels": { MANAGED_BY.0: "vigie" } },
         "data": data,
     });
-    if let Err(e) = api
+    match api
         .patch(
             STATUS_CONFIGMAP,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -375,15 +370,10 @@ async fn write_configmap(ctx: &Ctx, data: BTreeMap<String, String>) {
         )
         .await
     {
-        tracing::warn!(error = %e, "failed to record the GitOps status in ConfigMap {ns}/{STATUS_CONFIGMAP}");
+        Ok(cm) => Some(cm.object_ref(&())),
+        Err(e) => {
+            tracing::warn!(error = %e, "failed to record the GitOps status in ConfigMap {ns}/{STATUS_CONFIGMAP}");
+            None
+        }
     }
-}
-
-async fn event(ctx: &Ctx, _options: &Options, type_: EventType, reason: &str, note: &str) {
-    let ns = lease_namespace(ctx);
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-    let Ok(cm) = api.get(STATUS_CONFIGMAP).await else {
-        return;
-    };
-    super::transition_event(ctx, cm.object_ref(&()), type_, reason, note, "Sync").await;
 }

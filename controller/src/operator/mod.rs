@@ -112,6 +112,12 @@ pub struct Ctx {
     pub(crate) locations: Store<CodeLocation>,
     pub(crate) releases: Mutex<Option<Store<Release>>>,
     pub(crate) deployments: Mutex<Option<Store<k8s_openapi::api::apps::v1::Deployment>>>,
+    /// Reconciles a Release now (a downstream one whose upstream changed).
+    pub(crate) trigger: Mutex<
+        Option<
+            futures::channel::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<Release>>,
+        >,
+    >,
     pub(crate) secrets: secrets::SecretCache,
     pub(crate) ci_client: crate::ci::poll::Client,
     pub(crate) memory: Mutex<release::Memory>,
@@ -420,6 +426,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         locations: loc_reader,
         releases: Mutex::new(None),
         deployments: Mutex::new(None),
+        trigger: Mutex::new(None),
         secrets: secrets_cache,
         ci_client: crate::ci::poll::Client::new(),
         memory: Mutex::new(release::Memory::default()),

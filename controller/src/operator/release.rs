@@ -174,7 +174,7 @@ pub async fn controller(
     }
     let (by_env, by_loc, by_deploy) = (store.clone(), store.clone(), store.clone());
     let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded();
-    if let Ok(mut t) = TRIGGER.lock() {
+    if let Ok(mut t) = ctx.trigger.lock() {
         *t = Some(trigger_tx);
     }
     controller
@@ -221,13 +221,10 @@ pub async fn controller(
         .await;
 }
 
-type Trigger = futures::channel::mpsc::UnboundedSender<ObjectRef<Release>>;
 /// Asks the controller to reconcile a Release now (a downstream one whose upstream
 /// changed).
-static TRIGGER: std::sync::Mutex<Option<Trigger>> = std::sync::Mutex::new(None);
-
-fn trigger(r: ObjectRef<Release>) {
-    if let Ok(t) = TRIGGER.lock()
+fn trigger(ctx: &Ctx, r: ObjectRef<Release>) {
+    if let Ok(t) = ctx.trigger.lock()
         && let Some(tx) = t.as_ref()
     {
         let _ = tx.unbounded_send(r);
@@ -448,7 +445,7 @@ fn downstream(ctx: &Ctx, r: &Release) {
                 && o.spec.environment == env.name_any()
                 && o.spec.code_location == r.spec.code_location
             {
-                trigger(ObjectRef::from_obj(&*o));
+                trigger(ctx, ObjectRef::from_obj(&*o));
             }
         }
     }

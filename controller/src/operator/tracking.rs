@@ -19,7 +19,7 @@ use kube::{
 
 use super::Ctx;
 use crate::{
-    api::{CodeLocation, Release, SecretSource},
+    api::{CodeLocation, Release},
     gitops::{repo::Credentials, track::Step, tracker},
 };
 
@@ -42,27 +42,6 @@ pub async fn run(ctx: Arc<Ctx>, interval: Duration, cache: std::path::PathBuf) {
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn credentials(ctx: &Ctx, loc: &CodeLocation) -> Credentials {
-    let ns = loc.namespace().unwrap_or_default();
-    let read = |s: Option<&SecretSource>| {
-        s.and_then(|s| match ctx.secrets.get(&ns, s) {
-            Ok(v) => String::from_utf8(v).ok(),
-            Err(e) => {
-                tracing::warn!(code_location = %loc.name_any(), error = %e, "repository credential unavailable");
-                None
-            }
-        })
-    };
-    let Some(c) = loc.spec.repo.credentials.as_ref() else {
-        return Credentials::default();
-    };
-    Credentials {
-        token: read(c.token.as_ref()),
-        ssh_key: read(c.ssh_key.as_ref()).map(|k| k + "\n"),
-        known_hosts: read(c.known_hosts.as_ref()),
     }
 }
 
@@ -98,7 +77,9 @@ async fn check(
         })
         .collect();
     let (creds, url, rules, cache) = (
-        credentials(ctx, loc),
+        Credentials::from_spec(loc.spec.repo.credentials.as_ref(), |s| {
+            ctx.secrets.get(&ns, s)
+        }),
         loc.spec.repo.url.clone(),
         loc.spec.track.clone(),
         cache.to_owned(),

@@ -385,7 +385,10 @@ impl Runner {
             known.insert(r.object.spec.environment.clone(), (revision, quarantined));
             bound.insert(r.object.spec.environment.clone(), key);
         }
-        let creds = repo_credentials(spec.repo.credentials.as_ref());
+        let creds = crate::gitops::repo::Credentials::from_spec(
+            spec.repo.credentials.as_ref(),
+            crate::secrets::resolve,
+        );
         let (cache, url, rules) = (
             self.options.git_cache.clone(),
             spec.repo.url.clone(),
@@ -1116,29 +1119,6 @@ impl Runner {
                 Err(e) => tracing::debug!(environment = %env, error = %e, "prune skipped"),
             }
         }
-    }
-}
-
-/// A code repository's credentials, read from their files or variables.
-fn repo_credentials(
-    c: Option<&crate::api::code_location::GitCredentials>,
-) -> crate::gitops::repo::Credentials {
-    let read = |s: Option<&crate::api::SecretSource>| {
-        s.and_then(|s| match crate::secrets::resolve(s) {
-            Ok(v) => String::from_utf8(v).ok(),
-            Err(e) => {
-                tracing::warn!(error = %e, "repository credential unavailable");
-                None
-            }
-        })
-    };
-    let Some(c) = c else {
-        return crate::gitops::repo::Credentials::default();
-    };
-    crate::gitops::repo::Credentials {
-        token: read(c.token.as_ref()),
-        ssh_key: read(c.ssh_key.as_ref()).map(|k| k + "\n"),
-        known_hosts: read(c.known_hosts.as_ref()),
     }
 }
 
