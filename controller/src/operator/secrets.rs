@@ -198,6 +198,15 @@ pub async fn docker_tls(
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
         Ok(path)
     };
+    if dir.join("key.pem").exists() {
+        // Written already for this content (the folder is named after it).
+        return Ok(DockerTlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            fingerprint,
+        });
+    }
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("securing {}: {e}", dir.display()))?;
