@@ -230,7 +230,8 @@ fn github_check_runs_validate_and_roll_back() {
         vec!["test (3.13)".to_owned()]
     );
 
-    // A re-run turns it green: recorded, the rollback stays on the record, B stays out.
+    // A re-run turns it green: CI made B roll back, so its quarantine is lifted; B (still
+    // asked for) is deployed again and validated, and the rollback stays on the record.
     assert_eq!(
         github(
             &v,
@@ -248,24 +249,30 @@ fn github_check_runs_validate_and_roll_back() {
         ),
         202
     );
-    wait_for(T, "the green re-run to be recorded", || {
-        let status = v.state().releases["default/app-preprod"].status.clone();
-        status
-            .history
-            .iter()
-            .any(|h| h.event == HistoryEvent::CiPassed && h.sha.as_str() == b)
-            .then_some(())
-    });
+    let row = v.wait_phase("gh-preprod", "Validated", T);
+    assert_eq!(row.deployed_sha.as_deref(), Some(b));
+    assert!(row.quarantined.is_empty(), "{:?}", row.quarantined);
+    serving(port, b);
     let status = v.state().releases["default/app-preprod"].status.clone();
-    assert!(
-        status
-            .history
-            .iter()
-            .any(|h| h.event == HistoryEvent::RolledBack && h.sha.as_str() == b)
+    let events: Vec<_> = status
+        .history
+        .iter()
+        .filter(|h| h.sha.as_str() == b)
+        .map(|h| h.event)
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            HistoryEvent::Deployed,
+            HistoryEvent::RolledBack,
+            HistoryEvent::CiPassed,
+            HistoryEvent::Deployed,
+            HistoryEvent::Validated
+        ]
     );
     assert_eq!(
-        v.row("gh-preprod").unwrap().deployed_sha.as_deref(),
-        Some(a)
+        status.validated_sha.as_ref().map(vigie::api::Sha::as_str),
+        Some(b)
     );
 }
 

@@ -6,8 +6,8 @@ use support::{World, environment, sha, validated_only, weekend_freeze, with_back
 use vigie::{
     api::{
         ConditionStatus, Phase,
-        environment::{ApprovalPolicy, CiErrorPolicy, EventKind, TimeoutPolicy},
-        release::{CiState, HealthState, HistoryEvent},
+        environment::{ApprovalPolicy, CiErrorPolicy, EventKind, GreenRerunPolicy, TimeoutPolicy},
+        release::{CiState, HealthState, HistoryEvent, QuarantineCause},
     },
     lifecycle::{BackendState, Decision, HookOutcome, PROGRESSING, READY, WorkloadTarget, reason},
 };
@@ -569,8 +569,106 @@ fn monitoring_can_mark_the_running_sha_suspect() {
 }
 
 #[test]
-fn a_green_rerun_after_a_rollback_is_recorded_but_the_sha_stays_quarantined() {
+fn a_green_rerun_after_a_ci_rollback_lifts_the_quarantine_and_the_sha_becomes_validated() {
     let mut w = World::validated(environment(), 'a');
+    w.want('b').decide();
+    w.running('b', HealthState::Healthy).decide();
+    w.ci('b', CiState::Failure).decide();
+    assert_eq!(w.status.quarantine[0].cause, QuarantineCause::CiFailed);
+    w.running('a', HealthState::Healthy).decide();
+    assert_eq!(w.status.phase, Phase::RolledBack);
+    // The re-run passes: the quarantine goes, and B (still asked for) is deployed again.
+    let d = w.ci('b', CiState::Success).decide();
+    assert!(w.status.quarantine.is_empty());
+    assert_eq!(w.status.phase, Phase::Deploying);
+    assert_eq!(d.workload, target('b', Some('a')));
+    let lifted = w
+        .status
+        .history
+        .iter()
+        .find(|h| h.event == HistoryEvent::CiPassed)
+        .unwrap();
+    assert!(
+        lifted
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("(CI failed: tests); the quarantine is lifted"),
+        "{lifted:?}"
+    );
+    // Healthy again with the green verdict: validated, and the rollback stays on the record.
+    w.running('b', HealthState::Healthy).decide();
+    assert_eq!(w.status.phase, Phase::Validated);
+    assert_eq!(w.status.validated_sha, Some(sha('b')));
+    assert_eq!(
+        history(&w)[2..],
+        vec![
+            (HistoryEvent::Deployed, "bbbbbbb".into()),
+            (HistoryEvent::RolledBack, "bbbbbbb".into()),
+            (HistoryEvent::CiPassed, "bbbbbbb".into()),
+            (HistoryEvent::Deployed, "bbbbbbb".into()),
+            (HistoryEvent::Validated, "bbbbbbb".into()),
+        ]
+    );
+}
+
+#[test]
+fn a_green_rerun_lifts_rollbacks_for_ci_errors_and_timeouts_too() {
+    // CI error with policy Rollback.
+    let mut env = environment();
+    env.verification.on_ci_error = CiErrorPolicy::Rollback;
+    let mut w = World::validated(env, 'a');
+    w.want('b').decide();
+    w.running('b', HealthState::Healthy).decide();
+    w.ci('b', CiState::Error).decide();
+    assert_eq!(w.status.quarantine[0].cause, QuarantineCause::CiError);
+    w.running('a', HealthState::Healthy).decide();
+    w.ci('b', CiState::Success).decide();
+    assert!(w.status.quarantine.is_empty());
+    assert_eq!(w.status.phase, Phase::Deploying);
+
+    // No verdict within the verification timeout.
+    let mut w = World::validated(environment(), 'a');
+    w.want('b').decide();
+    w.running('b', HealthState::Healthy).decide();
+    w.advance(300).decide();
+    assert_eq!(w.status.quarantine[0].cause, QuarantineCause::CiTimeout);
+    w.running('a', HealthState::Healthy).decide();
+    w.ci('b', CiState::Success).decide();
+    assert!(w.status.quarantine.is_empty());
+    assert_eq!(w.status.phase, Phase::Deploying);
+}
+
+#[test]
+fn a_green_rerun_after_a_health_rollback_is_recorded_but_the_sha_stays_quarantined() {
+    let mut w = World::validated(environment(), 'a');
+    w.want('b').decide();
+    w.running('b', HealthState::Unhealthy).decide();
+    assert_eq!(w.status.quarantine[0].cause, QuarantineCause::Unhealthy);
+    w.running('a', HealthState::Healthy).decide();
+    let d = w.ci('b', CiState::Success).decide();
+    assert_eq!(d.workload, target('a', None));
+    assert_eq!(w.status.phase, Phase::RolledBack);
+    assert!(w.status.quarantine[0].ci_passed_later);
+    let last = w.status.history.last().unwrap();
+    assert_eq!(last.event, HistoryEvent::CiPassed);
+    assert!(
+        last.reason
+            .as_deref()
+            .unwrap()
+            .contains("rolled back for its health, not for CI"),
+        "{last:?}"
+    );
+    let before = w.status.history.len();
+    w.advance(60).decide();
+    assert_eq!(w.status.history.len(), before, "recorded once");
+}
+
+#[test]
+fn with_on_green_rerun_keep_a_ci_rollback_stays_quarantined() {
+    let mut env = environment();
+    env.verification.on_green_rerun = GreenRerunPolicy::Keep;
+    let mut w = World::validated(env, 'a');
     w.want('b').decide();
     w.running('b', HealthState::Healthy).decide();
     w.ci('b', CiState::Failure).decide();
@@ -578,6 +676,7 @@ fn a_green_rerun_after_a_rollback_is_recorded_but_the_sha_stays_quarantined() {
     let d = w.ci('b', CiState::Success).decide();
     assert_eq!(d.workload, target('a', None));
     assert_eq!(w.status.phase, Phase::RolledBack);
+    assert_eq!(w.status.quarantine.len(), 1);
     let tail: Vec<_> = history(&w).into_iter().rev().take(2).collect();
     assert_eq!(
         tail,
@@ -586,9 +685,29 @@ fn a_green_rerun_after_a_rollback_is_recorded_but_the_sha_stays_quarantined() {
             (HistoryEvent::RolledBack, "bbbbbbb".into())
         ]
     );
-    let before = w.status.history.len();
-    w.advance(60).decide();
-    assert_eq!(w.status.history.len(), before, "recorded once");
+    assert!(
+        w.status
+            .history
+            .last()
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("onGreenRerun is Keep")
+    );
+}
+
+#[test]
+fn a_failed_sha_without_rollback_point_is_validated_by_a_green_rerun() {
+    let mut w = World::new(environment());
+    w.want('b').decide();
+    w.running('b', HealthState::Healthy).decide();
+    w.ci('b', CiState::Failure).decide();
+    assert_eq!(w.status.phase, Phase::Failed);
+    w.ci('b', CiState::Success).decide();
+    assert!(w.status.quarantine.is_empty());
+    assert_eq!(w.status.phase, Phase::Validated);
+    assert_eq!(w.status.validated_sha, Some(sha('b')));
 }
 
 #[test]

@@ -13,7 +13,8 @@ use vigie::{
     api::{
         Phase, Sha,
         environment::{
-            ApprovalPolicy, CiErrorPolicy, EnvironmentSpec, Strategy as Rollout, TimeoutPolicy,
+            ApprovalPolicy, CiErrorPolicy, EnvironmentSpec, GreenRerunPolicy, Strategy as Rollout,
+            TimeoutPolicy,
         },
         release::{CiState, HealthState},
     },
@@ -90,9 +91,10 @@ fn env_strategy() -> impl Strategy<Value = (EnvironmentSpec, bool)> {
         any::<bool>(),
         2_u32..12,
         any::<bool>(),
+        prop_oneof![Just(GreenRerunPolicy::Lift), Just(GreenRerunPolicy::Keep)],
     )
         .prop_map(
-            |(kind, on_error, on_timeout, hooks, suspect, limit, windows)| {
+            |(kind, on_error, on_timeout, hooks, suspect, limit, windows, on_green)| {
                 let mut env = match kind {
                     0 | 1 => environment(),
                     2 => validated_only(ApprovalPolicy::Manual),
@@ -103,6 +105,7 @@ fn env_strategy() -> impl Strategy<Value = (EnvironmentSpec, bool)> {
                 }
                 env.verification.on_ci_error = on_error;
                 env.verification.on_timeout = on_timeout;
+                env.verification.on_green_rerun = on_green;
                 env.monitoring.mark_suspect = suspect;
                 env.history_limit = limit;
                 (env, windows)
@@ -249,6 +252,33 @@ impl Run {
             if let Some(keep) = &t.keep {
                 prop_assert_eq!(Some(keep), after.validated_sha.as_ref());
             }
+        }
+        // A quarantine is lifted by a person's clearance, or by a green CI verdict for a
+        // SHA that CI made roll back (policy Lift, outside ValidatedOnly) — never otherwise.
+        for q in &before.quarantine {
+            if after.quarantine.iter().any(|a| a.sha == q.sha) {
+                continue;
+            }
+            let cleared = w
+                .spec
+                .clear_quarantine
+                .iter()
+                .any(|c| c.sha == q.sha && c.at > q.at);
+            let green = w
+                .obs
+                .ci
+                .get(&q.sha)
+                .is_some_and(|v| v.state == CiState::Success);
+            let ci_lift = q.cause.is_ci()
+                && green
+                && w.env.verification.on_green_rerun == GreenRerunPolicy::Lift
+                && w.env.strategy != Rollout::ValidatedOnly;
+            prop_assert!(
+                cleared || ci_lift,
+                "quarantine of {:?} ({:?}) lifted without a clearance or a green re-run",
+                q.sha,
+                q.cause
+            );
         }
         // History stays bounded.
         prop_assert!(after.history.len() <= w.env.history_limit as usize);

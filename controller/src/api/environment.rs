@@ -166,6 +166,12 @@ pub struct Verification {
     /// `Wait` for a definitive verdict until the timeout, `Rollback` at once, or `Keep` the SHA unvalidated.
     #[serde(default)]
     pub on_ci_error: CiErrorPolicy,
+    /// What a CI re-run that passes does for a SHA rolled back because of CI (a failed
+    /// check, an error, no verdict in time): `Lift` its quarantine, so the SHA is deployed
+    /// again if the Release still asks for it and validated once healthy, or `Keep` it
+    /// quarantined until a person clears it. A rollback for health is never lifted by CI.
+    #[serde(default)]
+    pub on_green_rerun: GreenRerunPolicy,
     /// How long a new SHA has to become healthy before it is rolled back (10s to 1h).
     #[serde(default = "default_health_timeout")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('1h')").message("must be between 10s and 1h"))]
@@ -186,6 +192,7 @@ impl Default for Verification {
             timeout: default_verification_timeout(),
             on_timeout: TimeoutPolicy::default(),
             on_ci_error: CiErrorPolicy::default(),
+            on_green_rerun: GreenRerunPolicy::default(),
             health_timeout: default_health_timeout(),
         }
     }
@@ -210,6 +217,16 @@ pub enum CiErrorPolicy {
     /// Roll back at once.
     Rollback,
     /// Keep the SHA running, unvalidated (phase Failed, reason CiError).
+    Keep,
+}
+
+/// What a green CI re-run does for a SHA that CI made roll back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum GreenRerunPolicy {
+    /// Lift the quarantine: the SHA may be deployed again and validated.
+    #[default]
+    Lift,
+    /// Keep the quarantine until a person clears it; the pass is recorded.
     Keep,
 }
 

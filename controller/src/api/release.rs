@@ -355,9 +355,42 @@ pub struct QuarantineEntry {
     pub at: Timestamp,
     /// Why.
     pub reason: String,
-    /// A later CI run passed for this SHA; it stays quarantined until cleared.
+    /// What kind of failure caused the rollback; only a CI one can be lifted by a green re-run.
+    #[serde(default)]
+    pub cause: QuarantineCause,
+    /// A later CI run passed for this SHA, and the quarantine stays (a health rollback,
+    /// or `verification.onGreenRerun: Keep`) until a person clears it.
     #[serde(default)]
     pub ci_passed_later: bool,
+}
+
+/// What caused a rollback. A rollback caused by CI (a failed check, an error, no verdict in
+/// time) is undone by a CI re-run that passes; one caused by the workload itself is not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum QuarantineCause {
+    /// A required check failed.
+    CiFailed,
+    /// CI errored (cancelled, runner lost) and the policy rolled back.
+    CiError,
+    /// No definitive CI verdict came within the verification timeout.
+    CiTimeout,
+    /// The workload was unhealthy, crashed, or was not healthy in time.
+    Unhealthy,
+    /// The SHA's artifact was not available in time.
+    ArtifactUnavailable,
+    /// Its validation upstream was revoked during the deploy.
+    UpstreamRevoked,
+    /// Recorded before causes were kept; never lifted automatically.
+    #[default]
+    Unknown,
+}
+
+impl QuarantineCause {
+    /// Whether CI's verdict caused the rollback, so that a green re-run may undo it.
+    #[must_use]
+    pub const fn is_ci(self) -> bool {
+        matches!(self, Self::CiFailed | Self::CiError | Self::CiTimeout)
+    }
 }
 
 /// A validated SHA whose validation was revoked.
@@ -394,7 +427,8 @@ pub enum HistoryEvent {
     QuarantineCleared,
     /// A pre-deploy hook succeeded for `sha`; `output` links its backup.
     HookSucceeded,
-    /// A CI run passed for `sha` after it was rolled back; it stays quarantined until cleared.
+    /// A CI run passed for `sha` after it was rolled back: its quarantine is lifted when
+    /// CI caused the rollback (`verification.onGreenRerun: Lift`), else it stays until cleared.
     CiPassed,
     /// The deploy of `sha` failed and needs a person.
     Failed,

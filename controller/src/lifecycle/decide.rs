@@ -20,11 +20,13 @@ use super::{
 use crate::api::{
     Sha,
     environment::{
-        ApprovalPolicy, CiErrorPolicy, EnvironmentSpec, EventKind, Strategy, TimeoutPolicy,
+        ApprovalPolicy, CiErrorPolicy, EnvironmentSpec, EventKind, GreenRerunPolicy, Strategy,
+        TimeoutPolicy,
     },
     release::{
         CiState, CiSummary, HealthState, HealthSummary, HistoryEntry, HistoryEvent, Phase,
-        QuarantineEntry, ReleaseSpec, ReleaseStatus, Rollout, ShortShas, SuspectEntry,
+        QuarantineCause as Cause, QuarantineEntry, ReleaseSpec, ReleaseStatus, Rollout, ShortShas,
+        SuspectEntry,
     },
 };
 
@@ -403,9 +405,11 @@ impl Decider<'_> {
             });
         }
         self.clear_quarantines();
+        self.record_ci_recoveries();
     }
 
-    /// Records what the transitions made observable: revoked validations, green re-runs.
+    /// Records what the transitions made observable: revoked validations, green re-runs
+    /// of SHAs quarantined during this decision.
     fn aftermath(&mut self) {
         self.revoke_validations();
         self.record_ci_recoveries();
@@ -496,31 +500,65 @@ impl Decider<'_> {
         );
     }
 
-    /// A green re-run for a quarantined SHA is recorded; the SHA stays quarantined.
+    /// A green re-run for a quarantined SHA is recorded. When CI caused the rollback
+    /// (and the policy is `Lift`) the quarantine is lifted: the verdict that rolled it
+    /// back is overturned, and the SHA may be deployed and validated again. A rollback
+    /// for health stays quarantined until a person clears it.
     fn record_ci_recoveries(&mut self) {
         // In a ValidatedOnly environment the verdict comes from upstream, not from a re-run here.
         if self.env().strategy == Strategy::ValidatedOnly {
             return;
         }
-        let mut recovered = Vec::new();
-        for q in &mut self.status.quarantine {
-            if let Some(v) = self
-                .input
+        let lift = self.env().verification.on_green_rerun == GreenRerunPolicy::Lift;
+        let green = |sha: &Sha| {
+            self.input
                 .observed
                 .ci
-                .get(&q.sha)
+                .get(sha)
                 .filter(|v| v.state == CiState::Success)
-                && !q.ci_passed_later
-            {
-                q.ci_passed_later = true;
-                recovered.push((q.sha.clone(), v.url.clone()));
+                .map(|v| v.url.clone())
+        };
+        let mut lifted = Vec::new();
+        let mut kept = Vec::new();
+        for q in &self.status.quarantine {
+            let Some(url) = green(&q.sha) else { continue };
+            if lift && q.cause.is_ci() {
+                lifted.push((q.sha.clone(), q.reason.clone(), url));
+            } else if !q.ci_passed_later {
+                kept.push((q.sha.clone(), q.cause, url));
             }
         }
-        for (sha, url) in recovered {
-            let reason =
-                "a CI re-run passed after the rollback; the SHA stays quarantined until cleared";
+        for (sha, was, url) in lifted {
+            self.status.quarantine.retain(|q| q.sha != sha);
             self.record(HistoryEntry {
-                reason: Some(reason.to_owned()),
+                reason: Some(format!(
+                    "a CI re-run passed after the rollback ({was}); the quarantine is lifted"
+                )),
+                url,
+                ..self.entry(HistoryEvent::CiPassed, &sha)
+            });
+            // A failed attempt at the SHA is closed: it may be tried afresh.
+            if self.status.phase == Phase::Failed
+                && self.status.rollout.as_ref().is_some_and(|r| r.sha == sha)
+                && self.obs().workload.sha.as_ref() != Some(&sha)
+            {
+                self.status.rollout = None;
+                self.set_phase(Phase::Pending);
+            }
+        }
+        for (sha, cause, url) in kept {
+            if let Some(q) = self.status.quarantine.iter_mut().find(|q| q.sha == sha) {
+                q.ci_passed_later = true;
+            }
+            let why = if cause.is_ci() {
+                "verification.onGreenRerun is Keep"
+            } else {
+                "it was rolled back for its health, not for CI"
+            };
+            self.record(HistoryEntry {
+                reason: Some(format!(
+                    "a CI re-run passed after the rollback; the SHA stays quarantined until cleared ({why})"
+                )),
                 url,
                 ..self.entry(HistoryEvent::CiPassed, &sha)
             });
@@ -629,7 +667,7 @@ impl Decider<'_> {
         }
         if let Some(v) = verdict.as_ref().filter(|v| v.state == CiState::Failure) {
             let reason = format!("CI failed{}", failed_checks_suffix(v));
-            self.begin_rollback(&mut rollout, reason, v.url.clone());
+            self.begin_rollback(&mut rollout, reason, v.url.clone(), Cause::CiFailed);
             return true;
         }
         match self.status.phase {
@@ -710,7 +748,7 @@ impl Decider<'_> {
                         "unhealthy after deploy: {}",
                         w.reason.unwrap_or_else(|| "health check failed".into())
                     );
-                    self.begin_rollback(&mut rollout, reason, None);
+                    self.begin_rollback(&mut rollout, reason, None, Cause::Unhealthy);
                     return true;
                 }
                 HealthState::Progressing | HealthState::Unknown => {}
@@ -720,7 +758,7 @@ impl Decider<'_> {
             let limit = self.env().verification.timeout;
             if self.now() >= rollout.started_at + limit.get() {
                 let reason = format!("its artifact was not available within {limit}: {why}");
-                self.begin_rollback(&mut rollout, reason, None);
+                self.begin_rollback(&mut rollout, reason, None, Cause::ArtifactUnavailable);
                 return true;
             }
             return false;
@@ -730,7 +768,7 @@ impl Decider<'_> {
                 "not healthy within {}",
                 self.env().verification.health_timeout
             );
-            self.begin_rollback(&mut rollout, reason, None);
+            self.begin_rollback(&mut rollout, reason, None, Cause::Unhealthy);
             return true;
         }
         false
@@ -750,7 +788,7 @@ impl Decider<'_> {
                 "unhealthy during verification: {}",
                 w.reason.unwrap_or_else(|| "health check failed".into())
             );
-            self.begin_rollback(&mut rollout, reason, None);
+            self.begin_rollback(&mut rollout, reason, None, Cause::Unhealthy);
             return true;
         }
         if self.env().strategy == Strategy::ValidatedOnly {
@@ -768,7 +806,7 @@ impl Decider<'_> {
                 self.validate(&rollout, Some(format!("validated in {from}")), None);
             } else {
                 let reason = format!("its validation in {from} was revoked during the deploy");
-                self.begin_rollback(&mut rollout, reason, None);
+                self.begin_rollback(&mut rollout, reason, None, Cause::UpstreamRevoked);
             }
             return true;
         }
@@ -781,7 +819,7 @@ impl Decider<'_> {
             }
             Some(v) if v.state == CiState::Error => match self.env().verification.on_ci_error {
                 CiErrorPolicy::Rollback => {
-                    self.begin_rollback(&mut rollout, error_reason(&v), v.url);
+                    self.begin_rollback(&mut rollout, error_reason(&v), v.url, Cause::CiError);
                     true
                 }
                 CiErrorPolicy::Keep => {
@@ -811,7 +849,7 @@ impl Decider<'_> {
             reason = format!("{reason} (last: {error})");
         }
         match self.env().verification.on_timeout {
-            TimeoutPolicy::Rollback => self.begin_rollback(rollout, reason, url),
+            TimeoutPolicy::Rollback => self.begin_rollback(rollout, reason, url, Cause::CiTimeout),
             TimeoutPolicy::Keep => self.keep_unverified(rollout, &reason),
         }
         true
@@ -861,12 +899,19 @@ impl Decider<'_> {
 
     /// Quarantines the SHA in flight and returns to the rollback point, or fails loudly
     /// when there is none, keeping whatever runs.
-    fn begin_rollback(&mut self, rollout: &mut Rollout, reason: String, url: Option<String>) {
+    fn begin_rollback(
+        &mut self,
+        rollout: &mut Rollout,
+        reason: String,
+        url: Option<String>,
+        cause: Cause,
+    ) {
         if !self.is_quarantined(&rollout.sha) {
             self.status.quarantine.push(QuarantineEntry {
                 sha: rollout.sha.clone(),
                 at: self.now(),
                 reason: reason.clone(),
+                cause,
                 ci_passed_later: false,
             });
         }
@@ -939,7 +984,7 @@ impl Decider<'_> {
                 }
                 Some((CiState::Failure, v)) if running && !self.is_quarantined(&desired) => {
                     let reason = format!("CI failed{}", failed_checks_suffix(&v));
-                    self.begin_rollback(&mut rollout, reason, v.url.clone());
+                    self.begin_rollback(&mut rollout, reason, v.url.clone(), Cause::CiFailed);
                     return true;
                 }
                 _ => {
