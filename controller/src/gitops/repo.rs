@@ -110,7 +110,7 @@ pub fn check_host_key(known_hosts: &str, host: &str, key: &[u8]) -> Result<(), S
     }
 }
 
-fn callbacks<'a>(
+pub(super) fn callbacks<'a>(
     creds: &'a Credentials,
     refused: &'a std::cell::RefCell<Option<String>>,
 ) -> RemoteCallbacks<'a> {

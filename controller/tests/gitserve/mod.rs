@@ -38,19 +38,29 @@ pub struct HttpGit {
     pub port: u16,
 }
 
+/// Called with the method and the target (`/ops.git/info/refs?service=…`) of each
+/// authorized request before Git answers it: a test makes a concurrent push there.
+pub type BeforeRequest = std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 impl HttpGit {
     /// Serves `root` on a free port.
     #[must_use]
     pub fn start(root: &Path, token: &str) -> Self {
+        Self::start_with(root, token, std::sync::Arc::new(|_: &str, _: &str| {}))
+    }
+
+    /// Serves `root` on a free port, calling `before` ahead of each request.
+    #[must_use]
+    pub fn start_with(root: &Path, token: &str, before: BeforeRequest) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let root = root.to_owned();
         let token = token.to_owned();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (root, token) = (root.clone(), token.clone());
+                let (root, token, before) = (root.clone(), token.clone(), before.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &root, &token);
+                    let _ = serve(stream, &root, &token, &*before);
                 });
             }
         });
@@ -83,7 +93,12 @@ fn authorized(headers: &[(String, String)], token: &str) -> bool {
     clippy::too_many_lines,
     reason = "one HTTP exchange, read top to bottom"
 )]
-fn serve(stream: TcpStream, root: &Path, token: &str) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    root: &Path,
+    token: &str,
+    before: &(dyn Fn(&str, &str) + Send + Sync),
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     let mut line = String::new();
@@ -134,6 +149,7 @@ fn serve(stream: TcpStream, root: &Path, token: &str) -> std::io::Result<()> {
         )?;
         return Ok(());
     }
+    before(&method, &target);
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let mut child = Command::new("git")
         .arg("http-backend")
