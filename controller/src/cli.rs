@@ -133,6 +133,17 @@ pub struct RunArgs {
     /// known_hosts file the SSH server's key must be listed in.
     #[arg(long)]
     pub git_known_hosts_file: Option<PathBuf>,
+    /// With a git source of manifests: what is committed back to it instead of kept in
+    /// the state: `tracking` (tracked updates), `rollbacks`, both (comma-separated) or `none`.
+    #[arg(long, env = "VIGIE_WRITE_BACK", default_value = "none")]
+    pub write_back: String,
+    /// Author and committer of write-back commits, `Name <email>`.
+    #[arg(
+        long,
+        env = "VIGIE_GIT_AUTHOR",
+        default_value = "Vigie <vigie@localhost>"
+    )]
+    pub git_author: String,
     /// State file, written atomically.
     #[arg(long, env = "VIGIE_STATE", default_value = "vigie-state.json")]
     pub state: PathBuf,
@@ -218,6 +229,17 @@ pub struct ControllerArgs {
     /// Where git repositories (the GitOps one, tracked code repositories) are mirrored.
     #[arg(long, alias = "git-cache", default_value = "/tmp/vigie-gitops")]
     pub gitops_cache: PathBuf,
+    /// GitOps: what is committed back to the repository instead of set in the cluster:
+    /// `tracking` (tracked updates), `rollbacks`, both (comma-separated) or `none`.
+    #[arg(long, env = "VIGIE_GITOPS_WRITE_BACK", default_value = "none")]
+    pub gitops_write_back: String,
+    /// GitOps: author and committer of write-back commits, `Name <email>`.
+    #[arg(
+        long,
+        env = "VIGIE_GITOPS_AUTHOR",
+        default_value = "Vigie <vigie@localhost>"
+    )]
+    pub gitops_author: String,
     /// Seconds between checks of the refs that CodeLocations' `track` rules follow.
     #[arg(long, default_value_t = 60)]
     pub track_interval: u64,
@@ -355,6 +377,44 @@ fn webhook_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, Str
         .filter(|s| !s.is_empty()))
 }
 
+/// The GitOps options of `vigie controller`, when `--gitops-repo` is given.
+fn gitops_options(
+    args: &ControllerArgs,
+) -> Result<Option<crate::operator::gitops::Options>, String> {
+    let Some(repo) = args.gitops_repo.as_deref() else {
+        if args.gitops_write_back.trim() != "none" {
+            return Err("--gitops-write-back needs --gitops-repo".into());
+        }
+        return Ok(None);
+    };
+    let spec = format!("{repo}#{}:{}", args.gitops_ref, args.gitops_path);
+    let source = match crate::gitops::source::parse(&spec) {
+        Ok(crate::gitops::source::Source::Git(g)) => g,
+        Ok(crate::gitops::source::Source::Path(_)) => {
+            return Err(format!("--gitops-repo {repo:?} is not a git URL"));
+        }
+        Err(e) => return Err(format!("--gitops-repo {e}")),
+    };
+    let credentials = git_credentials(
+        args.gitops_token_file.as_ref(),
+        args.gitops_ssh_key_file.as_ref(),
+        args.gitops_known_hosts_file.as_ref(),
+    )?;
+    let write_back = crate::gitops::writeback::Scope::parse(&args.gitops_write_back)
+        .map_err(|e| format!("--gitops-{e}"))?;
+    let author = crate::gitops::writeback::Author::parse(&args.gitops_author)
+        .map_err(|e| format!("--gitops-author {e}"))?;
+    Ok(Some(crate::operator::gitops::Options {
+        source,
+        interval: std::time::Duration::from_secs(args.gitops_interval.max(1)),
+        credentials,
+        cache: args.gitops_cache.clone(),
+        default_namespace: args.gitops_namespace.clone(),
+        write_back,
+        author,
+    }))
+}
+
 fn controller(args: ControllerArgs) -> ExitCode {
     init_logs(args.log_format);
     let secret = match webhook_secret(args.webhook_secret_file.as_deref()) {
@@ -368,6 +428,13 @@ fn controller(args: ControllerArgs) -> ExitCode {
         eprintln!("vigie: --kube-api-qps must be a positive number");
         return ExitCode::FAILURE;
     }
+    let gitops = match gitops_options(&args) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let pod_namespace =
         std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
             .ok()
@@ -377,41 +444,6 @@ fn controller(args: ControllerArgs) -> ExitCode {
             .map_or_else(|_| "vigie".into(), |h| h.trim().to_owned());
         format!("{host}-{}", std::process::id())
     });
-    let gitops = match args.gitops_repo.as_deref() {
-        None => None,
-        Some(repo) => {
-            let spec = format!("{repo}#{}:{}", args.gitops_ref, args.gitops_path);
-            let source = match crate::gitops::source::parse(&spec) {
-                Ok(crate::gitops::source::Source::Git(g)) => g,
-                Ok(crate::gitops::source::Source::Path(_)) => {
-                    eprintln!("vigie: --gitops-repo {repo:?} is not a git URL");
-                    return ExitCode::FAILURE;
-                }
-                Err(e) => {
-                    eprintln!("vigie: --gitops-repo {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let credentials = match git_credentials(
-                args.gitops_token_file.as_ref(),
-                args.gitops_ssh_key_file.as_ref(),
-                args.gitops_known_hosts_file.as_ref(),
-            ) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("vigie: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            Some(crate::operator::gitops::Options {
-                source,
-                interval: std::time::Duration::from_secs(args.gitops_interval.max(1)),
-                credentials,
-                cache: args.gitops_cache.clone(),
-                default_namespace: args.gitops_namespace.clone(),
-            })
-        }
-    };
     let options = crate::operator::Options {
         gitops,
         track_interval: std::time::Duration::from_secs(args.track_interval.max(1)),
@@ -490,6 +522,26 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let write_back = match crate::gitops::writeback::Scope::parse(&args.write_back) {
+        Ok(s) if s.any() && !matches!(manifests, crate::gitops::source::Source::Git(_)) => {
+            eprintln!(
+                "vigie: --write-back needs a git source of manifests (--manifests URL#BRANCH:DIR)"
+            );
+            return ExitCode::FAILURE;
+        }
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vigie: --{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let git_author = match crate::gitops::writeback::Author::parse(&args.git_author) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vigie: --git-author {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut git_cache = args.state.clone().into_os_string();
     git_cache.push(".git-cache");
     let options = crate::standalone::run::Options {
@@ -503,6 +555,8 @@ fn run(args: RunArgs) -> ExitCode {
         secret,
         interval,
         removal_grace: std::time::Duration::from_secs(args.removal_grace),
+        write_back,
+        git_author,
     };
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(2))
     else {

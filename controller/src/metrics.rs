@@ -67,6 +67,10 @@ pub struct Metrics {
     pub git_synced: Gauge,
     /// Failed fetches of the manifests repository and invalid commits.
     pub git_sync_errors: Counter,
+    /// Commits written back to the manifests repository.
+    pub write_backs: Counter,
+    /// Write-backs that failed.
+    pub write_back_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -82,6 +86,18 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let git_synced = Gauge::default();
         let git_sync_errors = Counter::default();
+        let write_backs = Counter::default();
+        let write_back_errors = Counter::default();
+        registry.register(
+            "git_write_backs",
+            "Commits written back to the manifests repository",
+            write_backs.clone(),
+        );
+        registry.register(
+            "git_write_back_errors",
+            "Write-backs to the manifests repository that failed",
+            write_back_errors.clone(),
+        );
         registry.register(
             "git_synced_timestamp_seconds",
             "Unix time of the last commit of manifests taken from git",
@@ -136,6 +152,8 @@ impl Default for Metrics {
             leader,
             git_synced,
             git_sync_errors,
+            write_backs,
+            write_back_errors,
         }
     }
 }

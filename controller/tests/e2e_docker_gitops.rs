@@ -327,3 +327,131 @@ fn releases_follow_a_branch_forward_and_the_newest_matching_tag() {
         Some("v1.1.0")
     );
 }
+
+#[test]
+#[allow(clippy::too_many_lines, reason = "one story, in order")]
+fn tracked_updates_and_rollbacks_are_written_back_to_the_manifests_repository() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (good, bad) = (demo.sha("good"), demo.sha("bad"));
+    let (dev, staging) = (free_port(), free_port());
+    let mut v = Vigie::new("write-back", &["trk-dev", "trk-staging"]);
+    // The code repository, whose main dev follows.
+    let code = v.dir.join("app.git");
+    git(
+        &v.dir,
+        &["init", "-q", "--bare", "-b", "main", code.to_str().unwrap()],
+    );
+    let publish = |refspec: &str| {
+        git(&demo.repo, &["push", "-q", code.to_str().unwrap(), refspec]);
+    };
+    publish(&format!("{good}:refs/heads/main"));
+    let code_url = format!("file://{}", code.display());
+    // The manifests repository: the Releases name no revision; Vigie writes them.
+    let ops = v.dir.join("ops.git");
+    let work = v.dir.join("ops");
+    git(
+        &v.dir,
+        &["init", "-q", "--bare", "-b", "main", ops.to_str().unwrap()],
+    );
+    git(
+        &v.dir,
+        &["clone", "-q", ops.to_str().unwrap(), work.to_str().unwrap()],
+    );
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    std::fs::create_dir_all(work.join("vm")).unwrap();
+    std::fs::write(
+        work.join("vm/all.yaml"),
+        tracking_manifests(&code_url, dev, staging),
+    )
+    .unwrap();
+    push(&work, "dev and staging");
+    v.source = Some(format!("file://{}#main:vm", ops.display()));
+    v.extra_args = vec![
+        "--write-back".into(),
+        "tracking,rollbacks".into(),
+        "--git-author".into(),
+        "Vigie Bot <vigie@example.com>".into(),
+        "--git-interval".into(),
+        "3600".into(),
+        "--track-interval".into(),
+        "3600".into(),
+    ];
+    let log = |n: &str| git(&ops, &["log", "--format=%s|%an", "-n", n, "main"]);
+    let dev_revision = || {
+        let text = git(&ops, &["show", "main:vm/all.yaml"]);
+        let doc = text.split("name: app-dev}").nth(1).unwrap().to_owned();
+        doc.lines()
+            .find_map(|l| l.trim().strip_prefix("revision: ").map(str::to_owned))
+    };
+    v.start();
+
+    // The first check moves dev to main's tip: a commit in the manifests repository,
+    // which the next fetch applies.
+    serving(dev, good);
+    assert_eq!(dev_revision().as_deref(), Some(good));
+    assert!(
+        log("3").contains(&format!(
+            "vigie: app in trk-dev: - → {} (main)|Vigie Bot",
+            &good[..7]
+        )),
+        "{}",
+        log("3")
+    );
+    assert!(
+        v.state().tracked["default/app-dev"].sha.is_none(),
+        "git holds it, not the state"
+    );
+    assert_eq!(v.verdict("app", good, "success"), 202);
+    v.wait_phase("trk-dev", "Validated", T);
+
+    // main moves forward: committed, applied, deployed.
+    publish(&format!("{bad}:refs/heads/main"));
+    assert_eq!(pushed(&v, &code_url, "main", bad, SECRET), 202);
+    serving(dev, bad);
+    assert_eq!(dev_revision().as_deref(), Some(bad));
+    assert!(log("1").starts_with(&format!(
+        "vigie: app in trk-dev: {} → {} (main)",
+        &good[..7],
+        &bad[..7]
+    )));
+    v.wait_phase("trk-dev", "Verifying", T);
+
+    // CI fails: the rollback is committed too, so git says what runs.
+    assert_eq!(v.verdict("app", bad, "failure"), 202);
+    serving(dev, good);
+    wait_for(T, "the rollback written back", || {
+        (dev_revision().as_deref() == Some(good)).then_some(())
+    });
+    assert!(
+        log("1").starts_with(&format!(
+            "vigie: roll back app in trk-dev: {} → {}|Vigie Bot",
+            &bad[..7],
+            &good[..7]
+        )),
+        "{}",
+        log("1")
+    );
+    let body = git(&ops, &["log", "-1", "--format=%b", "main"]);
+    assert!(body.contains("was rolled back: CI failed"), "{body}");
+    // The rolled-back SHA is main's tip, quarantined: tracking does not take it again.
+    let row = v.wait_phase("trk-dev", "Validated", T);
+    assert_eq!(row.quarantined, vec![bad.to_owned()]);
+    let commits = git(&ops, &["rev-list", "--count", "main"]);
+    assert_eq!(pushed(&v, &code_url, "main", bad, SECRET), 202);
+    let refused = wait_for(T, "the quarantined tip refused", || {
+        v.state()
+            .tracked
+            .get("default/app-dev")
+            .and_then(|t| t.refused.clone())
+    });
+    assert!(refused.contains("quarantined"), "{refused}");
+    assert_eq!(git(&ops, &["rev-list", "--count", "main"]), commits);
+    let shown = status(&v);
+    assert!(
+        shown.contains("write-back: default/app-dev rolled back"),
+        "{shown}"
+    );
+}

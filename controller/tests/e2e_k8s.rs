@@ -1057,3 +1057,119 @@ async fn a_tracked_branch_moves_the_release_forward_and_a_force_push_is_refused(
         Some(two.as_str())
     );
 }
+
+fn file_at(bare: &std::path::Path, path: &str) -> String {
+    git(bare, &["show", &format!("main:{path}")])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines, reason = "one story, in order")]
+async fn tracked_updates_and_rollbacks_are_committed_to_the_gitops_repository() {
+    if !k8s::enabled("write-back") {
+        return;
+    }
+    let ns = Namespace::new("writeback");
+    let n = ns.name.clone();
+    // The code repository, whose main preprod follows.
+    let (_code_dir, code, code_work) = repository(&format!("{n}-code"), "web");
+    std::fs::write(code_work.join("app.txt"), "one\n").unwrap();
+    let one = commit_all(&code_work, "one");
+    // The GitOps repository: the Release at `one`, tracking main.
+    let (dir, bare, work) = repository(&format!("{n}-git"), "ops");
+    std::fs::create_dir_all(work.join("k8s")).unwrap();
+    let yaml = manifests(&n, &one).replace(
+        "  repo: {url: \"https://git.example/web.git\"}",
+        &format!(
+            "  repo: {{url: \"file://{}\"}}\n  track: [{{environment: preprod, branch: main}}]",
+            code.display()
+        ),
+    );
+    std::fs::write(work.join("k8s/web.yaml"), yaml).unwrap();
+    commit_all(&work, "web at one, following main");
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.args(&[
+        format!("--gitops-repo=file://{}", bare.display()),
+        "--gitops-path=k8s".into(),
+        "--gitops-interval=1".into(),
+        "--gitops-write-back=tracking,rollbacks".into(),
+        "--gitops-author=Vigie Bot <vigie@example.com>".into(),
+        "--track-interval=1".into(),
+        format!("--gitops-cache={}", dir.join("cache").display()),
+    ]);
+    controller.start();
+    wait_rolled_out(&n, "web-preprod", &image(&one)).await;
+    assert_eq!(controller.verdict("web", &one, "success"), 202);
+    wait_phase(&n, "web-preprod", Phase::Validated).await;
+
+    // A new commit on main: committed to the GitOps repository, which the sync applies.
+    std::fs::write(code_work.join("app.txt"), "two\n").unwrap();
+    let two = commit_all(&code_work, "two");
+    let written = eventually(T, "a WrittenBack Event", || async {
+        Some(stdout(&kubectl(&[
+            "-n",
+            &n,
+            "get",
+            "events",
+            "--field-selector",
+            "reason=WrittenBack",
+        ])))
+        .filter(|e| e.contains(&two[..7]))
+    })
+    .await;
+    assert!(written.contains("(main)"), "{written}");
+    assert!(
+        file_at(&bare, "k8s/web.yaml").contains(&format!("  revision: \"{two}\"")),
+        "the quoting is kept"
+    );
+    assert_eq!(
+        git(&bare, &["log", "-1", "--format=%s|%an", "main"]),
+        format!(
+            "vigie: web in preprod: {} → {} (main)|Vigie Bot",
+            &one[..7],
+            &two[..7]
+        )
+    );
+    wait_rolled_out(&n, "web-preprod", &image(&two)).await;
+    let r = release(&n, "web-preprod").await.unwrap();
+    assert_eq!(r.spec.revision.as_deref(), Some(two.as_str()));
+    assert!(
+        r.metadata
+            .managed_fields
+            .unwrap_or_default()
+            .iter()
+            .all(|f| f.manager.as_deref() != Some("vigie-tracking")),
+        "git moved it, not a patch"
+    );
+
+    // CI fails: the rollback is committed too, so git says what runs.
+    wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    assert_eq!(controller.verdict("web", &two, "failure"), 202);
+    wait_rolled_out(&n, "web-preprod", &image(&one)).await;
+    eventually(T, "the rollback committed and applied", || async {
+        release(&n, "web-preprod")
+            .await
+            .filter(|r| r.spec.revision.as_deref() == Some(one.as_str()))
+    })
+    .await;
+    let subject = git(&bare, &["log", "-1", "--format=%s", "main"]);
+    assert_eq!(
+        subject,
+        format!(
+            "vigie: roll back web in preprod: {} → {}",
+            &two[..7],
+            &one[..7]
+        )
+    );
+    let r = wait_phase(&n, "web-preprod", Phase::Validated).await;
+    let status = r.status.unwrap();
+    assert_eq!(status.quarantine[0].sha.as_str(), two);
+    // main's tip is quarantined: nothing more is committed.
+    let commits = git(&bare, &["rev-list", "--count", "main"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(git(&bare, &["rev-list", "--count", "main"]), commits);
+    let metrics = controller.metrics().unwrap_or_default();
+    assert!(
+        metrics.contains("vigie_git_write_backs_total 2"),
+        "{metrics}"
+    );
+}

@@ -308,9 +308,25 @@ fn write_back_over_ssh_and_file() {
     let t = target(server.url(&bare), dir.join("cache"), impostor);
     let e = write_revision(&t, "default", "app-dev", &sha(NEW), "vigie: ssh").unwrap_err();
     assert!(e.contains("differs from the one in knownHosts"), "{e}");
+    // known_hosts hashed by OpenSSH's own `ssh-keygen -H`.
+    let file = dir.join("known_hosts");
+    std::fs::write(&file, &server.known_hosts).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hashed = std::fs::read_to_string(&file).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
     let trusted = Credentials {
         ssh_key: Some(server.client_key.clone()),
-        known_hosts: Some(server.known_hosts.clone()),
+        known_hosts: Some(hashed),
         ..Credentials::default()
     };
     let t = target(server.url(&bare), dir.join("cache"), trusted);

@@ -64,13 +64,56 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Whether an SSH host key is listed for `host` in `known_hosts` text; `Err` names
-/// why not (no entry for the host, or a different key: a possible impostor).
+/// Whether a hashed `known_hosts` name (`|1|salt|hash`, as `ssh-keygen -H` writes
+/// them: HMAC-SHA1 of the name keyed by the salt) is `name`.
+fn hashed_name_is(entry: &str, name: &str) -> bool {
+    use base64::Engine as _;
+    use hmac::{KeyInit as _, Mac as _};
+    let Some(rest) = entry.strip_prefix("|1|") else {
+        return false;
+    };
+    let Some((salt, hash)) = rest.split_once('|') else {
+        return false;
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (Ok(salt), Ok(hash)) = (b64.decode(salt), b64.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// The SSH port a remote URL names (`ssh://host:2222/…`), else 22.
+fn ssh_port(url: &str) -> u16 {
+    url.strip_prefix("ssh://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|authority| {
+            authority
+                .rsplit_once('@')
+                .map_or(Some(authority), |(_, h)| Some(h))
+        })
+        .and_then(|host| host.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(22)
+}
+
+/// Whether an SSH host key is listed for `host` (on `port`) in `known_hosts` text;
+/// `Err` names why not (no entry for the host, or a different key: a possible
+/// impostor). Entries are in clear (`host`, `[host]:port`, comma-separated) or hashed
+/// (`|1|…`, where the name is `host` on port 22, else `[host]:port`).
 ///
 /// # Errors
 /// The host is unknown, or its key differs from every listed one.
-pub fn check_host_key(known_hosts: &str, host: &str, key: &[u8]) -> Result<(), String> {
+pub fn check_host_key(known_hosts: &str, host: &str, port: u16, key: &[u8]) -> Result<(), String> {
     use base64::Engine as _;
+    let hashed_name = if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    };
     let mut listed = false;
     for line in known_hosts.lines() {
         let line = line.trim();
@@ -84,6 +127,7 @@ pub fn check_host_key(known_hosts: &str, host: &str, key: &[u8]) -> Result<(), S
         };
         let names_host = hosts.split(',').any(|h| {
             h == host
+                || hashed_name_is(h, &hashed_name)
                 || h.strip_prefix('[')
                     .and_then(|h| h.split_once("]:"))
                     .is_some_and(|(name, _port)| name == host)
@@ -111,9 +155,11 @@ pub fn check_host_key(known_hosts: &str, host: &str, key: &[u8]) -> Result<(), S
 }
 
 pub(super) fn callbacks<'a>(
+    url: &str,
     creds: &'a Credentials,
     refused: &'a std::cell::RefCell<Option<String>>,
 ) -> RemoteCallbacks<'a> {
+    let port = ssh_port(url);
     let mut cb = RemoteCallbacks::new();
     let mut tried = false;
     cb.credentials(move |_url, username, allowed| {
@@ -147,7 +193,7 @@ pub(super) fn callbacks<'a>(
             return Err(git2::Error::from_str("no host key"));
         };
         let known = creds.known_hosts.as_deref().unwrap_or_default();
-        match check_host_key(known, host, key) {
+        match check_host_key(known, host, port, key) {
             Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
             Err(why) => {
                 *refused.borrow_mut() = Some(why.clone());
@@ -199,7 +245,7 @@ impl Mirror {
         let shown = crate::git::redact(&self.url);
         let refused = std::cell::RefCell::new(None);
         let mut options = FetchOptions::new();
-        options.remote_callbacks(callbacks(creds, &refused));
+        options.remote_callbacks(callbacks(&self.url, creds, &refused));
         options.download_tags(git2::AutotagOption::None);
         options.prune(git2::FetchPrune::On);
         let mut remote = self
@@ -330,25 +376,60 @@ mod tests {
         let known = format!(
             "# vigie\ngit.example,10.0.0.1 ssh-ed25519 {KEY}\n[127.0.0.1]:2222 ssh-ed25519 {KEY}\n"
         );
-        assert_eq!(check_host_key(&known, "git.example", &key), Ok(()));
-        assert_eq!(check_host_key(&known, "10.0.0.1", &key), Ok(()));
-        assert_eq!(check_host_key(&known, "127.0.0.1", &key), Ok(()));
+        assert_eq!(check_host_key(&known, "git.example", 22, &key), Ok(()));
+        assert_eq!(check_host_key(&known, "10.0.0.1", 22, &key), Ok(()));
+        assert_eq!(check_host_key(&known, "127.0.0.1", 2222, &key), Ok(()));
         let other = vec![7u8; key.len()];
         assert!(
-            check_host_key(&known, "git.example", &other)
+            check_host_key(&known, "git.example", 22, &other)
                 .unwrap_err()
                 .contains("differs")
         );
         assert!(
-            check_host_key(&known, "elsewhere", &key)
+            check_host_key(&known, "elsewhere", 22, &key)
                 .unwrap_err()
                 .contains("not in knownHosts")
         );
         assert!(
-            check_host_key("", "git.example", &key)
+            check_host_key("", "git.example", 22, &key)
                 .unwrap_err()
                 .contains("not in knownHosts")
         );
+    }
+
+    #[test]
+    fn hashed_known_hosts_entries_are_read() {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(KEY)
+            .unwrap();
+        // Written by `ssh-keygen -H` from `git.example …` and `[127.0.0.1]:2222 …`.
+        let known = format!(
+            "|1|HX33LvWYoW2Ws2Rw1nRNQ1JaOuI=|aggjAGtzODQnsk23RzN3aXrgCZ4= ssh-ed25519 {KEY}\n|1|TFhARmThDPVTHnfzbjMscWNV1QY=|/11ETGdstjVSeTuz26mB0f4dR+g= ssh-ed25519 {KEY}\n"
+        );
+        assert_eq!(check_host_key(&known, "git.example", 22, &key), Ok(()));
+        assert_eq!(check_host_key(&known, "127.0.0.1", 2222, &key), Ok(()));
+        // The port is part of a hashed name.
+        assert!(
+            check_host_key(&known, "127.0.0.1", 22, &key)
+                .unwrap_err()
+                .contains("not in knownHosts")
+        );
+        let other = vec![7u8; key.len()];
+        assert!(
+            check_host_key(&known, "git.example", 22, &other)
+                .unwrap_err()
+                .contains("differs")
+        );
+        assert!(!hashed_name_is("|1|not base64|x", "git.example"));
+    }
+
+    #[test]
+    fn ssh_ports_come_from_the_url() {
+        assert_eq!(ssh_port("ssh://git@127.0.0.1:2222/srv/ops.git"), 2222);
+        assert_eq!(ssh_port("ssh://git.example/ops.git"), 22);
+        assert_eq!(ssh_port("git@git.example:acme/ops.git"), 22);
+        assert_eq!(ssh_port("https://git.example:8443/ops.git"), 22);
     }
 
     #[test]

@@ -428,7 +428,7 @@ fn push(
         .map_err(|e| Push::Failed(format!("write-back: {}", e.message())))?;
     let refused = std::cell::RefCell::new(None);
     let rejected = std::cell::RefCell::new(None::<String>);
-    let mut callbacks = super::repo::callbacks(creds, &refused);
+    let mut callbacks = super::repo::callbacks(url, creds, &refused);
     callbacks.push_update_reference(|_reference, status| {
         if let Some(why) = status {
             *rejected.borrow_mut() = Some(why.to_owned());
@@ -471,6 +471,120 @@ fn is_race(status: &str) -> bool {
     ]
     .iter()
     .any(|s| status.contains(s))
+}
+
+/// The write-backs of one manifests repository, made one at a time (two at once would
+/// only race each other).
+pub struct Writer {
+    /// Where and what.
+    pub target: Target,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Writer {
+    /// A writer for `target`.
+    #[must_use]
+    pub fn new(target: Target) -> Self {
+        Self {
+            target,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// [`write_revision`] off the async threads, after the write-backs before it.
+    ///
+    /// # Errors
+    /// As [`write_revision`]; or no answer within 5 minutes.
+    pub async fn set_revision(
+        &self,
+        namespace: &str,
+        name: &str,
+        revision: &Sha,
+        message: String,
+    ) -> Result<Outcome, String> {
+        let _one_at_a_time = self.lock.lock().await;
+        let (target, namespace, name, revision) = (
+            self.target.clone(),
+            namespace.to_owned(),
+            name.to_owned(),
+            revision.clone(),
+        );
+        let writing = tokio::task::spawn_blocking(move || {
+            write_revision(&target, &namespace, &name, &revision, &message)
+        });
+        match tokio::time::timeout(Duration::from_secs(300), writing).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(format!("write-back: {e}")),
+            Err(_) => Err(format!(
+                "write-back: no answer from {} within 5 minutes",
+                self.target.source
+            )),
+        }
+    }
+}
+
+/// The commit message of a tracked update.
+#[must_use]
+pub fn tracking_message(
+    location: &str,
+    environment: &str,
+    release: &str,
+    old: Option<&str>,
+    new: &Sha,
+    reference: &str,
+) -> String {
+    let old_short = old.map_or("-", |o| &o[..o.len().min(7)]);
+    format!(
+        "vigie: {location} in {environment}: {old_short} → {} ({reference})\n\nRelease {release}: spec.revision {} → {}, following {reference}.\n",
+        new.short(),
+        old.unwrap_or("(none)"),
+        new.as_str()
+    )
+}
+
+/// The commit message of a rollback.
+#[must_use]
+pub fn rollback_message(
+    location: &str,
+    environment: &str,
+    release: &str,
+    from: &Sha,
+    to: &Sha,
+    reason: Option<&str>,
+) -> String {
+    format!(
+        "vigie: roll back {location} in {environment}: {} → {}\n\nRelease {release}: spec.revision {} → {} (the last validated SHA).\n{} was rolled back: {}\n",
+        from.short(),
+        to.short(),
+        from.as_str(),
+        to.as_str(),
+        from.short(),
+        reason.unwrap_or("verification failed")
+    )
+}
+
+/// A one-line account of a write-back, for Events, logs and the status.
+#[must_use]
+pub fn describe(outcome: &Outcome, source: &GitSource) -> String {
+    match outcome {
+        Outcome::Committed {
+            commit,
+            file,
+            attempts,
+        } => {
+            let retried = if *attempts > 1 {
+                format!(" after {} lost races", attempts - 1)
+            } else {
+                String::new()
+            };
+            format!(
+                "committed {} to {source} ({}){retried}",
+                commit.short(),
+                file.display()
+            )
+        }
+        Outcome::Unchanged => format!("{source} already has it"),
+    }
 }
 
 #[cfg(test)]

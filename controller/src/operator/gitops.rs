@@ -50,6 +50,35 @@ pub struct Options {
     pub cache: std::path::PathBuf,
     /// Namespace of objects that name none.
     pub default_namespace: String,
+    /// What is committed back to the repository (tracked updates, rollbacks).
+    pub write_back: crate::gitops::writeback::Scope,
+    /// The author of those commits.
+    pub author: crate::gitops::writeback::Author,
+}
+
+impl Options {
+    /// Where write-backs go: this repository, branch and folder.
+    #[must_use]
+    pub fn write_back_target(&self) -> crate::gitops::writeback::Target {
+        crate::gitops::writeback::Target {
+            source: self.source.clone(),
+            credentials: self.credentials.clone(),
+            cache: self.cache.clone(),
+            author: self.author.clone(),
+            default_namespace: self.default_namespace.clone(),
+            scope: self.write_back,
+        }
+    }
+}
+
+/// Whether GitOps manages this object (it carries the label).
+#[must_use]
+pub fn manages(meta: &kube::api::ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY.0))
+        .map(String::as_str)
+        == Some(MANAGED_BY.1)
 }
 
 /// What one sync did.

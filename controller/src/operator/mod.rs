@@ -122,6 +122,8 @@ pub struct Ctx {
     pub(crate) ci_client: crate::ci::poll::Client,
     pub(crate) memory: Mutex<release::Memory>,
     pub(crate) docker: Mutex<HashMap<String, (String, crate::backend::docker::DockerBackend)>>,
+    /// Write-back to the GitOps repository, when it is on.
+    pub(crate) writer: Option<Arc<crate::gitops::writeback::Writer>>,
 }
 
 impl Ctx {
@@ -431,6 +433,11 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         ci_client: crate::ci::poll::Client::new(),
         memory: Mutex::new(release::Memory::default()),
         docker: Mutex::new(HashMap::new()),
+        writer: options
+            .gitops
+            .as_ref()
+            .filter(|g| g.write_back.any())
+            .map(|g| Arc::new(crate::gitops::writeback::Writer::new(g.write_back_target()))),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

@@ -2,8 +2,9 @@
 //! checked on an interval and at once on a signed push webhook; a move sets the bound
 //! Release's `spec.revision` (field manager `vigie-tracking`), with a `Tracked` Event;
 //! a refusal (a force-push, a quarantined SHA) is a `TrackingRefused` Warning, once.
-//! Releases that GitOps manages are not moved here (git is their source of truth and
-//! write-back is not built): that is reported too.
+//! Releases that GitOps manages are not patched (git is their source of truth): with
+//! `--gitops-write-back=tracking` the move is committed to the GitOps repository, which
+//! the sync then applies (`WrittenBack` Event); without it, it is reported.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -108,21 +109,8 @@ async fn check(
         match o.step {
             Step::Stay => {}
             Step::Move { sha, reference } => {
-                let gitops = r
-                    .labels()
-                    .get(super::gitops::MANAGED_BY.0)
-                    .map(String::as_str)
-                    == Some(super::gitops::MANAGED_BY.1);
-                if gitops {
-                    let why = format!(
-                        "{reference} is at {}, but GitOps manages this Release: commit the revision to the manifests repository (write-back is not built)",
-                        sha.short()
-                    );
-                    if reported.get(&key) != Some(&why) {
-                        tracing::warn!(release = %key, "{why}");
-                        publish(ctx, r, EventType::Warning, "TrackingNotApplied", &why).await;
-                        reported.insert(key, why);
-                    }
+                if super::gitops::manages(&r.metadata) {
+                    write_back(ctx, loc, r, &sha, &reference, reported).await;
                     continue;
                 }
                 let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
@@ -160,6 +148,71 @@ async fn check(
                     publish(ctx, r, EventType::Warning, "TrackingRefused", &reason).await;
                     reported.insert(key, reason);
                 }
+            }
+        }
+    }
+}
+
+/// A move of a Release that git manages: committed to the GitOps repository when
+/// write-back of tracked updates is on (the sync then applies it), else reported.
+async fn write_back(
+    ctx: &Ctx,
+    loc: &CodeLocation,
+    r: &Release,
+    sha: &crate::api::Sha,
+    reference: &str,
+    reported: &mut HashMap<String, String>,
+) {
+    let ns = r.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", r.name_any());
+    let Some(writer) = ctx.writer.as_ref().filter(|w| w.target.scope.tracking) else {
+        let why = format!(
+            "{reference} is at {}, but GitOps manages this Release: commit the revision to the manifests repository, or turn on --gitops-write-back=tracking",
+            sha.short()
+        );
+        if reported.get(&key) != Some(&why) {
+            tracing::warn!(release = %key, "{why}");
+            publish(ctx, r, EventType::Warning, "TrackingNotApplied", &why).await;
+            reported.insert(key, why);
+        }
+        return;
+    };
+    let message = crate::gitops::writeback::tracking_message(
+        &loc.name_any(),
+        &r.spec.environment,
+        &key,
+        r.spec.revision.as_deref(),
+        sha,
+        reference,
+    );
+    match writer.set_revision(&ns, &r.name_any(), sha, message).await {
+        Ok(outcome @ crate::gitops::writeback::Outcome::Committed { .. }) => {
+            let note = format!(
+                "{} {} → {} ({reference}): {}",
+                loc.name_any(),
+                r.spec
+                    .revision
+                    .as_deref()
+                    .map_or("-", |v| &v[..v.len().min(7)]),
+                sha.short(),
+                crate::gitops::writeback::describe(&outcome, &writer.target.source)
+            );
+            tracing::info!(release = %key, "tracking written back: {note}");
+            ctx.shared.metrics.write_backs.inc();
+            publish(ctx, r, EventType::Normal, "WrittenBack", &note).await;
+            reported.remove(&key);
+            // Sync at once: the commit is what moves the Release.
+            ctx.shared.git_pushed.store(true, Ordering::Relaxed);
+            ctx.shared.wake.notify_waiters();
+        }
+        // Committed before; the sync has not applied it yet.
+        Ok(crate::gitops::writeback::Outcome::Unchanged) => {}
+        Err(e) => {
+            ctx.shared.metrics.write_back_errors.inc();
+            if reported.get(&key) != Some(&e) {
+                tracing::warn!(release = %key, error = %e, "tracking: write-back failed");
+                publish(ctx, r, EventType::Warning, "WriteBackFailed", &e).await;
+                reported.insert(key, e);
             }
         }
     }

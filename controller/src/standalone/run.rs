@@ -22,7 +22,7 @@ use super::{
 use crate::{
     api::{
         Phase, Release, ReleaseStatus, Sha,
-        environment::{Backend as BackendSpec, EnvironmentSpec},
+        environment::{Backend as BackendSpec, EnvironmentSpec, EventKind},
         release::HealthState,
     },
     backend::{Backend, Probe, Workload, docker::DockerBackend},
@@ -66,6 +66,10 @@ pub struct Options {
     /// How long a Release may be missing from the manifests before its containers are
     /// removed: a file rewritten by `git pull` or an editor is not a removal.
     pub removal_grace: Duration,
+    /// What is committed back to a git source of manifests (tracked updates, rollbacks).
+    pub write_back: crate::gitops::writeback::Scope,
+    /// The author of those commits.
+    pub git_author: crate::gitops::writeback::Author,
 }
 
 /// Why `vigie run` stopped.
@@ -190,6 +194,8 @@ pub struct Runner {
     git_seen: Option<Sha>,
     /// When the tracked refs were last checked.
     track_checked: Option<Instant>,
+    /// Write-back to a git source of manifests, when it is on.
+    writer: Option<Arc<crate::gitops::writeback::Writer>>,
 }
 
 /// One Release, ready to be reconciled.
@@ -213,7 +219,21 @@ impl Runner {
     /// A runner with nothing loaded yet.
     #[must_use]
     pub fn new(options: Options, shared: Arc<Shared>) -> Self {
+        let writer = match &options.manifests {
+            Source::Git(g) if options.write_back.any() => Some(Arc::new(
+                crate::gitops::writeback::Writer::new(crate::gitops::writeback::Target {
+                    source: g.clone(),
+                    credentials: options.git_credentials.clone(),
+                    cache: options.git_cache.clone(),
+                    author: options.git_author.clone(),
+                    default_namespace: "default".into(),
+                    scope: options.write_back,
+                }),
+            )),
+            _ => None,
+        };
         Self {
+            writer,
             instance: instance_id(&options.state),
             options,
             shared,
@@ -343,7 +363,152 @@ impl Runner {
             }
             moves.extend(self.track_location(&m, &snapshot, ns, name).await);
         }
+        let moves = self.write_back_tracked(&m, moves).await;
         self.record_tracking(moves);
+    }
+
+    /// With write-back of tracked updates on, each move is committed to the manifests
+    /// repository (the next fetch applies it) instead of recorded; the other steps
+    /// are returned.
+    async fn write_back_tracked(
+        &self,
+        m: &Manifests,
+        moves: Vec<(String, crate::gitops::track::Step)>,
+    ) -> Vec<(String, crate::gitops::track::Step)> {
+        let Some(writer) = self.writer.clone().filter(|w| w.target.scope.tracking) else {
+            return moves;
+        };
+        let mut rest = Vec::new();
+        for (key, step) in moves {
+            let crate::gitops::track::Step::Move { sha, reference } = &step else {
+                rest.push((key, step));
+                continue;
+            };
+            let Some((ns, name)) = key.split_once('/') else {
+                continue;
+            };
+            let Some(r) = m.releases.get(&(ns.to_owned(), name.to_owned())) else {
+                continue;
+            };
+            let spec = &r.object.spec;
+            let message = crate::gitops::writeback::tracking_message(
+                &spec.code_location,
+                &spec.environment,
+                &key,
+                spec.revision.as_deref(),
+                sha,
+                reference,
+            );
+            let result = writer.set_revision(ns, name, sha, message).await;
+            let line = match &result {
+                Ok(crate::gitops::writeback::Outcome::Unchanged) => None,
+                Ok(outcome) => {
+                    let line = format!(
+                        "{key} → {} ({reference}): {}",
+                        sha.short(),
+                        crate::gitops::writeback::describe(outcome, &writer.target.source)
+                    );
+                    tracing::info!(release = %key, "tracking written back: {line}");
+                    self.shared.metrics.write_backs.inc();
+                    self.shared.git_pushed.store(true, Ordering::Relaxed);
+                    Some(line)
+                }
+                Err(e) => {
+                    tracing::warn!(release = %key, error = %e, "tracking: write-back failed");
+                    self.shared.metrics.write_back_errors.inc();
+                    Some(format!("{key} → {} failed: {e}", sha.short()))
+                }
+            };
+            if let Some(line) = line {
+                let now = Timestamp::now();
+                self.record_sync(|s| s.write_back = Some(format!("{line} ({now})")));
+            }
+            // What the status shows for the Release: the ref followed, or why not.
+            let refused = result.err().map(|e| format!("not written back: {e}"));
+            let mut current = self.shared.state.lock().expect("state lock");
+            let mut next = current.clone();
+            let entry = next.tracked.entry(key.clone()).or_default();
+            entry.reference = Some(reference.clone());
+            entry.refused = refused;
+            if next != *current && self.shared.save(&next).is_ok() {
+                *current = next;
+            }
+        }
+        rest
+    }
+
+    /// With write-back of rollbacks on, each rollback's revision is committed to the
+    /// manifests repository, in the background (the rollback does not wait for git).
+    fn write_back_rollbacks(&self, outcomes: &[Outcome]) {
+        let Some(writer) = self.writer.clone().filter(|w| w.target.scope.rollbacks) else {
+            return;
+        };
+        for o in outcomes {
+            for n in &o.decision.notifications {
+                let (EventKind::VerificationFailed, Some(to)) = (n.event, n.previous.clone())
+                else {
+                    continue;
+                };
+                let Some((ns, name)) = o.key.split_once('/') else {
+                    continue;
+                };
+                let message = crate::gitops::writeback::rollback_message(
+                    &o.record.code_location,
+                    &o.record.environment,
+                    &o.key,
+                    &n.sha,
+                    &to,
+                    n.reason.as_deref(),
+                );
+                let (writer, shared, ns, name, key, from) = (
+                    writer.clone(),
+                    self.shared.clone(),
+                    ns.to_owned(),
+                    name.to_owned(),
+                    o.key.clone(),
+                    n.sha.clone(),
+                );
+                tokio::spawn(async move {
+                    let result = writer.set_revision(&ns, &name, &to, message).await;
+                    let line = match &result {
+                        Ok(outcome) => {
+                            if matches!(
+                                outcome,
+                                crate::gitops::writeback::Outcome::Committed { .. }
+                            ) {
+                                shared.metrics.write_backs.inc();
+                                shared.git_pushed.store(true, Ordering::Relaxed);
+                                shared.wake.notify_one();
+                            }
+                            format!(
+                                "{key} rolled back {} → {}: {}",
+                                from.short(),
+                                to.short(),
+                                crate::gitops::writeback::describe(outcome, &writer.target.source)
+                            )
+                        }
+                        Err(e) => {
+                            shared.metrics.write_back_errors.inc();
+                            format!("{key} rollback to {} failed: {e}", to.short())
+                        }
+                    };
+                    if result.is_ok() {
+                        tracing::info!(release = %key, "rollback written back: {line}");
+                    } else {
+                        tracing::warn!(release = %key, "rollback: write-back: {line}");
+                    }
+                    let now = Timestamp::now();
+                    let mut current = shared.state.lock().expect("state lock");
+                    let mut next = current.clone();
+                    let mut sync = next.git_sync.clone().unwrap_or_default();
+                    sync.write_back = Some(format!("{line} ({now})"));
+                    next.git_sync = Some(sync);
+                    if shared.save(&next).is_ok() {
+                        *current = next;
+                    }
+                });
+            }
+        }
     }
 
     /// Decides the tracking rules of one code location: `(Release key, step)`.
@@ -720,6 +885,7 @@ impl Runner {
         }
         let errors = self.apply_all(&items, &outcomes).await;
         self.report(&outcomes);
+        self.write_back_rollbacks(&outcomes);
         self.prune(&items).await;
         let phases: Vec<Phase> = self.records().iter().map(|r| r.status.phase).collect();
         self.shared.metrics.set_phases(phases.into_iter());

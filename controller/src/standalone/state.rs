@@ -83,6 +83,9 @@ pub struct GitSync {
     /// Why the latest fetch or commit is not in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The last write-back to the repository: what was committed, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_back: Option<String>,
 }
 
 /// One Release as recorded.

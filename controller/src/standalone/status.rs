@@ -153,6 +153,9 @@ pub fn git_sync(sync: Option<&super::state::GitSync>) -> String {
     if let Some(e) = &s.error {
         let _ = writeln!(out, "  error: {e}");
     }
+    if let Some(w) = &s.write_back {
+        let _ = writeln!(out, "  write-back: {w}");
+    }
     out
 }
 
