@@ -1173,3 +1173,72 @@ async fn tracked_updates_and_rollbacks_are_committed_to_the_gitops_repository() 
         "{metrics}"
     );
 }
+
+/// GitHub's `push` event for `main` of the repository at `url`, signed.
+fn github_push(url: &str, after: &str) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    let body = format!(
+        r#"{{"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000", "after": "{after}",
+        "repository": {{"full_name": "acme/ops", "clone_url": "{url}"}}, "pusher": {{"name": "ops"}}, "commits": []}}"#
+    )
+    .into_bytes();
+    let signature = vigie::ci::webhook::sign(k8s::WEBHOOK_SECRET.as_bytes(), &body);
+    (
+        vec![
+            ("X-GitHub-Event", "push".to_owned()),
+            ("X-GitHub-Delivery", format!("push-{after}")),
+            ("X-Hub-Signature-256", signature),
+        ],
+        body,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_webhook_that_reaches_the_standby_makes_the_leader_fetch() {
+    if !k8s::enabled("relay") {
+        return;
+    }
+    let ns = Namespace::new("relay");
+    let n = ns.name.clone();
+    let (dir, bare, work) = repository(&format!("{n}-git"), "ops");
+    std::fs::create_dir_all(work.join("k8s")).unwrap();
+    std::fs::write(work.join("k8s/web.yaml"), manifests(&n, &sha('a'))).unwrap();
+    commit_all(&work, "web at a");
+    let url = format!("file://{}", bare.display());
+    let start = |identity: &str| {
+        let mut c = Controller::new(&ns, &admin(), identity);
+        c.args(&[
+            format!("--gitops-repo={url}"),
+            "--gitops-path=k8s".into(),
+            // Fetched at the start, then only on a push.
+            "--gitops-interval=3600".into(),
+            format!("--gitops-cache={}", dir.join(identity).display()),
+        ]);
+        c.start();
+        c
+    };
+    let (one, two) = (start("one"), start("two"));
+    let first = eventually(T, "a Lease holder", || holder(&n)).await;
+    let standby = if first == "one" { two } else { one };
+    wait_rolled_out(&n, "web-preprod", &image(&sha('a'))).await;
+    eventually(T, "the standby standing by", || async {
+        standby.metrics().filter(|m| m.contains("vigie_leader 0"))
+    })
+    .await;
+
+    std::fs::write(work.join("k8s/web.yaml"), manifests(&n, &sha('b'))).unwrap();
+    let next = commit_all(&work, "web at b");
+    let (headers, body) = github_push(&url, &next);
+    let answer = k8s::http(standby.port, "POST", "/hooks/github", &headers, &body).unwrap();
+    assert_eq!(answer.0, 202, "{answer:?}");
+    let sent = std::time::Instant::now();
+    wait_rolled_out(&n, "web-preprod", &image(&sha('b'))).await;
+    eprintln!(
+        "push to the standby → Deployment at the new image: {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        standby.log().contains("push passed on to the leader"),
+        "{}",
+        standby.log()
+    );
+}

@@ -11,6 +11,7 @@ mod environment;
 pub mod gitops;
 pub mod leader;
 mod location;
+pub mod relay;
 mod release;
 mod secrets;
 mod tracking;
@@ -392,6 +393,24 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     let shutdown = shutdown_signal();
     futures::pin_mut!(shutdown);
 
+    // Every replica answers push webhooks for the manifests branch; a standby passes
+    // them on to the leader.
+    if let (Some(g), Ok(mut w)) = (&options.gitops, shared.git_watch.write()) {
+        *w = Some(g.source.clone());
+    }
+    let relay = options.leader_election.then(|| {
+        tokio::spawn(relay::standby(
+            client.clone(),
+            options.lease_namespace.clone(),
+            shared.clone(),
+        ))
+    });
+    let stop_relay = || {
+        if let Some(r) = &relay {
+            r.abort();
+        }
+    };
+
     let elector = options.leader_election.then(|| {
         leader::Elector::new(
             client.clone(),
@@ -407,6 +426,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
             () = &mut shutdown => {
                 http.abort();
                 follower.abort();
+                stop_relay();
                 return Ok(());
             }
         }
@@ -463,6 +483,13 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         options.track_interval,
         options.git_cache.clone(),
     ));
+    let relayed = options.leader_election.then(|| {
+        tokio::spawn(relay::leader(
+            client.clone(),
+            options.lease_namespace.clone(),
+            shared.clone(),
+        ))
+    });
 
     let lost = async {
         match &elector {
@@ -479,6 +506,9 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         g.abort();
     }
     tracker.abort();
+    if let Some(r) = &relayed {
+        r.abort();
+    }
     let _ = stop_tx.send(true);
     let drain = async {
         let _ = releases.await;
@@ -499,6 +529,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     }
     http.abort();
     follower.abort();
+    stop_relay();
     result
 }
 
