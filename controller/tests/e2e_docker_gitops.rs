@@ -455,3 +455,85 @@ fn tracked_updates_and_rollbacks_are_written_back_to_the_manifests_repository() 
         "{shown}"
     );
 }
+
+#[test]
+fn a_rollback_not_yet_written_back_is_written_after_a_restart() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (good, bad) = (demo.sha("good"), demo.sha("bad"));
+    let port = free_port();
+    let mut v = Vigie::new("write-back-restart", &["wbr-preprod", "wbr-prod"]);
+    let ops = v.dir.join("ops.git");
+    let work = v.dir.join("ops");
+    git(
+        &v.dir,
+        &["init", "-q", "--bare", "-b", "main", ops.to_str().unwrap()],
+    );
+    git(
+        &v.dir,
+        &["clone", "-q", ops.to_str().unwrap(), work.to_str().unwrap()],
+    );
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    std::fs::create_dir_all(work.join("vm")).unwrap();
+    std::fs::write(
+        work.join("vm/base.yaml"),
+        vm_manifests("wbr", demo, IMAGE_ARTIFACT),
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("vm/preprod.yaml"),
+        release("wbr", "preprod", Some(good), port, ""),
+    )
+    .unwrap();
+    push(&work, "preprod at good");
+    let url = format!("file://{}", ops.display());
+    v.source = Some(format!("{url}#main:vm"));
+    v.extra_args = vec!["--git-interval".into(), "3600".into()];
+    v.start();
+    serving(port, good);
+    assert_eq!(v.verdict("app", good, "success"), 202);
+    v.wait_phase("wbr-preprod", "Validated", T);
+    std::fs::write(
+        work.join("vm/preprod.yaml"),
+        release("wbr", "preprod", Some(bad), port, ""),
+    )
+    .unwrap();
+    let at_bad = push(&work, "preprod at bad");
+    assert_eq!(pushed(&v, &url, "main", &at_bad, SECRET), 202);
+    v.wait_phase("wbr-preprod", "Verifying", T);
+    // Rolled back while write-back is off: git still says `bad`.
+    assert_eq!(v.verdict("app", bad, "failure"), 202);
+    v.wait_phase("wbr-preprod", "RolledBack", T);
+    v.kill();
+    assert_eq!(git(&ops, &["rev-parse", "main"]), at_bad);
+
+    // Restarted with write-back of rollbacks: the status says what git must say.
+    v.extra_args
+        .extend(["--write-back".into(), "rollbacks".into()]);
+    v.start();
+    let subject = wait_for(T, "the rollback written back", || {
+        let s = git(&ops, &["log", "-1", "--format=%s", "main"]);
+        s.starts_with("vigie: roll back").then_some(s)
+    });
+    assert_eq!(
+        subject,
+        format!(
+            "vigie: roll back app in wbr-preprod: {} → {}",
+            &bad[..7],
+            &good[..7]
+        )
+    );
+    assert!(
+        git(&ops, &["show", "main:vm/preprod.yaml"]).contains(good),
+        "the revision is the validated SHA again"
+    );
+    let row = v.wait_phase("wbr-preprod", "Validated", T);
+    assert_eq!(row.quarantined, vec![bad.to_owned()]);
+    serving(port, good);
+    // Once applied, nothing more is committed.
+    let commits = git(&ops, &["rev-list", "--count", "main"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(git(&ops, &["rev-list", "--count", "main"]), commits);
+}

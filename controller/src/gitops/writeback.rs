@@ -473,12 +473,32 @@ fn is_race(status: &str) -> bool {
     .any(|s| status.contains(s))
 }
 
+/// The rollback a Release's status calls for writing back, as `(from, to, why)`: its
+/// desired SHA is quarantined here and it is held at its validated SHA. Read from the
+/// status, not from a transition, so a rollback not written back before a restart is
+/// written after it.
+#[must_use]
+pub fn pending_rollback(status: &crate::api::ReleaseStatus) -> Option<(Sha, Sha, String)> {
+    let desired = status.desired_sha.as_ref()?;
+    let validated = status.validated_sha.as_ref()?;
+    if desired == validated {
+        return None;
+    }
+    let q = status.quarantine.iter().find(|q| &q.sha == desired)?;
+    Some((desired.clone(), validated.clone(), q.reason.clone()))
+}
+
+/// How long a write-back of the same revision for the same Release waits before it is
+/// tried again (the sync may not have applied the last one yet).
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// The write-backs of one manifests repository, made one at a time (two at once would
 /// only race each other).
 pub struct Writer {
     /// Where and what.
     pub target: Target,
     lock: tokio::sync::Mutex<()>,
+    tried: std::sync::Mutex<std::collections::HashMap<String, (Sha, std::time::Instant)>>,
 }
 
 impl Writer {
@@ -488,7 +508,25 @@ impl Writer {
         Self {
             target,
             lock: tokio::sync::Mutex::new(()),
+            tried: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Whether writing `revision` for `release` is due: not tried in the last 30 s.
+    /// Marks it tried.
+    pub fn due(&self, release: &str, revision: &Sha) -> bool {
+        let Ok(mut tried) = self.tried.lock() else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        if let Some((sha, at)) = tried.get(release)
+            && sha == revision
+            && now.duration_since(*at) < RETRY_AFTER
+        {
+            return false;
+        }
+        tried.insert(release.to_owned(), (revision.clone(), now));
+        true
     }
 
     /// [`write_revision`] off the async threads, after the write-backs before it.
@@ -690,6 +728,43 @@ mod tests {
         let text = "kind: Environment\n---\nkind: Release\nmetadata: {name: app-dev}\nx-base: &spec {environment: dev, revision: main}\nspec: *spec\n";
         let err = set_revision(text, "default", "default", "app-dev", SHA).unwrap_err();
         assert!(err.contains("document 2 (Release/app-dev)"), "{err}");
+    }
+
+    #[test]
+    fn a_rollback_is_pending_while_the_quarantined_sha_is_still_asked_for() {
+        use crate::api::{
+            ReleaseStatus,
+            release::{QuarantineCause, QuarantineEntry},
+        };
+        let (good, bad): (Sha, Sha) = ("a".repeat(40).parse().unwrap(), SHA.parse().unwrap());
+        let mut status = ReleaseStatus {
+            desired_sha: Some(bad.clone()),
+            validated_sha: Some(good.clone()),
+            ..ReleaseStatus::default()
+        };
+        assert_eq!(
+            pending_rollback(&status),
+            None,
+            "not quarantined: in flight"
+        );
+        status.quarantine.push(QuarantineEntry {
+            sha: bad.clone(),
+            at: jiff::Timestamp::UNIX_EPOCH,
+            reason: "CI failed: tests".into(),
+            cause: QuarantineCause::CiFailed,
+            ci_passed_later: false,
+        });
+        assert_eq!(
+            pending_rollback(&status),
+            Some((bad.clone(), good.clone(), "CI failed: tests".into()))
+        );
+        // Written back and applied: the Release asks for the validated SHA again.
+        status.desired_sha = Some(good.clone());
+        assert_eq!(pending_rollback(&status), None);
+        // Nothing to go back to.
+        status.desired_sha = Some(bad);
+        status.validated_sha = None;
+        assert_eq!(pending_rollback(&status), None);
     }
 
     #[test]

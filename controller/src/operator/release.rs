@@ -652,7 +652,7 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
         downstream(ctx, r);
     }
     publish(ctx, r, &decision.notifications).await;
-    write_back_rollbacks(ctx, r, &decision.notifications);
+    write_back_rollback(ctx, r, &recorded);
 
     // Act.
     let mut apply_error = None;
@@ -832,82 +832,72 @@ pub fn event_note(location: &str, n: &crate::lifecycle::Notification) -> String 
 /// A rollback of a Release that git manages, committed to the GitOps repository when
 /// write-back of rollbacks is on: its revision goes back to the SHA rolled back to.
 /// In the background: the rollback itself does not wait for git.
-fn write_back_rollbacks(
-    ctx: &Arc<Ctx>,
-    r: &Release,
-    notifications: &[crate::lifecycle::Notification],
-) {
+fn write_back_rollback(ctx: &Arc<Ctx>, r: &Release, status: &ReleaseStatus) {
     let Some(writer) = ctx.writer.clone().filter(|w| w.target.scope.rollbacks) else {
         return;
     };
     if !super::gitops::manages(&r.metadata) {
         return;
     }
-    for n in notifications {
-        let (EventKind::VerificationFailed, Some(to)) = (n.event, n.previous.clone()) else {
-            continue;
-        };
-        let (ctx, r, writer, from, reason) = (
-            ctx.clone(),
-            r.clone(),
-            writer.clone(),
-            n.sha.clone(),
-            n.reason.clone(),
-        );
-        tokio::spawn(async move {
-            let ns = r.namespace().unwrap_or_default();
-            let key = format!("{ns}/{}", r.name_any());
-            let message = crate::gitops::writeback::rollback_message(
-                &r.spec.code_location,
-                &r.spec.environment,
-                &key,
-                &from,
-                &to,
-                reason.as_deref(),
-            );
-            match writer.set_revision(&ns, &r.name_any(), &to, message).await {
-                Ok(outcome) => {
-                    let note = format!(
-                        "{} rolled back {} → {}: {}",
-                        r.spec.code_location,
-                        from.short(),
-                        to.short(),
-                        crate::gitops::writeback::describe(&outcome, &writer.target.source)
-                    );
-                    tracing::info!(release = %key, "rollback written back: {note}");
-                    if matches!(outcome, crate::gitops::writeback::Outcome::Committed { .. }) {
-                        ctx.shared.metrics.write_backs.inc();
-                        ctx.shared
-                            .git_pushed
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
-                        ctx.shared.wake.notify_waiters();
-                    }
-                    super::transition_event(
-                        &ctx,
-                        r.object_ref(&()),
-                        EventType::Normal,
-                        "WrittenBack",
-                        &note,
-                        "WriteBack",
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    ctx.shared.metrics.write_back_errors.inc();
-                    tracing::warn!(release = %key, error = %e, "rollback: write-back failed");
-                    super::transition_event(
-                        &ctx,
-                        r.object_ref(&()),
-                        EventType::Warning,
-                        "WriteBackFailed",
-                        &e,
-                        "WriteBack",
-                    )
-                    .await;
-                }
-            }
-        });
+    let Some((from, to, reason)) = crate::gitops::writeback::pending_rollback(status) else {
+        return;
+    };
+    let ns = r.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", r.name_any());
+    if !writer.due(&key, &to) {
+        return;
     }
+    let (ctx, r) = (ctx.clone(), r.clone());
+    tokio::spawn(async move {
+        let message = crate::gitops::writeback::rollback_message(
+            &r.spec.code_location,
+            &r.spec.environment,
+            &key,
+            &from,
+            &to,
+            Some(&reason),
+        );
+        match writer.set_revision(&ns, &r.name_any(), &to, message).await {
+            Ok(crate::gitops::writeback::Outcome::Unchanged) => {}
+            Ok(outcome) => {
+                let note = format!(
+                    "{} rolled back {} → {}: {}",
+                    r.spec.code_location,
+                    from.short(),
+                    to.short(),
+                    crate::gitops::writeback::describe(&outcome, &writer.target.source)
+                );
+                tracing::info!(release = %key, "rollback written back: {note}");
+                ctx.shared.metrics.write_backs.inc();
+                ctx.shared
+                    .git_pushed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                ctx.shared.wake.notify_waiters();
+                super::transition_event(
+                    &ctx,
+                    r.object_ref(&()),
+                    EventType::Normal,
+                    "WrittenBack",
+                    &note,
+                    "WriteBack",
+                )
+                .await;
+            }
+            Err(e) => {
+                ctx.shared.metrics.write_back_errors.inc();
+                tracing::warn!(release = %key, error = %e, "rollback: write-back failed");
+                super::transition_event(
+                    &ctx,
+                    r.object_ref(&()),
+                    EventType::Warning,
+                    "WriteBackFailed",
+                    &e,
+                    "WriteBack",
+                )
+                .await;
+            }
+        }
+    });
 }
 
 async fn publish_raw(ctx: &Ctx, r: &Release, type_: EventType, reason: &str, note: &str) {

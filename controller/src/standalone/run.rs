@@ -22,7 +22,7 @@ use super::{
 use crate::{
     api::{
         Phase, Release, ReleaseStatus, Sha,
-        environment::{Backend as BackendSpec, EnvironmentSpec, EventKind},
+        environment::{Backend as BackendSpec, EnvironmentSpec},
         release::HealthState,
     },
     backend::{Backend, Probe, Workload, docker::DockerBackend},
@@ -439,75 +439,71 @@ impl Runner {
 
     /// With write-back of rollbacks on, each rollback's revision is committed to the
     /// manifests repository, in the background (the rollback does not wait for git).
+    /// Read from the status: a rollback not written back before a restart is after it.
     fn write_back_rollbacks(&self, outcomes: &[Outcome]) {
         let Some(writer) = self.writer.clone().filter(|w| w.target.scope.rollbacks) else {
             return;
         };
         for o in outcomes {
-            for n in &o.decision.notifications {
-                let (EventKind::VerificationFailed, Some(to)) = (n.event, n.previous.clone())
-                else {
-                    continue;
-                };
-                let Some((ns, name)) = o.key.split_once('/') else {
-                    continue;
-                };
-                let message = crate::gitops::writeback::rollback_message(
-                    &o.record.code_location,
-                    &o.record.environment,
-                    &o.key,
-                    &n.sha,
-                    &to,
-                    n.reason.as_deref(),
-                );
-                let (writer, shared, ns, name, key, from) = (
-                    writer.clone(),
-                    self.shared.clone(),
-                    ns.to_owned(),
-                    name.to_owned(),
-                    o.key.clone(),
-                    n.sha.clone(),
-                );
-                tokio::spawn(async move {
-                    let result = writer.set_revision(&ns, &name, &to, message).await;
-                    let line = match &result {
-                        Ok(outcome) => {
-                            if matches!(
-                                outcome,
-                                crate::gitops::writeback::Outcome::Committed { .. }
-                            ) {
-                                shared.metrics.write_backs.inc();
-                                shared.git_pushed.store(true, Ordering::Relaxed);
-                                shared.wake.notify_one();
-                            }
-                            format!(
-                                "{key} rolled back {} → {}: {}",
-                                from.short(),
-                                to.short(),
-                                crate::gitops::writeback::describe(outcome, &writer.target.source)
-                            )
-                        }
-                        Err(e) => {
-                            shared.metrics.write_back_errors.inc();
-                            format!("{key} rollback to {} failed: {e}", to.short())
-                        }
-                    };
-                    if result.is_ok() {
-                        tracing::info!(release = %key, "rollback written back: {line}");
-                    } else {
-                        tracing::warn!(release = %key, "rollback: write-back: {line}");
-                    }
-                    let now = Timestamp::now();
-                    let mut current = shared.state.lock().expect("state lock");
-                    let mut next = current.clone();
-                    let mut sync = next.git_sync.clone().unwrap_or_default();
-                    sync.write_back = Some(format!("{line} ({now})"));
-                    next.git_sync = Some(sync);
-                    if shared.save(&next).is_ok() {
-                        *current = next;
-                    }
-                });
+            let Some((from, to, reason)) =
+                crate::gitops::writeback::pending_rollback(&o.decision.status)
+            else {
+                continue;
+            };
+            let Some((ns, name)) = o.key.split_once('/') else {
+                continue;
+            };
+            if !writer.due(&o.key, &to) {
+                continue;
             }
+            let message = crate::gitops::writeback::rollback_message(
+                &o.record.code_location,
+                &o.record.environment,
+                &o.key,
+                &from,
+                &to,
+                Some(&reason),
+            );
+            let (writer, shared, ns, name, key) = (
+                writer.clone(),
+                self.shared.clone(),
+                ns.to_owned(),
+                name.to_owned(),
+                o.key.clone(),
+            );
+            tokio::spawn(async move {
+                let result = writer.set_revision(&ns, &name, &to, message).await;
+                let line = match &result {
+                    Ok(crate::gitops::writeback::Outcome::Unchanged) => return,
+                    Ok(outcome) => {
+                        shared.metrics.write_backs.inc();
+                        shared.git_pushed.store(true, Ordering::Relaxed);
+                        shared.wake.notify_one();
+                        let line = format!(
+                            "{key} rolled back {} → {}: {}",
+                            from.short(),
+                            to.short(),
+                            crate::gitops::writeback::describe(outcome, &writer.target.source)
+                        );
+                        tracing::info!(release = %key, "rollback written back: {line}");
+                        line
+                    }
+                    Err(e) => {
+                        shared.metrics.write_back_errors.inc();
+                        tracing::warn!(release = %key, error = %e, "rollback: write-back failed");
+                        format!("{key} rollback to {} failed: {e}", to.short())
+                    }
+                };
+                let now = Timestamp::now();
+                let mut current = shared.state.lock().expect("state lock");
+                let mut next = current.clone();
+                let mut sync = next.git_sync.clone().unwrap_or_default();
+                sync.write_back = Some(format!("{line} ({now})"));
+                next.git_sync = Some(sync);
+                if shared.save(&next).is_ok() {
+                    *current = next;
+                }
+            });
         }
     }
 
