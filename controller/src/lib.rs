@@ -15,6 +15,7 @@ pub mod gitops;
 pub mod lifecycle;
 pub mod manifest;
 pub mod metrics;
+pub mod notify;
 pub mod operator;
 pub mod secrets;
 pub mod standalone;

@@ -23,6 +23,15 @@ pub struct EventLabel {
     pub event: &'static str,
 }
 
+/// A notification sink's kind and what became of a message.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabel {
+    /// discord, msTeams, slack, ntfy, email, webhook.
+    pub sink: &'static str,
+    /// delivered, failed, dropped.
+    pub outcome: &'static str,
+}
+
 /// `outcome` of a webhook delivery.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -71,6 +80,8 @@ pub struct Metrics {
     pub write_backs: Counter,
     /// Write-backs that failed.
     pub write_back_errors: Counter,
+    /// Notifications by sink kind and outcome.
+    pub notifications: Family<NotificationLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -88,6 +99,12 @@ impl Default for Metrics {
         let git_sync_errors = Counter::default();
         let write_backs = Counter::default();
         let write_back_errors = Counter::default();
+        let notifications = Family::<NotificationLabel, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications by sink kind and outcome",
+            notifications.clone(),
+        );
         registry.register(
             "git_write_backs",
             "Commits written back to the manifests repository",
@@ -154,6 +171,7 @@ impl Default for Metrics {
             git_sync_errors,
             write_backs,
             write_back_errors,
+            notifications,
         }
     }
 }

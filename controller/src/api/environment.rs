@@ -454,6 +454,10 @@ pub struct EmailSink {
     /// Recipient addresses.
     #[schemars(length(min = 1))]
     pub to: Vec<String>,
+    /// PEM file of CA certificates to trust for the server (a private CA), besides the
+    /// public ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 fn default_smtp_port() -> u16 {

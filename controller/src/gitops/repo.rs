@@ -334,6 +334,21 @@ impl Mirror {
         n == o || self.repo.graph_descendant_of(n, o).unwrap_or(false)
     }
 
+    /// The author (`Name <email>`) and subject line of a commit, if the mirror has it.
+    #[must_use]
+    pub fn author_and_subject(&self, sha: &Sha) -> Option<(String, String)> {
+        let oid = Oid::from_str(sha.as_str()).ok()?;
+        let commit = self.repo.find_commit(oid).ok()?;
+        let author = commit.author();
+        let who = match (author.name().ok(), author.email().ok()) {
+            (Some(n), Some(e)) => format!("{n} <{e}>"),
+            (Some(n), None) => n.to_owned(),
+            (None, Some(e)) => e.to_owned(),
+            (None, None) => return None,
+        };
+        Some((who, commit.summary().ok().flatten()?.to_owned()))
+    }
+
     /// The subject line of a commit, if the mirror has it.
     #[must_use]
     pub fn subject(&self, sha: &Sha) -> Option<String> {

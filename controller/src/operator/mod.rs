@@ -125,6 +125,8 @@ pub struct Ctx {
     pub(crate) docker: Mutex<HashMap<String, (String, crate::backend::docker::DockerBackend)>>,
     /// Write-back to the GitOps repository, when it is on.
     pub(crate) writer: Option<Arc<crate::gitops::writeback::Writer>>,
+    /// Sends the Environments' notifications in the background.
+    pub(crate) dispatcher: crate::notify::deliver::Dispatcher,
 }
 
 impl Ctx {
@@ -449,6 +451,15 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         releases: Mutex::new(None),
         deployments: Mutex::new(None),
         trigger: Mutex::new(None),
+        dispatcher: {
+            let secrets = secrets_cache.clone();
+            crate::notify::deliver::Dispatcher::start(
+                Arc::new(move |ns, source| secrets.get(ns, source)),
+                Some(options.git_cache.join("commits")),
+                shared.metrics.notifications.clone(),
+                crate::notify::deliver::Retry::default(),
+            )
+        },
         secrets: secrets_cache,
         ci_client: crate::ci::poll::Client::new(),
         memory: Mutex::new(release::Memory::default()),

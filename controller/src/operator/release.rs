@@ -652,6 +652,7 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
         downstream(ctx, r);
     }
     publish(ctx, r, &decision.notifications).await;
+    notify(ctx, r, &env, &loc, &decision.notifications);
     write_back_rollback(ctx, r, &recorded);
 
     // Act.
@@ -827,6 +828,49 @@ pub fn event_note(location: &str, n: &crate::lifecycle::Notification) -> String 
         let _ = write!(note, " {url}");
     }
     note
+}
+
+/// Queues the transitions' notifications for the Environment's sinks (sent in the
+/// background; the reconcile does not wait).
+fn notify(
+    ctx: &Ctx,
+    r: &Release,
+    env: &Environment,
+    loc: &CodeLocation,
+    notifications: &[crate::lifecycle::Notification],
+) {
+    let sinks = &env.spec.notifications;
+    if sinks.is_empty() {
+        return;
+    }
+    let ns = r.namespace().unwrap_or_default();
+    let repo = (
+        loc.spec.repo.url.clone(),
+        crate::gitops::repo::Credentials::from_spec(loc.spec.repo.credentials.as_ref(), |s| {
+            ctx.secrets.get(&ns, s)
+        }),
+    );
+    for n in notifications {
+        ctx.dispatcher.send(crate::notify::deliver::Job {
+            namespace: ns.clone(),
+            sinks: sinks.clone(),
+            message: crate::notify::Message {
+                event: n.event,
+                environment: r.spec.environment.clone(),
+                location: r.spec.code_location.clone(),
+                release: format!("{ns}/{}", r.name_any()),
+                sha: n.sha.clone(),
+                previous: n.previous.clone(),
+                reason: n.reason.clone(),
+                url: n.url.clone(),
+                by: n.by.clone(),
+                author: None,
+                subject: None,
+                at: Timestamp::now(),
+            },
+            repo: Some(repo.clone()),
+        });
+    }
 }
 
 /// A rollback of a Release that git manages, committed to the GitOps repository when

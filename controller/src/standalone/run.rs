@@ -196,6 +196,8 @@ pub struct Runner {
     track_checked: Option<Instant>,
     /// Write-back to a git source of manifests, when it is on.
     writer: Option<Arc<crate::gitops::writeback::Writer>>,
+    /// Sends the Environments' notifications in the background.
+    dispatcher: Option<crate::notify::deliver::Dispatcher>,
 }
 
 /// One Release, ready to be reconciled.
@@ -232,8 +234,18 @@ impl Runner {
             )),
             _ => None,
         };
+        // Started inside the runtime (`vigie run`); unit tests without one send nothing.
+        let dispatcher = tokio::runtime::Handle::try_current().is_ok().then(|| {
+            crate::notify::deliver::Dispatcher::start(
+                Arc::new(|_, source| crate::secrets::resolve(source)),
+                Some(options.git_cache.join("commits")),
+                shared.metrics.notifications.clone(),
+                crate::notify::deliver::Retry::default(),
+            )
+        });
         Self {
             writer,
+            dispatcher,
             instance: instance_id(&options.state),
             options,
             shared,
@@ -435,6 +447,56 @@ impl Runner {
             }
         }
         rest
+    }
+
+    /// Queues the notifications of one Release's transitions for its Environment's sinks.
+    fn notify(&self, o: &Outcome) {
+        let (Some(dispatcher), Some(m)) = (&self.dispatcher, &self.manifests) else {
+            return;
+        };
+        let (ns, _) = o.key.split_once('/').unwrap_or(("default", ""));
+        let key = |name: &str| (ns.to_owned(), name.to_owned());
+        let Some(env) = m.environments.get(&key(&o.record.environment)) else {
+            return;
+        };
+        let sinks = &env.object.spec.notifications;
+        if sinks.is_empty() {
+            return;
+        }
+        let repo = m
+            .code_locations
+            .get(&key(&o.record.code_location))
+            .map(|l| {
+                let spec = &l.object.spec.repo;
+                (
+                    spec.url.clone(),
+                    crate::gitops::repo::Credentials::from_spec(
+                        spec.credentials.as_ref(),
+                        crate::secrets::resolve,
+                    ),
+                )
+            });
+        for n in &o.decision.notifications {
+            dispatcher.send(crate::notify::deliver::Job {
+                namespace: ns.to_owned(),
+                sinks: sinks.clone(),
+                message: crate::notify::Message {
+                    event: n.event,
+                    environment: o.record.environment.clone(),
+                    location: o.record.code_location.clone(),
+                    release: o.key.clone(),
+                    sha: n.sha.clone(),
+                    previous: n.previous.clone(),
+                    reason: n.reason.clone(),
+                    url: n.url.clone(),
+                    by: n.by.clone(),
+                    author: None,
+                    subject: None,
+                    at: Timestamp::now(),
+                },
+                repo: repo.clone(),
+            });
+        }
     }
 
     /// With write-back of rollbacks on, each rollback's revision is committed to the
@@ -982,9 +1044,10 @@ impl Runner {
         errors
     }
 
-    /// Logs and counts the transitions made.
+    /// Logs, counts and notifies the transitions made.
     fn report(&self, outcomes: &[Outcome]) {
         for o in outcomes {
+            self.notify(o);
             for n in &o.decision.notifications {
                 self.shared
                     .metrics

@@ -432,3 +432,14 @@ spec:
 }
 
 pub const IMAGE_ARTIFACT: &str = "    image: {template: \"vigie-demo:{sha}\"}";
+
+/// The subject line of a commit of the demo repository.
+pub fn git_subject(repo: &std::path::Path, sha: &str) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["log", "-1", "--format=%s", sha])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

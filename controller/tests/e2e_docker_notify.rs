@@ -1,0 +1,100 @@
+//! The VM scenario's Discord messages, end to end: `vigie run` against the real engine
+//! posts to a local receiver that speaks Discord's webhook API, with the commit's
+//! author and subject read from the code repository.
+
+mod docker;
+mod receiver;
+
+use std::time::Duration;
+
+use docker::{Demo, IMAGE_ARTIFACT, Vigie, docker_available, free_port, release, vm_manifests};
+use receiver::Receiver;
+
+const T: Duration = Duration::from_secs(60);
+
+#[test]
+fn deploys_validations_and_rollbacks_reach_discord() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (good, bad) = (demo.sha("good"), demo.sha("bad"));
+    let port = free_port();
+    let discord = Receiver::start(&[(204, "")]);
+    let mut v = Vigie::new("notify", &["ntf-preprod", "ntf-prod"]);
+    let hook = v.dir.join("discord-url");
+    std::fs::write(&hook, discord.url("/api/webhooks/42/secret-token")).unwrap();
+    let sinks = format!(
+        "  notifications:\n    - name: team\n      events: [Validated, VerificationFailed, RolledBack]\n      discord: {{url: {{file: \"{}\"}}}}\n",
+        hook.display()
+    );
+    let manifests = vm_manifests("ntf", demo, IMAGE_ARTIFACT).replacen(
+        "  verification: {timeout: 2m, healthTimeout: 1m}\n",
+        &format!("  verification: {{timeout: 2m, healthTimeout: 1m}}\n{sinks}"),
+        1,
+    );
+    v.write("base.yaml", &manifests);
+    v.write(
+        "preprod.yaml",
+        &release("ntf", "preprod", Some(good), port, ""),
+    );
+    v.start();
+    v.wait_phase("ntf-preprod", "Verifying", T);
+    assert_eq!(v.verdict("app", good, "success"), 202);
+    let got = discord.wait(1, T);
+    let embed = got[0].json()["embeds"][0].clone();
+    assert_eq!(
+        embed["title"],
+        format!("app {} validated in ntf-preprod", &good[..7])
+    );
+    let commit = embed["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Commit")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let subject = docker::git_subject(&demo.repo, good);
+    assert!(commit.contains(&subject), "{commit} names {subject}");
+    assert!(commit.contains('<'), "the author: {commit}");
+
+    v.write(
+        "preprod.yaml",
+        &release("ntf", "preprod", Some(bad), port, ""),
+    );
+    v.wait_phase("ntf-preprod", "Verifying", T);
+    assert_eq!(v.verdict("app", bad, "failure"), 202);
+    let got = discord.wait(3, T);
+    let titles: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["embeds"][0]["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        titles[1..],
+        [
+            format!(
+                "app {} failed in ntf-preprod; rolling back to {}",
+                &bad[..7],
+                &good[..7]
+            ),
+            format!(
+                "app rolled back in ntf-preprod: {} serves again",
+                &good[..7]
+            ),
+        ]
+    );
+    let failed = got[1].json();
+    assert_eq!(
+        failed["embeds"][0]["url"],
+        format!("https://ci.example/app/{bad}/failure")
+    );
+    // Only the events asked for: no DeployStarted or Deployed.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(discord.requests().len(), 3);
+    assert!(
+        !v.log().contains("secret-token"),
+        "the webhook URL is a secret"
+    );
+}
