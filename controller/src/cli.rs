@@ -41,6 +41,27 @@ pub enum Command {
         #[command(subcommand)]
         command: CiCommand,
     },
+    /// Show what happened to a code location in an environment: deployed, validated,
+    /// rolled back, approved, overridden; who and why.
+    History {
+        /// The CodeLocation.
+        location: String,
+        /// The Environment.
+        #[arg(long)]
+        env: String,
+        /// The state file written by `vigie run`.
+        #[arg(long, env = "VIGIE_STATE", default_value = "vigie-state.json")]
+        state: PathBuf,
+        /// Read the Release from Kubernetes (the current kubeconfig) instead.
+        #[arg(long)]
+        kubernetes: bool,
+        /// Namespace of the Release, with --kubernetes.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Show environments × code locations from the state file.
     Status {
         /// The state file written by `vigie run`.
@@ -289,9 +310,58 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Controller(args) => controller(args),
         Command::Status { state, output } => status(&state, output),
+        Command::History {
+            location,
+            env,
+            state,
+            kubernetes,
+            namespace,
+            output,
+        } => history(
+            &location,
+            &env,
+            &state,
+            kubernetes.then_some(namespace),
+            output,
+        ),
         Command::Ci {
             command: CiCommand::Report(args),
         } => ci_report(args),
+    }
+}
+
+fn history(
+    location: &str,
+    env: &str,
+    state: &std::path::Path,
+    namespace: Option<String>,
+    output: Output,
+) -> ExitCode {
+    let entries = match namespace {
+        None => crate::history::from_state(state, location, env),
+        Some(ns) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(crate::history::from_kubernetes(&ns, location, env)),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    match entries {
+        Ok(entries) => {
+            match output {
+                Output::Table => print!("{}", crate::history::table(&entries)),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&entries).unwrap_or_default()
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

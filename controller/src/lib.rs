@@ -12,6 +12,7 @@ pub mod ci;
 pub mod cli;
 pub mod git;
 pub mod gitops;
+pub mod history;
 pub mod lifecycle;
 pub mod manifest;
 pub mod metrics;

@@ -13,6 +13,7 @@ use receiver::Receiver;
 const T: Duration = Duration::from_secs(60);
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one story, in order")]
 fn deploys_validations_and_rollbacks_reach_discord() {
     if !docker_available() {
         return;
@@ -97,4 +98,36 @@ fn deploys_validations_and_rollbacks_reach_discord() {
         !v.log().contains("secret-token"),
         "the webhook URL is a secret"
     );
+
+    // `vigie history` reads the same record.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(["history", "app", "--env", "ntf-preprod", "--state"])
+        .arg(&v.state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rolled = table
+        .lines()
+        .find(|l| l.contains("RolledBack"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        rolled.contains(&bad[..7]) && rolled.contains(&good[..7]),
+        "{rolled}"
+    );
+    assert!(
+        rolled.contains(&format!("https://ci.example/app/{bad}/failure")),
+        "{rolled}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(["history", "app", "--env", "nowhere", "--state"])
+        .arg(&v.state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Release of app in nowhere"));
 }

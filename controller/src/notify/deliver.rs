@@ -425,7 +425,8 @@ async fn send_email(
     let transport = transport.timeout(Some(timeout)).build();
     transport.send(email).await.map(|_| ()).map_err(|e| {
         // Never the password: lettre's errors carry the server's answer, not ours.
-        if e.is_permanent() {
+        // An untrusted certificate will not become trusted by retrying.
+        if e.is_permanent() || e.to_string().contains("invalid peer certificate") {
             Failure::Permanent(format!("SMTP: {e}"))
         } else {
             Failure::Retry(format!("SMTP: {e}"), None)
