@@ -67,6 +67,31 @@ pub enum Tone {
 }
 
 impl Message {
+    /// The message of one transition of the Release `release` (`namespace/name`),
+    /// stamped now; author and subject are looked up when it is sent.
+    #[must_use]
+    pub fn of(
+        n: &crate::lifecycle::Notification,
+        environment: &str,
+        location: &str,
+        release: String,
+    ) -> Self {
+        Self {
+            event: n.event,
+            environment: environment.to_owned(),
+            location: location.to_owned(),
+            release,
+            sha: n.sha.clone(),
+            previous: n.previous.clone(),
+            reason: n.reason.clone(),
+            url: n.url.clone(),
+            by: n.by.clone(),
+            author: None,
+            subject: None,
+            at: Timestamp::now(),
+        }
+    }
+
     /// The one-line summary: what, where, which commit.
     #[must_use]
     pub fn title(&self) -> String {

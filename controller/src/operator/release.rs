@@ -854,20 +854,12 @@ fn notify(
         ctx.dispatcher.send(crate::notify::deliver::Job {
             namespace: ns.clone(),
             sinks: sinks.clone(),
-            message: crate::notify::Message {
-                event: n.event,
-                environment: r.spec.environment.clone(),
-                location: r.spec.code_location.clone(),
-                release: format!("{ns}/{}", r.name_any()),
-                sha: n.sha.clone(),
-                previous: n.previous.clone(),
-                reason: n.reason.clone(),
-                url: n.url.clone(),
-                by: n.by.clone(),
-                author: None,
-                subject: None,
-                at: Timestamp::now(),
-            },
+            message: crate::notify::Message::of(
+                n,
+                &r.spec.environment,
+                &r.spec.code_location,
+                format!("{ns}/{}", r.name_any()),
+            ),
             repo: Some(repo.clone()),
         });
     }

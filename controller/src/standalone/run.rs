@@ -480,20 +480,12 @@ impl Runner {
             dispatcher.send(crate::notify::deliver::Job {
                 namespace: ns.to_owned(),
                 sinks: sinks.clone(),
-                message: crate::notify::Message {
-                    event: n.event,
-                    environment: o.record.environment.clone(),
-                    location: o.record.code_location.clone(),
-                    release: o.key.clone(),
-                    sha: n.sha.clone(),
-                    previous: n.previous.clone(),
-                    reason: n.reason.clone(),
-                    url: n.url.clone(),
-                    by: n.by.clone(),
-                    author: None,
-                    subject: None,
-                    at: Timestamp::now(),
-                },
+                message: crate::notify::Message::of(
+                    n,
+                    &o.record.environment,
+                    &o.record.code_location,
+                    o.key.clone(),
+                ),
                 repo: repo.clone(),
             });
         }
