@@ -48,6 +48,8 @@ fn event(e: HistoryEvent) -> &'static str {
         HistoryEvent::HookSucceeded => "HookSucceeded",
         HistoryEvent::CiPassed => "CiPassed",
         HistoryEvent::Failed => "Failed",
+        HistoryEvent::HealthDown => "HealthDown",
+        HistoryEvent::HealthRecovered => "HealthRecovered",
     }
 }
 

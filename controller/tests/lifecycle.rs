@@ -7,7 +7,7 @@ use vigie::{
     api::{
         ConditionStatus, Phase,
         environment::{ApprovalPolicy, CiErrorPolicy, EventKind, GreenRerunPolicy, TimeoutPolicy},
-        release::{CiState, HealthState, HistoryEvent, QuarantineCause},
+        release::{CiState, HealthState, HistoryEvent, MonitorState, QuarantineCause},
     },
     lifecycle::{BackendState, Decision, HookOutcome, PROGRESSING, READY, WorkloadTarget, reason},
 };
@@ -480,6 +480,11 @@ fn outside_the_window_a_change_waits_and_says_until_when() {
         "{}",
         c.message
     );
+    // Woken at the health monitor's next check (hourly), which comes before the
+    // window opens; with the monitor far off, at the opening.
+    assert_eq!(d.requeue_after.map(|r| r.as_secs()), Some(3600));
+    w.env.monitoring.interval = "168h".parse().unwrap();
+    let d = w.decide();
     assert_eq!(
         d.requeue_after.map(|r| r.as_secs()),
         Some(2 * 86_400 + 15 * 3600)
@@ -553,19 +558,231 @@ fn a_red_rerun_makes_the_validated_sha_suspect_once() {
     assert!(w.advance(60).decide().notifications.is_empty());
 }
 
+fn monitored(failure_threshold: u32, recovery_threshold: u32, mark_suspect: bool) -> World {
+    let mut env = environment();
+    env.monitoring.failure_threshold = failure_threshold;
+    env.monitoring.recovery_threshold = recovery_threshold;
+    env.monitoring.mark_suspect = mark_suspect;
+    World::validated(env, 'a')
+}
+
+/// One monitoring round an hour later with the workload in `health`.
+fn check(w: &mut World, health: HealthState) -> Vec<EventKind> {
+    let d = w.advance(3600).running('a', health).decide();
+    events(&d)
+}
+
+#[test]
+fn health_is_checked_each_interval_and_alerts_once_down_and_once_recovered() {
+    let mut w = monitored(2, 2, false);
+    let mon = w
+        .status
+        .monitor
+        .clone()
+        .expect("a first check at validation");
+    assert_eq!(mon.state, MonitorState::Healthy);
+    // Between two checks nothing is counted, whatever is observed.
+    let d = w.advance(60).running('a', HealthState::Unhealthy).decide();
+    assert!(d.notifications.is_empty());
+    assert_eq!(w.status.monitor.as_ref().unwrap().failures, 0);
+    assert_eq!(d.requeue_after, Some(std::time::Duration::from_secs(3540)));
+    // One failed check is not enough (threshold 2); the second alerts, once.
+    assert!(check(&mut w, HealthState::Unhealthy).is_empty());
+    assert_eq!(
+        check(&mut w, HealthState::Unhealthy),
+        vec![EventKind::HealthDown]
+    );
+    assert_eq!(
+        w.status.monitor.as_ref().unwrap().state,
+        MonitorState::Degraded
+    );
+    for _ in 0..5 {
+        assert!(
+            check(&mut w, HealthState::Unhealthy).is_empty(),
+            "no repeat while down"
+        );
+    }
+    // Flapping: a good check between bad ones neither recovers nor alerts (threshold 2).
+    assert!(check(&mut w, HealthState::Healthy).is_empty());
+    assert!(check(&mut w, HealthState::Unhealthy).is_empty());
+    assert!(check(&mut w, HealthState::Healthy).is_empty());
+    assert_eq!(
+        check(&mut w, HealthState::Healthy),
+        vec![EventKind::HealthRecovered]
+    );
+    assert!(check(&mut w, HealthState::Healthy).is_empty());
+    let recorded: Vec<HistoryEvent> = w
+        .status
+        .history
+        .iter()
+        .map(|h| h.event)
+        .filter(|e| matches!(e, HistoryEvent::HealthDown | HistoryEvent::HealthRecovered))
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![HistoryEvent::HealthDown, HistoryEvent::HealthRecovered]
+    );
+    let down = w
+        .status
+        .history
+        .iter()
+        .find(|h| h.event == HistoryEvent::HealthDown)
+        .unwrap();
+    assert!(
+        down.reason
+            .as_deref()
+            .unwrap()
+            .contains("GET /health returned 500"),
+        "{down:?}"
+    );
+    // Deciding again at the same instant is a fixpoint: no second check.
+    assert!(w.decide().notifications.is_empty());
+}
+
+#[test]
+fn a_release_that_flaps_under_the_threshold_never_alerts() {
+    let mut w = monitored(2, 1, false);
+    for i in 0..20 {
+        let health = if i % 2 == 0 {
+            HealthState::Unhealthy
+        } else {
+            HealthState::Healthy
+        };
+        assert!(check(&mut w, health).is_empty(), "check {i}");
+    }
+    assert_eq!(
+        w.status.monitor.as_ref().unwrap().state,
+        MonitorState::Healthy
+    );
+}
+
+#[test]
+fn monitoring_pauses_while_a_deploy_is_in_flight() {
+    let mut w = monitored(1, 1, false);
+    w.advance(3600).want('b').decide();
+    assert_eq!(w.status.phase, Phase::Deploying);
+    // The old SHA is still what runs, unhealthy: the lifecycle judges the deploy, not the monitor.
+    let d = w
+        .advance(3600)
+        .running('a', HealthState::Unhealthy)
+        .decide();
+    assert!(
+        !events(&d).contains(&EventKind::HealthDown),
+        "{:?}",
+        events(&d)
+    );
+}
+
 #[test]
 fn monitoring_can_mark_the_running_sha_suspect() {
-    let mut env = environment();
-    env.monitoring.mark_suspect = true;
-    let mut w = World::validated(env, 'a');
-    let d = w.running('a', HealthState::Unhealthy).decide();
-    assert_eq!(events(&d), vec![EventKind::Suspect]);
+    let mut w = monitored(1, 1, true);
+    assert_eq!(
+        check(&mut w, HealthState::Unhealthy),
+        vec![EventKind::HealthDown, EventKind::Suspect]
+    );
+    assert_eq!(w.status.suspect[0].sha, sha('a'));
     assert_eq!(condition(&w, "Degraded").reason, reason::UNHEALTHY);
-    // Without markSuspect, going down is Degraded only.
-    let mut w = World::validated(environment(), 'a');
-    let d = w.running('a', HealthState::Unhealthy).decide();
-    assert!(d.notifications.is_empty());
+    // Without markSuspect, going down is Degraded and alerted only.
+    let mut w = monitored(1, 1, false);
+    assert_eq!(
+        check(&mut w, HealthState::Unhealthy),
+        vec![EventKind::HealthDown]
+    );
     assert!(w.status.suspect.is_empty());
+}
+
+#[test]
+fn a_person_rolls_back_to_an_earlier_validated_sha_whatever_the_windows() {
+    let mut w = World::validated(environment(), 'a');
+    w.want('b').ci('b', CiState::Success).decide();
+    w.running('b', HealthState::Healthy).decide();
+    assert_eq!(w.status.validated_sha, Some(sha('b')));
+    // A freeze is on and B misbehaves in a way CI did not see: a person goes back to A.
+    w.windows = Some(weekend_freeze());
+    w.at("2026-11-28T12:00:00Z");
+    let d = w.roll_back_to('a', "alice").decide();
+    assert_eq!(w.status.phase, Phase::RollingBack);
+    assert_eq!(d.workload, target('a', None));
+    assert_eq!(w.status.validated_sha, Some(sha('a')));
+    let q = &w.status.quarantine[0];
+    assert_eq!(
+        (q.sha.clone(), q.cause),
+        (sha('b'), QuarantineCause::Manual)
+    );
+    let entry = w.status.history.last().unwrap();
+    assert_eq!(entry.event, HistoryEvent::RolledBack);
+    assert_eq!(entry.by.as_deref(), Some("alice"));
+    assert_eq!(entry.previous, Some(sha('a')));
+    assert_eq!(
+        entry.reason.as_deref(),
+        Some("rolled back by alice: checkout is broken")
+    );
+    let d = w.running('a', HealthState::Healthy).decide();
+    assert_eq!(events(&d), vec![EventKind::RolledBack]);
+    assert_eq!(w.status.phase, Phase::Validated);
+    // Carried out once: deciding again changes nothing, and B is not redeployed.
+    let d = w.advance(60).decide();
+    assert!(d.notifications.is_empty());
+    assert_eq!(
+        w.status
+            .history
+            .iter()
+            .filter(|h| h.event == HistoryEvent::RolledBack)
+            .count(),
+        1
+    );
+    // B, rolled back by a person, cannot be promoted from here.
+    assert!(
+        !vigie::lifecycle::Upstream::of(&w.status)
+            .validated
+            .contains(&sha('b'))
+    );
+}
+
+#[test]
+fn a_rollback_to_a_sha_never_validated_here_is_refused_on_the_record() {
+    let mut w = World::validated(environment(), 'a');
+    // Refused on the record; the revision, which names C, is then a plain change.
+    let d = w.roll_back_to('c', "bob").decide();
+    assert_eq!(
+        events(&d),
+        vec![EventKind::Failed, EventKind::DeployStarted]
+    );
+    assert!(w.status.quarantine.is_empty());
+    assert_eq!(w.status.validated_sha, Some(sha('a')));
+    let entry = w
+        .status
+        .history
+        .iter()
+        .find(|h| h.event == HistoryEvent::Failed)
+        .unwrap();
+    assert_eq!(entry.by.as_deref(), Some("bob"));
+    assert!(
+        entry
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("was never validated here"),
+        "{entry:?}"
+    );
+    assert!(vigie::lifecycle::rollback_target(&w.status, &sha('a')).is_ok());
+    assert!(vigie::lifecycle::rollback_target(&w.status, &sha('c')).is_err());
+}
+
+#[test]
+fn a_rollback_while_a_sha_is_kept_unvalidated_quarantines_it() {
+    let mut env = environment();
+    env.verification.on_timeout = TimeoutPolicy::Keep;
+    let mut w = World::validated(env, 'a');
+    w.want('b').decide();
+    w.running('b', HealthState::Healthy).decide();
+    w.advance(3600).decide();
+    assert_eq!(w.status.phase, Phase::Failed);
+    let d = w.roll_back_to('a', "alice").decide();
+    assert_eq!(d.workload, target('a', None));
+    assert_eq!(w.status.quarantine[0].sha, sha('b'));
+    w.running('a', HealthState::Healthy).decide();
+    assert_eq!(w.status.phase, Phase::Validated);
 }
 
 #[test]

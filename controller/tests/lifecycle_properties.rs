@@ -13,8 +13,8 @@ use vigie::{
     api::{
         Phase, Sha,
         environment::{
-            ApprovalPolicy, CiErrorPolicy, EnvironmentSpec, GreenRerunPolicy, Strategy as Rollout,
-            TimeoutPolicy,
+            ApprovalPolicy, CiErrorPolicy, EnvironmentSpec, EventKind, GreenRerunPolicy,
+            Strategy as Rollout, TimeoutPolicy,
         },
         release::{CiState, HealthState},
     },
@@ -40,6 +40,8 @@ enum Event {
     Hook(u8),
     /// The SHA in flight's image is (not) available.
     Artifact(bool),
+    /// A person rolls back to this SHA (`vigie rollback`).
+    RollBack(usize),
 }
 
 fn ci_state() -> impl Strategy<Value = CiState> {
@@ -72,9 +74,10 @@ fn event() -> impl Strategy<Value = Event> {
         2 => (0_u8..16, 0_u8..16).prop_map(|(v, s)| Event::Upstream(v, s)),
         2 => sha.clone().prop_map(Event::Approve),
         1 => sha.clone().prop_map(Event::BreakGlass),
-        1 => sha.prop_map(Event::Clear),
+        1 => sha.clone().prop_map(Event::Clear),
         2 => (0_u8..3).prop_map(Event::Hook),
         1 => any::<bool>().prop_map(Event::Artifact),
+        1 => sha.prop_map(Event::RollBack),
     ]
 }
 
@@ -92,9 +95,10 @@ fn env_strategy() -> impl Strategy<Value = (EnvironmentSpec, bool)> {
         2_u32..12,
         any::<bool>(),
         prop_oneof![Just(GreenRerunPolicy::Lift), Just(GreenRerunPolicy::Keep)],
+        (1_u32..4, 1_u32..4),
     )
         .prop_map(
-            |(kind, on_error, on_timeout, hooks, suspect, limit, windows, on_green)| {
+            |(kind, on_error, on_timeout, hooks, suspect, limit, windows, on_green, thresholds)| {
                 let mut env = match kind {
                     0 | 1 => environment(),
                     2 => validated_only(ApprovalPolicy::Manual),
@@ -107,6 +111,11 @@ fn env_strategy() -> impl Strategy<Value = (EnvironmentSpec, bool)> {
                 env.verification.on_timeout = on_timeout;
                 env.verification.on_green_rerun = on_green;
                 env.monitoring.mark_suspect = suspect;
+                env.monitoring.interval = vigie::api::common::DurationSpec::from_secs(60);
+                (
+                    env.monitoring.failure_threshold,
+                    env.monitoring.recovery_threshold,
+                ) = thresholds;
                 env.history_limit = limit;
                 (env, windows)
             },
@@ -126,6 +135,10 @@ struct Run {
     last_target: Option<WorkloadTarget>,
     /// Every SHA ever validated upstream during the run.
     upstream_ever: BTreeSet<Sha>,
+    /// Every SHA validated here during the run.
+    validated_ever: BTreeSet<Sha>,
+    /// The last health alert sent (HealthDown or HealthRecovered).
+    last_alert: Option<EventKind>,
 }
 
 impl Run {
@@ -172,6 +185,10 @@ impl Run {
             Event::Clear(i) => {
                 w.clear(SHAS[*i], "alice");
             }
+            Event::RollBack(i) => {
+                w.roll_back_to(SHAS[*i], "dave");
+                w.obs.hooks.clear();
+            }
             Event::Artifact(missing) => {
                 w.obs.artifact_pending = missing.then(|| "image not found".to_owned());
             }
@@ -190,7 +207,26 @@ impl Run {
         }
     }
 
+    fn check_alerts(&mut self, d: &Decision) -> Result<(), TestCaseError> {
+        // Health alerts alternate: down, recovered, down… never twice the same in a row.
+        for n in &d.notifications {
+            if matches!(n.event, EventKind::HealthDown | EventKind::HealthRecovered) {
+                prop_assert!(self.last_alert != Some(n.event), "{:?} repeated", n.event);
+                if self.last_alert.is_none() {
+                    prop_assert_eq!(n.event, EventKind::HealthDown, "recovered before down");
+                }
+                self.last_alert = Some(n.event);
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one invariant after the other, each a few lines"
+    )]
     fn check(&mut self, d: &Decision) -> Result<(), TestCaseError> {
+        self.check_alerts(d)?;
         let w = &self.world;
         let before = &w.status;
         let after = &d.status;
@@ -221,17 +257,23 @@ impl Run {
         // ValidatedOnly environment, that was validated upstream).
         if after.validated_sha != before.validated_sha {
             let new = after.validated_sha.as_ref().unwrap();
-            let ok = if w.env.strategy == Rollout::ValidatedOnly {
-                w.obs
-                    .upstream
-                    .as_ref()
-                    .is_some_and(|u| u.validated.contains(new))
-            } else {
-                w.obs
-                    .ci
-                    .get(new)
-                    .is_some_and(|v| v.state == CiState::Success)
-            };
+            let by_person = w
+                .spec
+                .rollback
+                .as_ref()
+                .is_some_and(|r| &r.to == new && self.validated_ever.contains(new));
+            let ok = by_person
+                || if w.env.strategy == Rollout::ValidatedOnly {
+                    w.obs
+                        .upstream
+                        .as_ref()
+                        .is_some_and(|u| u.validated.contains(new))
+                } else {
+                    w.obs
+                        .ci
+                        .get(new)
+                        .is_some_and(|v| v.state == CiState::Success)
+                };
             prop_assert!(ok, "{new:?} validated without a green verdict");
         }
         if let Some(t) = &d.workload {
@@ -280,6 +322,7 @@ impl Run {
                 q.cause
             );
         }
+        self.validated_ever.extend(after.validated_sha.clone());
         // History stays bounded.
         prop_assert!(after.history.len() <= w.env.history_limit as usize);
         // Deciding again on the same inputs changes nothing and notifies nothing.
@@ -308,7 +351,7 @@ proptest! {
             // Thursday evening: the freeze starts within a few hours of ticks.
             world.at("2026-11-26T20:00:00Z");
         }
-        let mut run = Run { world, last_target: None, upstream_ever: BTreeSet::new() };
+        let mut run = Run { world, last_target: None, upstream_ever: BTreeSet::new(), validated_ever: BTreeSet::new(), last_alert: None };
         for event in &events {
             run.apply(event);
             let d = run.world.peek();

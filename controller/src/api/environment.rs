@@ -488,14 +488,20 @@ pub struct KubernetesEventsSink {}
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Monitoring {
-    /// How often each release is checked (1m to 24h).
+    /// How often each running release is checked (5s to 24h; default 1h).
     #[serde(default = "default_monitor_interval")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("must be between 1m and 24h"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('24h')").message("must be between 5s and 24h"))]
     pub interval: DurationSpec,
     /// Consecutive failed checks before a release is marked Degraded (and alerted once).
     #[serde(default = "default_failure_threshold")]
     #[schemars(range(min = 1, max = 20))]
     pub failure_threshold: u32,
+    /// Consecutive good checks before a Degraded release is marked Healthy again (and
+    /// the recovery alerted once): the flap threshold, so that a release that answers
+    /// every other check neither alerts nor recovers at each one.
+    #[serde(default = "default_recovery_threshold")]
+    #[schemars(range(min = 1, max = 20))]
+    pub recovery_threshold: u32,
     /// Mark the running validated SHA suspect when it goes down (it can then not be promoted).
     #[serde(default)]
     pub mark_suspect: bool,
@@ -509,11 +515,16 @@ fn default_failure_threshold() -> u32 {
     2
 }
 
+fn default_recovery_threshold() -> u32 {
+    2
+}
+
 impl Default for Monitoring {
     fn default() -> Self {
         Self {
             interval: default_monitor_interval(),
             failure_threshold: default_failure_threshold(),
+            recovery_threshold: default_recovery_threshold(),
             mark_suspect: false,
         }
     }

@@ -78,6 +78,29 @@ pub struct ReleaseSpec {
     /// Lift the quarantine of rolled-back SHAs, on the record.
     #[serde(default)]
     pub clear_quarantine: Vec<QuarantineClearance>,
+    /// A person's rollback to a SHA validated here before (`vigie rollback`). It applies
+    /// once, while `revision` names the same SHA: what runs is quarantined and the
+    /// target is restored, whatever the deploy windows and approvals say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackRequest>,
+}
+
+/// A person's request to go back to a SHA validated here before.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The SHA to restore; it must have been validated in this environment.
+    pub to: Sha,
+    /// Who rolls back (Kubernetes or OS user name).
+    #[schemars(length(min = 1, max = 253))]
+    pub by: String,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub reason: Option<String>,
+    /// When it was asked: a request is carried out once.
+    #[schemars(with = "String")]
+    pub at: Timestamp,
 }
 
 /// Per-environment overrides.
@@ -237,6 +260,13 @@ pub struct ReleaseStatus {
     /// Validated SHAs whose validation was revoked: they cannot be promoted.
     #[serde(default)]
     pub suspect: Vec<SuspectEntry>,
+    /// The periodic health monitor's view of what runs (`monitoring` in the Environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorStatus>,
+    /// The `at` of the last rollback request carried out (each is carried out once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub rollback_request_done: Option<Timestamp>,
     /// `Ready`, `Progressing`, `Verified`, `Degraded`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -344,6 +374,44 @@ pub struct HealthSummary {
     pub reason: Option<String>,
 }
 
+/// What the periodic health monitor concluded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum MonitorState {
+    /// The checks pass (or not enough of them failed in a row yet).
+    #[default]
+    Healthy,
+    /// `failureThreshold` checks in a row failed; `HealthDown` was sent once.
+    Degraded,
+}
+
+/// The periodic health monitor's record for a Release.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorStatus {
+    /// Healthy or Degraded.
+    pub state: MonitorState,
+    /// Since when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub since: Option<Timestamp>,
+    /// When the last check was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub last_check: Option<Timestamp>,
+    /// The SHA the last check saw running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<Sha>,
+    /// Failed checks in a row.
+    #[serde(default)]
+    pub failures: u32,
+    /// Good checks in a row.
+    #[serde(default)]
+    pub successes: u32,
+    /// What the last failed check said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// A SHA rolled back in this environment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -380,6 +448,8 @@ pub enum QuarantineCause {
     ArtifactUnavailable,
     /// Its validation upstream was revoked during the deploy.
     UpstreamRevoked,
+    /// A person rolled it back (`vigie rollback`); only a person clears it.
+    Manual,
     /// Recorded before causes were kept; never lifted automatically.
     #[default]
     Unknown,
@@ -432,6 +502,10 @@ pub enum HistoryEvent {
     CiPassed,
     /// The deploy of `sha` failed and needs a person.
     Failed,
+    /// The health monitor marked `sha` Degraded (`failureThreshold` checks failed in a row).
+    HealthDown,
+    /// The health monitor marked `sha` Healthy again (`recoveryThreshold` good checks).
+    HealthRecovered,
 }
 
 /// One line of a Release's history.

@@ -362,5 +362,21 @@ fn degraded(view: &View<'_>) -> (ConditionStatus, &'static str, String) {
                 .unwrap_or_else(|| "the health check fails".into()),
         );
     }
+    if let Some(m) = view
+        .status
+        .monitor
+        .as_ref()
+        .filter(|m| m.state == crate::api::release::MonitorState::Degraded)
+    {
+        return (
+            ConditionStatus::True,
+            reason::UNHEALTHY,
+            format!(
+                "the health monitor marked it down{}: {}",
+                m.since.map(|t| format!(" at {t}")).unwrap_or_default(),
+                m.reason.as_deref().unwrap_or("checks failed")
+            ),
+        );
+    }
     (ConditionStatus::False, reason::HEALTHY, String::new())
 }

@@ -24,9 +24,9 @@ use crate::api::{
         TimeoutPolicy,
     },
     release::{
-        CiState, CiSummary, HealthState, HealthSummary, HistoryEntry, HistoryEvent, Phase,
-        QuarantineCause as Cause, QuarantineEntry, ReleaseSpec, ReleaseStatus, Rollout, ShortShas,
-        SuspectEntry,
+        CiState, CiSummary, HealthState, HealthSummary, HistoryEntry, HistoryEvent, MonitorState,
+        Phase, QuarantineCause as Cause, QuarantineEntry, ReleaseSpec, ReleaseStatus, Rollout,
+        ShortShas, SuspectEntry,
     },
 };
 
@@ -406,13 +406,203 @@ impl Decider<'_> {
         }
         self.clear_quarantines();
         self.record_ci_recoveries();
+        self.manual_rollback();
     }
 
     /// Records what the transitions made observable: revoked validations, green re-runs
-    /// of SHAs quarantined during this decision.
+    /// of SHAs quarantined during this decision, the periodic health check.
     fn aftermath(&mut self) {
         self.revoke_validations();
         self.record_ci_recoveries();
+        self.monitor();
+    }
+
+    /// Carries out a person's rollback request once, while the revision names its target:
+    /// what runs (or is in flight) is quarantined and the target, validated here before,
+    /// becomes the validated SHA and is restored. Windows and approvals do not apply.
+    fn manual_rollback(&mut self) {
+        let Some(req) = self.input.spec.rollback.as_ref() else {
+            return;
+        };
+        if self
+            .status
+            .rollback_request_done
+            .is_some_and(|t| t >= req.at)
+            || self.obs().desired.sha() != Some(&req.to)
+        {
+            return;
+        }
+        self.status.rollback_request_done = Some(req.at);
+        let asked = format!(
+            "rolled back by {}{}",
+            req.by,
+            req.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        if let Err(why) = rollback_target(&self.status, &req.to) {
+            let reason = format!("{asked} refused: {why}");
+            self.record(HistoryEntry {
+                by: Some(req.by.clone()),
+                reason: Some(reason.clone()),
+                ..self.entry(HistoryEvent::Failed, &req.to)
+            });
+            self.notify(
+                EventKind::Failed,
+                &req.to,
+                None,
+                Some(reason),
+                None,
+                Some(req.by.clone()),
+            );
+            return;
+        }
+        let in_flight = self
+            .status
+            .rollout
+            .as_ref()
+            .filter(|_| {
+                matches!(
+                    self.status.phase,
+                    Phase::Deploying | Phase::Verifying | Phase::Failed | Phase::RollingBack
+                )
+            })
+            .map(|r| r.sha.clone());
+        let from = in_flight
+            .or_else(|| self.obs().workload.sha.clone())
+            .or_else(|| self.status.validated_sha.clone());
+        self.status.validated_sha = Some(req.to.clone());
+        let Some(from) = from.filter(|f| f != &req.to) else {
+            return;
+        };
+        if !self.is_quarantined(&from) {
+            self.status.quarantine.push(QuarantineEntry {
+                sha: from.clone(),
+                at: self.now(),
+                reason: asked.clone(),
+                cause: Cause::Manual,
+                ci_passed_later: false,
+            });
+        }
+        self.status.rollout = Some(Rollout {
+            sha: from.clone(),
+            rollback_point: Some(req.to.clone()),
+            started_at: self.now(),
+            deployed_at: Some(self.now()),
+            healthy_at: None,
+            hooks_done: Vec::new(),
+            failure: Some(asked.clone()),
+        });
+        self.set_phase(Phase::RollingBack);
+        self.record(HistoryEntry {
+            previous: Some(req.to.clone()),
+            by: Some(req.by.clone()),
+            reason: Some(asked),
+            ..self.entry(HistoryEvent::RolledBack, &from)
+        });
+    }
+
+    /// The periodic health check: once per `monitoring.interval`, what runs in a settled
+    /// Release is counted healthy or not; `failureThreshold` failures in a row mark it
+    /// Degraded (one `HealthDown`), `recoveryThreshold` good checks in a row mark it
+    /// Healthy again (one `HealthRecovered`). Nothing repeats while the state holds.
+    fn monitor(&mut self) {
+        let w = self.obs().workload.clone();
+        let settled = !matches!(
+            self.status.phase,
+            Phase::Deploying | Phase::Verifying | Phase::RollingBack
+        );
+        let Some(running) = w.sha.clone().filter(|_| settled) else {
+            return;
+        };
+        if w.backend != BackendState::Reachable {
+            return;
+        }
+        let m = self.env().monitoring.clone();
+        let mut mon = self.status.monitor.clone().unwrap_or_default();
+        if mon
+            .last_check
+            .is_some_and(|t| self.now() < t + m.interval.get())
+        {
+            return;
+        }
+        mon.last_check = Some(self.now());
+        if mon.sha.as_ref() != Some(&running) {
+            mon.sha = Some(running.clone());
+            mon.failures = 0;
+            mon.successes = 0;
+        }
+        match w.health {
+            HealthState::Healthy => {
+                mon.successes = mon.successes.saturating_add(1);
+                mon.failures = 0;
+            }
+            HealthState::Unhealthy | HealthState::Unknown => {
+                mon.failures = mon.failures.saturating_add(1);
+                mon.successes = 0;
+                mon.reason = Some(w.reason.clone().unwrap_or_else(|| match w.health {
+                    HealthState::Unknown => "not running".into(),
+                    _ => "the health check fails".into(),
+                }));
+            }
+            // Starting: not judged.
+            HealthState::Progressing => {}
+        }
+        let change = match mon.state {
+            MonitorState::Healthy if mon.failures >= m.failure_threshold => {
+                Some(MonitorState::Degraded)
+            }
+            MonitorState::Degraded if mon.successes >= m.recovery_threshold => {
+                Some(MonitorState::Healthy)
+            }
+            _ => None,
+        };
+        if let Some(state) = change {
+            mon.state = state;
+            mon.since = Some(self.now());
+            let (event, history, reason) = if state == MonitorState::Degraded {
+                let why = mon.reason.clone().unwrap_or_default();
+                (
+                    EventKind::HealthDown,
+                    HistoryEvent::HealthDown,
+                    format!("down: {} check(s) in a row failed: {why}", mon.failures),
+                )
+            } else {
+                mon.reason = None;
+                (
+                    EventKind::HealthRecovered,
+                    HistoryEvent::HealthRecovered,
+                    format!("recovered: {} check(s) in a row passed", mon.successes),
+                )
+            };
+            self.record(HistoryEntry {
+                reason: Some(reason.clone()),
+                ..self.entry(history, &running)
+            });
+            self.notify(event, &running, None, Some(reason), None, None);
+            if state == MonitorState::Degraded
+                && m.mark_suspect
+                && self.status.validated_sha.as_ref() == Some(&running)
+                && !self.is_suspect(&running)
+            {
+                let reason = format!(
+                    "went down while validated: {}",
+                    mon.reason.clone().unwrap_or_default()
+                );
+                self.status.suspect.push(SuspectEntry {
+                    sha: running.clone(),
+                    at: self.now(),
+                    reason: reason.clone(),
+                });
+                self.record(HistoryEntry {
+                    reason: Some(reason.clone()),
+                    ..self.entry(HistoryEvent::Suspect, &running)
+                });
+                self.notify(EventKind::Suspect, &running, None, Some(reason), None, None);
+            }
+        }
+        self.status.monitor = Some(mon);
     }
 
     /// Lifts quarantines that a person cleared, on the record.
@@ -443,7 +633,8 @@ impl Decider<'_> {
         }
     }
 
-    /// A red re-run of CI for the validated SHA, or its going down under monitoring, makes it suspect.
+    /// A red re-run of CI for the validated SHA makes it suspect (the health monitor
+    /// does so too, with `markSuspect`, when it marks it Degraded).
     fn revoke_validations(&mut self) {
         let Some(validated) = self.status.validated_sha.clone() else {
             return;
@@ -451,35 +642,15 @@ impl Decider<'_> {
         if self.is_suspect(&validated) {
             return;
         }
-        let ci_red = self
+        let Some(v) = self
             .verdict(&validated)
             .filter(|v| v.state == CiState::Failure)
-            .cloned();
-        let workload = &self.obs().workload;
-        let down = self.env().monitoring.mark_suspect
-            && workload.backend == BackendState::Reachable
-            && workload.sha.as_ref() == Some(&validated)
-            && workload.health == HealthState::Unhealthy
-            && matches!(self.status.phase, Phase::Validated | Phase::RolledBack);
-        let (reason, url) = if let Some(v) = ci_red {
-            (
-                format!("a later CI run failed{}", failed_checks_suffix(&v)),
-                v.url,
-            )
-        } else if down {
-            (
-                format!(
-                    "went down while validated: {}",
-                    workload
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "unhealthy".into())
-                ),
-                None,
-            )
-        } else {
+            .cloned()
+        else {
             return;
         };
+        let reason = format!("a later CI run failed{}", failed_checks_suffix(&v));
+        let url = v.url;
         self.status.suspect.push(SuspectEntry {
             sha: validated.clone(),
             at: self.now(),
@@ -520,7 +691,13 @@ impl Decider<'_> {
         };
         let mut lifted = Vec::new();
         let mut kept = Vec::new();
-        for q in &self.status.quarantine {
+        // A person's rollback is not about CI: a green run changes nothing there.
+        for q in self
+            .status
+            .quarantine
+            .iter()
+            .filter(|q| q.cause != Cause::Manual)
+        {
             let Some(url) = green(&q.sha) else { continue };
             if lift && q.cause.is_ci() {
                 lifted.push((q.sha.clone(), q.reason.clone(), url));
@@ -1273,6 +1450,49 @@ impl Decider<'_> {
             (_, Some(Block::OutsideWindow { until: t })) => until(*t),
             _ => None,
         }
+        .into_iter()
+        .chain(self.next_check().and_then(until))
+        .min()
+    }
+
+    /// When the health monitor checks next, for a settled Release with something running.
+    fn next_check(&self) -> Option<Timestamp> {
+        let settled = !matches!(
+            self.status.phase,
+            Phase::Deploying | Phase::Verifying | Phase::RollingBack
+        );
+        (settled && self.obs().workload.sha.is_some())
+            .then(|| self.status.monitor.as_ref()?.last_check)
+            .flatten()
+            .map(|t| t + self.env().monitoring.interval.get())
+    }
+}
+
+/// Whether a person may roll back to `to`: it was validated here (it is the validated
+/// SHA, or the kept history says it was) and is not quarantined. `Err` says why not.
+///
+/// # Errors
+/// The reason the rollback is refused, in a sentence.
+pub fn rollback_target(status: &ReleaseStatus, to: &Sha) -> Result<(), String> {
+    if let Some(q) = status.quarantine.iter().find(|q| &q.sha == to) {
+        return Err(format!(
+            "{} is quarantined here ({}); clear it first",
+            to.short(),
+            q.reason
+        ));
+    }
+    let validated = status.validated_sha.as_ref() == Some(to)
+        || status
+            .history
+            .iter()
+            .any(|h| h.event == HistoryEvent::Validated && &h.sha == to);
+    if validated {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} was never validated here (in the history kept)",
+            to.short()
+        ))
     }
 }
 

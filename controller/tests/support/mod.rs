@@ -107,6 +107,7 @@ impl World {
                 approval: None,
                 break_glass: None,
                 clear_quarantine: vec![],
+                rollback: None,
             },
             status: ReleaseStatus::default(),
             obs: Observations {
@@ -208,6 +209,19 @@ impl World {
             sha: sha(c),
             by: by.into(),
             reason: "fixed the flaky test".into(),
+            at: self.obs.now,
+        });
+        self
+    }
+
+    /// A person asks to go back to `c` (what `vigie rollback` writes): the revision and
+    /// the request name it.
+    pub fn roll_back_to(&mut self, c: char, by: &str) -> &mut Self {
+        self.want(c);
+        self.spec.rollback = Some(vigie::api::release::RollbackRequest {
+            to: sha(c),
+            by: by.into(),
+            reason: Some("checkout is broken".into()),
             at: self.obs.now,
         });
         self
