@@ -62,6 +62,13 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Promote a SHA validated upstream (`promotion.from`) to an environment: shows
+    /// both sides and the commits brought in, asks to type DEPLOY, and records the
+    /// approval (who, when, why) on the Release.
+    Promote(PromoteArgs),
+    /// Roll an environment back to a SHA validated there before (default: the previous
+    /// one): what runs is quarantined, on the record. Deploy windows do not apply.
+    Rollback(RollbackArgs),
     /// Show environments × code locations from the state file.
     Status {
         /// The state file written by `vigie run`.
@@ -71,6 +78,70 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+}
+
+/// Where `vigie promote` and `vigie rollback` find the running Vigie.
+#[derive(Debug, clap::Args)]
+pub struct DeskArgs {
+    /// The state file of `vigie run`; its control socket is `vigie.sock` beside it.
+    #[arg(long, env = "VIGIE_STATE", default_value = "vigie-state.json")]
+    pub state: PathBuf,
+    /// The control socket of `vigie run`, when not beside the state file.
+    #[arg(long, env = "VIGIE_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Act on the operator's Releases (the current kubeconfig) instead.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Namespace of the Releases, with --kubernetes.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+/// Options of `vigie promote`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// The CodeLocation.
+    pub location: String,
+    /// The Environment promoted to; the SHA comes from its `promotion.from`.
+    #[arg(long)]
+    pub to: String,
+    /// The SHA (default: the one validated upstream).
+    #[arg(long)]
+    pub sha: Option<crate::api::Sha>,
+    /// Why, recorded with the approval.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Deploy outside the deploy windows anyway, for this reason (on the record).
+    #[arg(long, value_name = "REASON")]
+    pub break_glass: Option<String>,
+    /// Do not ask to type DEPLOY.
+    #[arg(long)]
+    pub yes: bool,
+    /// Where the running Vigie is.
+    #[command(flatten)]
+    pub desk: DeskArgs,
+}
+
+/// Options of `vigie rollback`.
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The CodeLocation.
+    pub location: String,
+    /// The Environment.
+    #[arg(long)]
+    pub env: String,
+    /// The SHA to go back to (default: the previous validated one).
+    #[arg(long)]
+    pub to: Option<crate::api::Sha>,
+    /// Why, recorded with the rollback.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Do not ask to type ROLLBACK.
+    #[arg(long)]
+    pub yes: bool,
+    /// Where the running Vigie is.
+    #[command(flatten)]
+    pub desk: DeskArgs,
 }
 
 /// `vigie ci` subcommands.
@@ -168,6 +239,10 @@ pub struct RunArgs {
     /// State file, written atomically.
     #[arg(long, env = "VIGIE_STATE", default_value = "vigie-state.json")]
     pub state: PathBuf,
+    /// Unix socket (mode 0660) for `vigie promote` and `vigie rollback`; default
+    /// `vigie.sock` beside the state file.
+    #[arg(long, env = "VIGIE_SOCKET")]
+    pub control_socket: Option<PathBuf>,
     /// Address of /healthz, /readyz, /metrics and /hooks/*.
     #[arg(long, env = "VIGIE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
@@ -327,7 +402,132 @@ pub fn main() -> ExitCode {
         Command::Ci {
             command: CiCommand::Report(args),
         } => ci_report(args),
+        Command::Promote(args) => act(
+            crate::promote::Kind::Promote,
+            &crate::promote::Ask {
+                location: args.location,
+                environment: args.to,
+                sha: args.sha,
+                reason: args.reason,
+                break_glass: args.break_glass,
+            },
+            args.yes,
+            &args.desk,
+        ),
+        Command::Rollback(args) => act(
+            crate::promote::Kind::Rollback,
+            &crate::promote::Ask {
+                location: args.location,
+                environment: args.env,
+                sha: args.to,
+                reason: args.reason,
+                break_glass: None,
+            },
+            args.yes,
+            &args.desk,
+        ),
     }
+}
+
+/// `vigie promote` and `vigie rollback`: plan, show, confirm, record.
+fn act(
+    kind: crate::promote::Kind,
+    ask: &crate::promote::Ask,
+    yes: bool,
+    desk: &DeskArgs,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(act_async(kind, ask, yes, desk)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn act_async(
+    kind: crate::promote::Kind,
+    ask: &crate::promote::Ask,
+    yes: bool,
+    args: &DeskArgs,
+) -> Result<(), String> {
+    use crate::promote::{Kind, client::Desk, kubernetes::Cluster};
+    let desk = if args.kubernetes {
+        Desk::Kubernetes(Cluster::connect(&args.namespace).await?)
+    } else {
+        Desk::Standalone(
+            args.socket
+                .clone()
+                .unwrap_or_else(|| crate::standalone::control::default_socket(&args.state)),
+        )
+    };
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("vigie")
+        .join("git");
+    let plan = desk.plan(kind, ask, &cache).await?;
+    print!("{}", crate::promote::render(&plan, kind == Kind::Rollback));
+    let word = kind.confirm();
+    if !yes {
+        let what = match kind {
+            Kind::Promote => "deploy",
+            Kind::Rollback => "roll back to",
+        };
+        print!(
+            "\nType {word} to {what} {} in {}: ",
+            plan.sha.short(),
+            plan.target.environment
+        );
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        if line.trim() != word {
+            return Err(format!(
+                "not confirmed (expected {word}); nothing was changed"
+            ));
+        }
+    }
+    let done = desk.apply(kind, ask).await?;
+    let what = match kind {
+        Kind::Promote => "approved",
+        Kind::Rollback => "rollback asked",
+    };
+    println!(
+        "{} {what} for {} by {} at {} ({}).",
+        done.sha.short(),
+        plan.target.environment,
+        done.by,
+        done.at,
+        done.release
+    );
+    match (&plan.window_closed, &ask.break_glass, kind) {
+        (Some(w), None, Kind::Promote) => {
+            println!("It deploys when the windows open: {w}.");
+        }
+        (Some(_), Some(_), Kind::Promote) => {
+            println!("Break-glass: it deploys now, outside the windows, on the record.");
+        }
+        _ => {}
+    }
+    println!(
+        "Follow it with: vigie history {} --env {}",
+        plan.location, plan.target.environment
+    );
+    Ok(())
 }
 
 fn history(
@@ -620,6 +820,9 @@ fn run(args: RunArgs) -> ExitCode {
         track_interval: std::time::Duration::from_secs(args.track_interval.max(1)),
         git_cache: PathBuf::from(git_cache),
         git_credentials,
+        control_socket: args
+            .control_socket
+            .unwrap_or_else(|| crate::standalone::control::default_socket(&args.state)),
         state: args.state,
         listen: args.listen,
         secret,

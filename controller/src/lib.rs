@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod notify;
 pub mod operator;
+pub mod promote;
 pub mod secrets;
 pub mod standalone;
 #[cfg(test)]

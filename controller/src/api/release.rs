@@ -263,6 +263,9 @@ pub struct ReleaseStatus {
     /// The periodic health monitor's view of what runs (`monitoring` in the Environment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<MonitorStatus>,
+    /// The last approval seen in the spec, as recorded (SHA, who, when, why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<ApprovalGrant>,
     /// The `at` of the last rollback request carried out (each is carried out once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]

@@ -349,6 +349,57 @@ impl Mirror {
         Some((who, commit.summary().ok().flatten()?.to_owned()))
     }
 
+    /// The commits reachable from `tip` and not from `hide`, newest first, at most
+    /// `limit`, and whether there were more.
+    ///
+    /// # Errors
+    /// A commit is not in the mirror.
+    pub fn log(
+        &self,
+        tip: &Sha,
+        hide: Option<&Sha>,
+        limit: usize,
+    ) -> Result<(Vec<crate::promote::Commit>, bool), String> {
+        let oid = |s: &Sha| Oid::from_str(s.as_str()).map_err(|e| e.message().to_owned());
+        let mut walk = self.repo.revwalk().map_err(|e| e.message().to_owned())?;
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
+            .map_err(|e| e.message().to_owned())?;
+        walk.push(oid(tip)?)
+            .map_err(|_| format!("commit {} is not in the repository", tip.short()))?;
+        if let Some(h) = hide {
+            walk.hide(oid(h)?)
+                .map_err(|_| format!("commit {} is not in the repository", h.short()))?;
+        }
+        let mut out = Vec::new();
+        for id in walk {
+            let id = id.map_err(|e| e.message().to_owned())?;
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let commit = self
+                .repo
+                .find_commit(id)
+                .map_err(|e| e.message().to_owned())?;
+            out.push(crate::promote::Commit {
+                sha: id.to_string().parse().map_err(|e| format!("{e}"))?,
+                subject: commit
+                    .summary()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+                    .to_owned(),
+                author: commit.author().name().ok().unwrap_or_default().to_owned(),
+            });
+        }
+        Ok((out, false))
+    }
+
+    /// Whether the mirror has the commit.
+    #[must_use]
+    pub fn has(&self, sha: &Sha) -> bool {
+        Oid::from_str(sha.as_str()).is_ok_and(|o| self.repo.find_commit(o).is_ok())
+    }
+
     /// The subject line of a commit, if the mirror has it.
     #[must_use]
     pub fn subject(&self, sha: &Sha) -> Option<String> {
@@ -356,6 +407,27 @@ impl Mirror {
         let commit = self.repo.find_commit(oid).ok()?;
         commit.summary().ok().flatten().map(str::to_owned)
     }
+}
+
+/// The commits between `hide` and `tip` in the repository at `url` (newest first, at
+/// most `limit`, and whether there were more), fetched into a mirror under `cache`
+/// when missing. Blocking (git2).
+///
+/// # Errors
+/// The repository cannot be fetched, or a commit is not in it.
+pub fn commits_between(
+    cache: &Path,
+    url: &str,
+    creds: &Credentials,
+    tip: &Sha,
+    hide: Option<&Sha>,
+    limit: usize,
+) -> Result<(Vec<crate::promote::Commit>, bool), String> {
+    let mirror = Mirror::open(cache, url)?;
+    if !mirror.has(tip) || hide.is_some_and(|h| !mirror.has(h)) {
+        mirror.fetch(&["refs/heads/*".into(), "refs/tags/*".into()], creds)?;
+    }
+    mirror.log(tip, hide, limit)
 }
 
 /// Fetches a folder of a branch: the branch's tip and the manifests under the folder.

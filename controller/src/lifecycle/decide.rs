@@ -407,6 +407,34 @@ impl Decider<'_> {
         self.clear_quarantines();
         self.record_ci_recoveries();
         self.manual_rollback();
+        self.record_approval();
+    }
+
+    /// Records a new approval once, when it is given (it lets its SHA in later, when
+    /// the gates allow): in the history, in `status.approved`, and to the sinks.
+    fn record_approval(&mut self) {
+        let Some(approval) = self.input.spec.approval.clone() else {
+            return;
+        };
+        if self.status.approved.as_ref() == Some(&approval) {
+            return;
+        }
+        self.status.approved = Some(approval.clone());
+        let current = self.status.validated_sha.clone();
+        self.record(HistoryEntry {
+            previous: current.clone(),
+            by: Some(approval.by.clone()),
+            reason: approval.reason.clone(),
+            ..self.entry(HistoryEvent::Approved, &approval.sha)
+        });
+        self.notify(
+            EventKind::Approved,
+            &approval.sha,
+            current.as_ref(),
+            approval.reason.clone(),
+            None,
+            Some(approval.by.clone()),
+        );
     }
 
     /// Records what the transitions made observable: revoked validations, green re-runs
@@ -1263,28 +1291,6 @@ impl Decider<'_> {
     /// Records the rollback point and starts deploying `sha`.
     fn start_rollout(&mut self, sha: &Sha) {
         let rollback_point = self.status.validated_sha.clone();
-        if let Some(approval) = self.input.spec.approval.as_ref().filter(|a| &a.sha == sha)
-            && self
-                .env()
-                .promotion
-                .as_ref()
-                .is_some_and(|p| p.approval == ApprovalPolicy::Manual)
-        {
-            self.record(HistoryEntry {
-                previous: rollback_point.clone(),
-                by: Some(approval.by.clone()),
-                reason: approval.reason.clone(),
-                ..self.entry(HistoryEvent::Approved, sha)
-            });
-            self.notify(
-                EventKind::Approved,
-                sha,
-                rollback_point.as_ref(),
-                approval.reason.clone(),
-                None,
-                Some(approval.by.clone()),
-            );
-        }
         if let (Some(windows), Some(glass)) = (
             self.input.windows,
             self.input

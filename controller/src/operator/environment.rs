@@ -93,9 +93,8 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, kube:
             let s = r.status.clone().unwrap_or_default();
             matches!(s.phase, Phase::Failed | Phase::RolledBack)
                 || s.health.is_some_and(|h| h.state == HealthState::Unhealthy)
-                || s.monitor.is_some_and(|m| {
-                    m.state == crate::api::release::MonitorState::Degraded
-                })
+                || s.monitor
+                    .is_some_and(|m| m.state == crate::api::release::MonitorState::Degraded)
         })
         .map(|r| r.name_any())
         .collect();

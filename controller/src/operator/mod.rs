@@ -13,7 +13,7 @@ pub mod leader;
 mod location;
 pub mod relay;
 mod release;
-mod secrets;
+pub mod secrets;
 mod tracking;
 
 use std::{

@@ -1,6 +1,7 @@
 //! Standalone mode: `vigie run` on a VM with Docker and no Kubernetes, driven by a
 //! directory of manifests, recording status in a state file.
 
+pub mod control;
 pub mod run;
 pub mod server;
 pub mod state;

@@ -57,6 +57,8 @@ pub struct Options {
     pub track_interval: Duration,
     /// The state file.
     pub state: PathBuf,
+    /// The control socket of `vigie promote` and `vigie rollback`.
+    pub control_socket: PathBuf,
     /// Where HTTP listens.
     pub listen: SocketAddr,
     /// The webhook HMAC key.
@@ -78,6 +80,15 @@ pub enum RunError {
     /// The state file cannot be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The control socket cannot be created.
+    #[error("failed to create the control socket {path}: {source}")]
+    Control {
+        /// The socket.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The listen address cannot be bound.
     #[error("failed to listen on {addr}: {source}")]
     Listen {
@@ -106,7 +117,22 @@ pub async fn run(options: Options) -> Result<(), RunError> {
             addr: options.listen,
             source,
         })?;
-    tracing::info!(listen = %options.listen, manifests = %shown(&options.manifests), "vigie run started");
+    super::control::serve(
+        &options.control_socket,
+        shared.clone(),
+        options.git_cache.clone(),
+    )
+    .await
+    .map_err(|source| RunError::Control {
+        path: options.control_socket.clone(),
+        source,
+    })?;
+    tracing::info!(
+        listen = %options.listen,
+        control = %options.control_socket.display(),
+        manifests = %shown(&options.manifests),
+        "vigie run started"
+    );
     let app = server::router(shared.clone());
     let server = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -138,6 +164,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     }
     tracing::info!("vigie run stopping");
     server.abort();
+    let _ = std::fs::remove_file(&options.control_socket);
     Ok(())
 }
 
@@ -789,6 +816,9 @@ impl Runner {
                 .map(|((_, n), l)| (n.clone(), l.object.spec.ci.clone()))
                 .collect();
         }
+        if let Ok(mut shared) = self.shared.manifests.write() {
+            *shared = Some(Arc::new(m.clone()));
+        }
         self.manifests = Some(m);
     }
 
@@ -810,13 +840,10 @@ impl Runner {
         let Some(m) = &self.manifests else {
             return Vec::new();
         };
-        let tracked = self
-            .shared
-            .state
-            .lock()
-            .expect("state lock")
-            .tracked
-            .clone();
+        let (tracked, requests) = {
+            let state = self.shared.state.lock().expect("state lock");
+            (state.tracked.clone(), state.requests.clone())
+        };
         m.releases
             .iter()
             .filter_map(|((ns, name), r)| {
@@ -828,8 +855,18 @@ impl Runner {
                     .get(&(ns.clone(), r.object.spec.environment.clone()))?;
                 let key = format!("{ns}/{name}");
                 let mut release = r.object.clone();
-                // A tracking rule's move replaces the manifest's revision.
-                if let Some(sha) = tracked.get(&key).and_then(|t| t.sha.as_ref()) {
+                // A person's promotion or rollback is laid over the manifest; then a
+                // tracking rule's move replaces the revision (unless the person's is newer).
+                let track = tracked.get(&key);
+                if let Some(req) = requests.get(&key) {
+                    req.apply(&mut release.spec, track.and_then(|t| t.at));
+                }
+                if let Some(t) = track
+                    && let Some(sha) = &t.sha
+                    && requests.get(&key).is_none_or(|req| {
+                        t.at.is_some_and(|at| at > req.at) || r.object.spec.revision != req.over
+                    })
+                {
                     release.spec.revision = Some(sha.to_string());
                 }
                 Some(Item {

@@ -80,6 +80,8 @@ pub struct Shared {
     pub tracked_repos: RwLock<Vec<String>>,
     /// Set by a push webhook for a tracked repository.
     pub track_pushed: AtomicBool,
+    /// The manifests in force (`vigie run`), for `vigie promote` and `vigie rollback`.
+    pub manifests: RwLock<Option<Arc<crate::manifest::Manifests>>>,
 }
 
 impl Shared {
@@ -100,6 +102,7 @@ impl Shared {
             git_pushed: AtomicBool::new(false),
             tracked_repos: RwLock::new(Vec::new()),
             track_pushed: AtomicBool::new(false),
+            manifests: RwLock::new(None),
         }
     }
 }

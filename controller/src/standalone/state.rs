@@ -45,6 +45,52 @@ pub struct State {
     /// Where tracking rules moved Releases (by `namespace/name`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tracked: BTreeMap<String, Tracked>,
+    /// What people asked through `vigie promote` and `vigie rollback` (by `namespace/name`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, Requests>,
+}
+
+/// A person's promotion or rollback of one Release, laid over its manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Requests {
+    /// The revision asked for; it replaces the manifest's while the manifest still says
+    /// what it said when it was asked (`over`), and a later tracked move replaces it.
+    pub revision: crate::api::Sha,
+    /// When it was asked.
+    pub at: jiff::Timestamp,
+    /// The manifest's revision when it was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over: Option<String>,
+    /// The approval given with a promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::api::release::ApprovalGrant>,
+    /// The break-glass given with a promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<crate::api::release::BreakGlass>,
+    /// A rollback request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::api::release::RollbackRequest>,
+}
+
+impl Requests {
+    /// Lays the request over a Release's spec read from the manifests, unless the
+    /// manifest's revision changed since, or a tracking rule moved it later (`tracked_at`).
+    pub fn apply(&self, spec: &mut crate::api::ReleaseSpec, tracked_at: Option<jiff::Timestamp>) {
+        if spec.revision != self.over || tracked_at.is_some_and(|t| t > self.at) {
+            return;
+        }
+        spec.revision = Some(self.revision.to_string());
+        if self.approval.is_some() {
+            spec.approval.clone_from(&self.approval);
+        }
+        if self.break_glass.is_some() {
+            spec.break_glass.clone_from(&self.break_glass);
+        }
+        if self.rollback.is_some() {
+            spec.rollback.clone_from(&self.rollback);
+        }
+    }
 }
 
 /// Where a tracking rule moved a Release.

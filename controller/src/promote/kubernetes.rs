@@ -1,0 +1,259 @@
+//! `vigie promote --kubernetes` and `vigie rollback --kubernetes`: the plan is made
+//! from the Releases' statuses in the API; the decision is a merge patch of the target
+//! Release's spec (field manager `vigie-cli`) naming the person the API server says
+//! the caller is (a `SelfSubjectReview`). A Release managed by GitOps is not patched
+//! (the sync would put it back): the change to commit is printed instead.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use super::{Ask, Done, Kind, Plan};
+use crate::{
+    api::{CodeLocation, Environment, Release},
+    gitops::repo::Credentials,
+    lifecycle::Windows,
+    operator::{gitops::MANAGED_BY, secrets::SecretCache},
+};
+
+/// The field manager of the patches.
+pub const FIELD_MANAGER: &str = "vigie-cli";
+
+/// A namespace of the cluster in the current kubeconfig.
+pub struct Cluster {
+    client: Client,
+    namespace: String,
+}
+
+/// The target Release and what a plan needs.
+struct Found {
+    release: Release,
+    env: Environment,
+    upstream: Option<Release>,
+}
+
+impl Cluster {
+    /// Connects with the current kubeconfig (or the in-cluster account).
+    ///
+    /// # Errors
+    /// Kubernetes cannot be reached.
+    pub async fn connect(namespace: &str) -> Result<Self, String> {
+        let client = Client::try_default()
+            .await
+            .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+        Ok(Self {
+            client,
+            namespace: namespace.to_owned(),
+        })
+    }
+
+    /// Who the API server says the caller is.
+    ///
+    /// # Errors
+    /// The review is refused.
+    pub async fn who(&self) -> Result<String, String> {
+        let api: Api<SelfSubjectReview> = Api::all(self.client.clone());
+        let review = api
+            .create(&PostParams::default(), &SelfSubjectReview::default())
+            .await
+            .map_err(|e| format!("cannot ask the API server who you are: {e}"))?;
+        review
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| "the API server did not say who you are".to_owned())
+    }
+
+    async fn find(&self, ask: &Ask) -> Result<Found, String> {
+        let ns = &self.namespace;
+        let releases: Api<Release> = Api::namespaced(self.client.clone(), ns);
+        let list = releases
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("cannot list Releases in {ns}: {e}"))?
+            .items;
+        let release = list
+            .iter()
+            .find(|r| r.spec.code_location == ask.location && r.spec.environment == ask.environment)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "no Release of {} in {} in namespace {ns}",
+                    ask.location, ask.environment
+                )
+            })?;
+        let env = Api::<Environment>::namespaced(self.client.clone(), ns)
+            .get(&ask.environment)
+            .await
+            .map_err(|e| format!("cannot read Environment {ns}/{}: {e}", ask.environment))?;
+        let upstream = env.spec.promotion.as_ref().and_then(|p| {
+            list.iter()
+                .find(|r| r.spec.code_location == ask.location && r.spec.environment == p.from)
+                .cloned()
+        });
+        Ok(Found {
+            release,
+            env,
+            upstream,
+        })
+    }
+
+    /// The plan of a promotion or rollback, with the commits between the two SHAs
+    /// (the CodeLocation's repository, fetched into `cache`).
+    ///
+    /// # Errors
+    /// Why it is refused, or the API cannot be read.
+    pub async fn plan(
+        &self,
+        kind: Kind,
+        ask: &Ask,
+        cache: &std::path::Path,
+    ) -> Result<Plan, String> {
+        let found = self.find(ask).await?;
+        let mut plan = checked(kind, ask, &found)?;
+        if let Err(e) = self.commits(&mut plan, kind, &ask.location, cache).await {
+            plan.commits_error = Some(e);
+        }
+        Ok(plan)
+    }
+
+    async fn commits(
+        &self,
+        plan: &mut Plan,
+        kind: Kind,
+        location: &str,
+        cache: &std::path::Path,
+    ) -> Result<(), String> {
+        let (tip, hide) = match kind {
+            Kind::Promote => (plan.sha.clone(), plan.from.clone()),
+            Kind::Rollback => match plan.from.clone() {
+                Some(from) => (from, Some(plan.sha.clone())),
+                None => return Ok(()),
+            },
+        };
+        let ns = &self.namespace;
+        let l = Api::<CodeLocation>::namespaced(self.client.clone(), ns)
+            .get(location)
+            .await
+            .map_err(|e| format!("cannot read CodeLocation {ns}/{location}: {e}"))?;
+        let secrets = SecretCache::default();
+        secrets.refresh(&self.client, &[Arc::new(l.clone())]).await;
+        let creds =
+            Credentials::from_spec(l.spec.repo.credentials.as_ref(), |s| secrets.get(ns, s));
+        let url = l.spec.repo.url.clone();
+        let cache = cache.to_owned();
+        let (commits, more) = tokio::task::spawn_blocking(move || {
+            crate::gitops::repo::commits_between(
+                &cache,
+                &url,
+                &creds,
+                &tip,
+                hide.as_ref(),
+                crate::standalone::control::COMMITS_SHOWN,
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        plan.commits = commits;
+        plan.more_commits = more;
+        Ok(())
+    }
+
+    /// Records the decision on the target Release, planned again first (the statuses
+    /// may have moved while the person read).
+    ///
+    /// # Errors
+    /// Why it is refused, the Release is managed by GitOps, or the patch failed.
+    pub async fn apply(&self, kind: Kind, ask: &Ask) -> Result<Done, String> {
+        let by = self.who().await?;
+        let found = self.find(ask).await?;
+        let plan = checked(kind, ask, &found)?;
+        let at = Timestamp::now();
+        let spec = match kind {
+            Kind::Promote => {
+                let p =
+                    super::promotion(&plan, &by, ask.reason.clone(), ask.break_glass.clone(), at);
+                let mut spec = json!({
+                    "revision": p.revision.to_string(),
+                    "approval": p.approval,
+                });
+                if let Some(glass) = p.break_glass {
+                    spec["breakGlass"] = json!(glass);
+                }
+                spec
+            }
+            Kind::Rollback => json!({
+                "revision": plan.sha.to_string(),
+                "rollback": super::rollback(&plan, &by, ask.reason.clone(), at),
+            }),
+        };
+        let name = found.release.name_any();
+        if found
+            .release
+            .labels()
+            .get(MANAGED_BY.0)
+            .is_some_and(|v| v == MANAGED_BY.1)
+        {
+            let yaml = serde_norway::to_string(&json!({ "spec": spec })).unwrap_or_default();
+            return Err(format!(
+                "Release {}/{name} is managed by GitOps: a change made here would be put back by the next sync. Commit this to its manifest instead:\n\n{yaml}",
+                self.namespace
+            ));
+        }
+        Api::<Release>::namespaced(self.client.clone(), &self.namespace)
+            .patch(
+                &name,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_owned()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .map_err(|e| format!("cannot update Release {}/{name}: {e}", self.namespace))?;
+        Ok(Done {
+            release: format!("{}/{name}", self.namespace),
+            sha: plan.sha,
+            by,
+            at,
+        })
+    }
+}
+
+/// The plan, without the commits: the rules of [`super`] on the statuses found.
+fn checked(kind: Kind, ask: &Ask, found: &Found) -> Result<Plan, String> {
+    let target = found.release.status.clone();
+    match kind {
+        Kind::Promote => {
+            let mut plan = super::plan_promotion(
+                &ask.location,
+                &ask.environment,
+                &found.env.spec,
+                found.upstream.as_ref().and_then(|u| u.status.as_ref()),
+                target.as_ref(),
+                ask.sha.as_ref(),
+            )?;
+            let windows = found
+                .env
+                .spec
+                .windows
+                .as_ref()
+                .and_then(|w| Windows::new(w).ok());
+            plan.window_closed = super::window_closed(windows.as_ref(), Timestamp::now());
+            Ok(plan)
+        }
+        Kind::Rollback => super::plan_rollback(
+            &ask.location,
+            &ask.environment,
+            &target.unwrap_or_default(),
+            ask.sha.as_ref(),
+        ),
+    }
+}

@@ -1,0 +1,471 @@
+//! The control socket of `vigie run`: a Unix socket (mode 0660) through which
+//! `vigie promote` and `vigie rollback` ask the running Vigie for a plan, then record
+//! a person's decision. Who asks is read from the socket's peer credentials (the OS
+//! user), not from anything the client says. Decisions go to the state file (the
+//! `requests` of the Release) before the answer, and wake the reconciler.
+
+#![allow(
+    clippy::result_large_err,
+    reason = "the error is the HTTP answer itself, built once per request"
+)]
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, Query, State as AxumState, connect_info},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    serve::IncomingStream,
+};
+use jiff::Timestamp;
+use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{UnixListener, UnixStream},
+};
+
+use super::{server::Shared, state::Requests};
+use crate::{
+    api::ReleaseStatus,
+    lifecycle::Windows,
+    promote::{self, Ask, Done, Plan},
+};
+
+/// How many commits a plan lists at most.
+pub const COMMITS_SHOWN: usize = 30;
+
+/// The default socket: `vigie.sock` beside the state file.
+#[must_use]
+pub fn default_socket(state: &Path) -> PathBuf {
+    state.with_file_name("vigie.sock")
+}
+
+/// The OS user at the other end of the socket.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The user name (or `uid N` when it has none).
+    pub user: String,
+}
+
+impl connect_info::Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let user = stream
+            .io()
+            .peer_cred()
+            .map_or_else(|_| "unknown".to_owned(), |cred| user_name(cred.uid()));
+        Self { user }
+    }
+}
+
+/// The name of user `uid` from `/etc/passwd`, else `uid N`.
+#[must_use]
+pub fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let id = fields.nth(1)?;
+                (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// Binds the socket (replacing a stale one), mode 0660, and serves it.
+///
+/// # Errors
+/// The socket cannot be created.
+pub async fn serve(path: &Path, shared: Arc<Shared>, cache: PathBuf) -> std::io::Result<()> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by another vigie", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let app = Router::new()
+        .route("/v1/promote", get(promote_plan).post(promote_apply))
+        .route("/v1/rollback", get(rollback_plan).post(rollback_apply))
+        .with_state(Arc::new(Control { shared, cache }));
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<Peer>();
+        if let Err(e) = axum::serve(listener, service).await {
+            tracing::error!(error = %e, "control socket stopped");
+        }
+    });
+    Ok(())
+}
+
+struct Control {
+    shared: Arc<Shared>,
+    cache: PathBuf,
+}
+
+fn refuse(status: StatusCode, error: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": error.into() }))).into_response()
+}
+
+/// The Release of `location` in `environment`, its key, and the facts a plan needs.
+struct Found {
+    key: String,
+    over: Option<String>,
+    env: crate::api::environment::EnvironmentSpec,
+    repo: (String, crate::gitops::repo::Credentials),
+    target: Option<ReleaseStatus>,
+    upstream: Option<ReleaseStatus>,
+}
+
+impl Control {
+    fn find(&self, ask: &Ask) -> Result<Found, Response> {
+        let manifests = self
+            .shared
+            .manifests
+            .read()
+            .ok()
+            .and_then(|m| m.clone())
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no valid manifests are loaded yet",
+                )
+            })?;
+        let ((ns, name), release) = manifests
+            .releases
+            .iter()
+            .find(|(_, r)| {
+                r.object.spec.code_location == ask.location
+                    && r.object.spec.environment == ask.environment
+            })
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no Release of {} in {} in the manifests",
+                        ask.location, ask.environment
+                    ),
+                )
+            })?;
+        let env = manifests
+            .environments
+            .get(&(ns.clone(), ask.environment.clone()))
+            .map(|e| e.object.spec.clone())
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::NOT_FOUND,
+                    format!("no Environment {}", ask.environment),
+                )
+            })?;
+        let location = manifests
+            .code_locations
+            .get(&(ns.clone(), ask.location.clone()))
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::NOT_FOUND,
+                    format!("no CodeLocation {}", ask.location),
+                )
+            })?;
+        let repo = (
+            location.object.spec.repo.url.clone(),
+            crate::gitops::repo::Credentials::from_spec(
+                location.object.spec.repo.credentials.as_ref(),
+                crate::secrets::resolve,
+            ),
+        );
+        let key = format!("{ns}/{name}");
+        let state = self.shared.state.lock().expect("state lock");
+        let target = state.releases.get(&key).map(|r| r.status.clone());
+        let upstream = env.promotion.as_ref().and_then(|p| {
+            state
+                .releases
+                .values()
+                .find(|r| r.environment == p.from && r.code_location == ask.location)
+                .map(|r| r.status.clone())
+        });
+        Ok(Found {
+            key,
+            over: release.object.spec.revision.clone(),
+            env,
+            repo,
+            target,
+            upstream,
+        })
+    }
+
+    /// Fills the commits of a plan from the code repository (blocking git2 off the runtime).
+    async fn with_commits(&self, mut plan: Plan, found: &Found, rollback: bool) -> Plan {
+        let (tip, hide) = if rollback {
+            match plan.from.clone() {
+                Some(from) => (from, Some(plan.sha.clone())),
+                None => return plan,
+            }
+        } else {
+            (plan.sha.clone(), plan.from.clone())
+        };
+        let (url, creds) = found.repo.clone();
+        let cache = self.cache.join("code");
+        let listed = tokio::task::spawn_blocking(move || {
+            crate::gitops::repo::commits_between(
+                &cache,
+                &url,
+                &creds,
+                &tip,
+                hide.as_ref(),
+                COMMITS_SHOWN,
+            )
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match listed {
+            Ok((commits, more)) => {
+                plan.commits = commits;
+                plan.more_commits = more;
+            }
+            Err(e) => plan.commits_error = Some(e),
+        }
+        plan
+    }
+
+    fn promotion_plan(ask: &Ask, found: &Found) -> Result<Plan, Response> {
+        let mut plan = promote::plan_promotion(
+            &ask.location,
+            &ask.environment,
+            &found.env,
+            found.upstream.as_ref(),
+            found.target.as_ref(),
+            ask.sha.as_ref(),
+        )
+        .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
+        let windows = found
+            .env
+            .windows
+            .as_ref()
+            .and_then(|w| Windows::new(w).ok());
+        plan.window_closed = promote::window_closed(windows.as_ref(), Timestamp::now());
+        Ok(plan)
+    }
+
+    fn rollback_plan(ask: &Ask, found: &Found) -> Result<Plan, Response> {
+        let status = found.target.clone().unwrap_or_default();
+        promote::plan_rollback(&ask.location, &ask.environment, &status, ask.sha.as_ref())
+            .map_err(|e| refuse(StatusCode::CONFLICT, e))
+    }
+
+    /// Records a person's request for a Release, then wakes the reconciler.
+    fn record(&self, key: &str, requests: Requests) -> Result<(), Response> {
+        let mut current = self.shared.state.lock().expect("state lock");
+        let mut next = current.clone();
+        next.requests.insert(key.to_owned(), requests);
+        self.shared.save(&next).map_err(|e| {
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("not recorded: {e}"),
+            )
+        })?;
+        *current = next;
+        drop(current);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+}
+
+async fn promote_plan(AxumState(c): AxumState<Arc<Control>>, Query(ask): Query<Ask>) -> Response {
+    let found = match c.find(&ask) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match Control::promotion_plan(&ask, &found) {
+        Ok(plan) => Json(c.with_commits(plan, &found, false).await).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn promote_apply(
+    AxumState(c): AxumState<Arc<Control>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(ask): Json<Ask>,
+) -> Response {
+    let found = match c.find(&ask) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    // Planned again: the statuses may have moved since the person read the plan.
+    let plan = match Control::promotion_plan(&ask, &found) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let at = Timestamp::now();
+    let p = promote::promotion(&plan, &peer.user, ask.reason.clone(), ask.break_glass, at);
+    tracing::info!(
+        release = %found.key, sha = %plan.sha, by = %peer.user,
+        break_glass = p.break_glass.is_some(), "promotion recorded"
+    );
+    let requests = Requests {
+        revision: p.revision,
+        at,
+        over: found.over.clone(),
+        approval: Some(p.approval),
+        break_glass: p.break_glass,
+        rollback: None,
+    };
+    if let Err(r) = c.record(&found.key, requests) {
+        return r;
+    }
+    Json(Done {
+        release: found.key,
+        sha: plan.sha,
+        by: peer.user,
+        at,
+    })
+    .into_response()
+}
+
+async fn rollback_plan(AxumState(c): AxumState<Arc<Control>>, Query(ask): Query<Ask>) -> Response {
+    let found = match c.find(&ask) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    match Control::rollback_plan(&ask, &found) {
+        Ok(plan) => Json(c.with_commits(plan, &found, true).await).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn rollback_apply(
+    AxumState(c): AxumState<Arc<Control>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Json(ask): Json<Ask>,
+) -> Response {
+    let found = match c.find(&ask) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let plan = match Control::rollback_plan(&ask, &found) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let at = Timestamp::now();
+    tracing::info!(release = %found.key, to = %plan.sha, by = %peer.user, "rollback recorded");
+    let requests = Requests {
+        revision: plan.sha.clone(),
+        at,
+        over: found.over.clone(),
+        approval: None,
+        break_glass: None,
+        rollback: Some(promote::rollback(&plan, &peer.user, ask.reason, at)),
+    };
+    if let Err(r) = c.record(&found.key, requests) {
+        return r;
+    }
+    Json(Done {
+        release: found.key,
+        sha: plan.sha,
+        by: peer.user,
+        at,
+    })
+    .into_response()
+}
+
+/// One HTTP/1.1 exchange over the control socket; returns the status and the body.
+///
+/// # Errors
+/// The socket cannot be reached (no `vigie run` there), or the answer is not HTTP.
+pub async fn request(
+    socket: &Path,
+    method: &str,
+    path_and_query: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, serde_json::Value), String> {
+    let mut stream = UnixStream::connect(socket).await.map_err(|e| {
+        format!(
+            "cannot reach vigie run at {}: {e} (is it running, with this --state?)",
+            socket.display()
+        )
+    })?;
+    let body = body.map(serde_json::Value::to_string).unwrap_or_default();
+    let head = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: vigie\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the control socket gave no HTTP answer")?;
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let body = &answer[split + 4..];
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("the control socket gave no HTTP status")?;
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
+    Ok((status, value))
+}
+
+/// The body of a chunked HTTP/1.1 answer.
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let Some(n) = std::str::from_utf8(&rest[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+        else {
+            break;
+        };
+        let after = &rest[eol + 2..];
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.extend_from_slice(&after[..n]);
+        rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&after[n..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_are_named_from_passwd() {
+        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name(4_000_000_000), "uid 4000000000");
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        assert_eq!(
+            dechunk(b"4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"),
+            b"{\"a\":1}"
+        );
+    }
+}
