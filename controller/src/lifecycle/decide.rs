@@ -486,20 +486,7 @@ impl Decider<'_> {
             );
             return;
         }
-        let in_flight = self
-            .status
-            .rollout
-            .as_ref()
-            .filter(|_| {
-                matches!(
-                    self.status.phase,
-                    Phase::Deploying | Phase::Verifying | Phase::Failed | Phase::RollingBack
-                )
-            })
-            .map(|r| r.sha.clone());
-        let from = in_flight
-            .or_else(|| self.obs().workload.sha.clone())
-            .or_else(|| self.status.validated_sha.clone());
+        let from = replaced(&self.status, self.obs().workload.sha.as_ref());
         self.status.validated_sha = Some(req.to.clone());
         let Some(from) = from.filter(|f| f != &req.to) else {
             return;
@@ -1472,6 +1459,24 @@ impl Decider<'_> {
             .flatten()
             .map(|t| t + self.env().monitoring.interval.get())
     }
+}
+
+/// The SHA a promotion or rollback replaces: the one in flight (or failed, or being
+/// rolled back), else what `running` says runs, else the validated SHA.
+#[must_use]
+pub fn replaced(status: &ReleaseStatus, running: Option<&Sha>) -> Option<Sha> {
+    status
+        .rollout
+        .as_ref()
+        .filter(|_| {
+            matches!(
+                status.phase,
+                Phase::Deploying | Phase::Verifying | Phase::Failed | Phase::RollingBack
+            )
+        })
+        .map(|r| r.sha.clone())
+        .or_else(|| running.cloned())
+        .or_else(|| status.validated_sha.clone())
 }
 
 /// Whether a person may roll back to `to`: it was validated here (it is the validated

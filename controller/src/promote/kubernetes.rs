@@ -18,7 +18,6 @@ use super::{Ask, Done, Kind, Plan};
 use crate::{
     api::{CodeLocation, Environment, Release},
     gitops::repo::Credentials,
-    lifecycle::Windows,
     operator::{gitops::MANAGED_BY, secrets::SecretCache},
 };
 
@@ -131,13 +130,6 @@ impl Cluster {
         location: &str,
         cache: &std::path::Path,
     ) -> Result<(), String> {
-        let (tip, hide) = match kind {
-            Kind::Promote => (plan.sha.clone(), plan.from.clone()),
-            Kind::Rollback => match plan.from.clone() {
-                Some(from) => (from, Some(plan.sha.clone())),
-                None => return Ok(()),
-            },
-        };
         let ns = &self.namespace;
         let l = Api::<CodeLocation>::namespaced(self.client.clone(), ns)
             .get(location)
@@ -147,23 +139,7 @@ impl Cluster {
         secrets.refresh(&self.client, &[Arc::new(l.clone())]).await;
         let creds =
             Credentials::from_spec(l.spec.repo.credentials.as_ref(), |s| secrets.get(ns, s));
-        let url = l.spec.repo.url.clone();
-        let cache = cache.to_owned();
-        let (commits, more) = tokio::task::spawn_blocking(move || {
-            crate::gitops::repo::commits_between(
-                &cache,
-                &url,
-                &creds,
-                &tip,
-                hide.as_ref(),
-                crate::standalone::control::COMMITS_SHOWN,
-            )
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        plan.commits = commits;
-        plan.more_commits = more;
-        Ok(())
+        super::fill_commits(plan, kind, cache.to_owned(), l.spec.repo.url.clone(), creds).await
     }
 
     /// Records the decision on the target Release, planned again first (the statuses
@@ -229,31 +205,11 @@ impl Cluster {
 
 /// The plan, without the commits: the rules of [`super`] on the statuses found.
 fn checked(kind: Kind, ask: &Ask, found: &Found) -> Result<Plan, String> {
-    let target = found.release.status.clone();
-    match kind {
-        Kind::Promote => {
-            let mut plan = super::plan_promotion(
-                &ask.location,
-                &ask.environment,
-                &found.env.spec,
-                found.upstream.as_ref().and_then(|u| u.status.as_ref()),
-                target.as_ref(),
-                ask.sha.as_ref(),
-            )?;
-            let windows = found
-                .env
-                .spec
-                .windows
-                .as_ref()
-                .and_then(|w| Windows::new(w).ok());
-            plan.window_closed = super::window_closed(windows.as_ref(), Timestamp::now());
-            Ok(plan)
-        }
-        Kind::Rollback => super::plan_rollback(
-            &ask.location,
-            &ask.environment,
-            &target.unwrap_or_default(),
-            ask.sha.as_ref(),
-        ),
-    }
+    super::check(
+        kind,
+        ask,
+        &found.env.spec,
+        found.upstream.as_ref().and_then(|u| u.status.as_ref()),
+        found.release.status.as_ref(),
+    )
 }

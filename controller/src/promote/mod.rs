@@ -13,7 +13,7 @@ use crate::{
     api::{
         Sha,
         environment::{ApprovalPolicy, EnvironmentSpec},
-        release::{ApprovalGrant, BreakGlass, HistoryEvent, Phase, ReleaseStatus, RollbackRequest},
+        release::{ApprovalGrant, BreakGlass, HistoryEvent, ReleaseStatus, RollbackRequest},
     },
     lifecycle::{Gate, Upstream, Windows, rollback_target},
 };
@@ -240,20 +240,83 @@ pub fn plan_promotion(
     })
 }
 
+/// The plan of `kind` from the statuses found (no commits yet): the rules above, and
+/// for a promotion whether the target's windows are closed now.
+///
+/// # Errors
+/// Why it is refused.
+pub fn check(
+    kind: Kind,
+    ask: &Ask,
+    env: &EnvironmentSpec,
+    upstream: Option<&ReleaseStatus>,
+    target: Option<&ReleaseStatus>,
+) -> Result<Plan, String> {
+    match kind {
+        Kind::Promote => {
+            let mut plan = plan_promotion(
+                &ask.location,
+                &ask.environment,
+                env,
+                upstream,
+                target,
+                ask.sha.as_ref(),
+            )?;
+            let windows = env.windows.as_ref().and_then(|w| Windows::new(w).ok());
+            plan.window_closed = window_closed(windows.as_ref(), Timestamp::now());
+            Ok(plan)
+        }
+        Kind::Rollback => plan_rollback(
+            &ask.location,
+            &ask.environment,
+            &target.cloned().unwrap_or_default(),
+            ask.sha.as_ref(),
+        ),
+    }
+}
+
+/// How many commits a plan lists at most.
+pub const COMMITS_SHOWN: usize = 30;
+
+/// Lists the commits of a plan (brought in by a promotion, undone by a rollback) from
+/// the code repository at `url`, mirrored under `cache`; blocking git2 runs off the runtime.
+///
+/// # Errors
+/// The repository cannot be fetched, or a commit is not in it.
+pub async fn fill_commits(
+    plan: &mut Plan,
+    kind: Kind,
+    cache: std::path::PathBuf,
+    url: String,
+    creds: crate::gitops::repo::Credentials,
+) -> Result<(), String> {
+    let (tip, hide) = match kind {
+        Kind::Promote => (plan.sha.clone(), plan.from.clone()),
+        Kind::Rollback => match plan.from.clone() {
+            Some(from) => (from, Some(plan.sha.clone())),
+            None => return Ok(()),
+        },
+    };
+    let (commits, more) = tokio::task::spawn_blocking(move || {
+        crate::gitops::repo::commits_between(
+            &cache,
+            &url,
+            &creds,
+            &tip,
+            hide.as_ref(),
+            COMMITS_SHOWN,
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    plan.commits = commits;
+    plan.more_commits = more;
+    Ok(())
+}
+
 /// What runs (or is in flight) in a Release.
 fn running(status: &ReleaseStatus) -> Option<Sha> {
-    status
-        .rollout
-        .as_ref()
-        .filter(|_| {
-            matches!(
-                status.phase,
-                Phase::Deploying | Phase::Verifying | Phase::Failed | Phase::RollingBack
-            )
-        })
-        .map(|r| r.sha.clone())
-        .or_else(|| status.deployed_sha.clone())
-        .or_else(|| status.validated_sha.clone())
+    crate::lifecycle::decide::replaced(status, status.deployed_sha.as_ref())
 }
 
 /// Chooses the SHA a person rolls back to in `environment`: `asked`, else the validated
@@ -459,7 +522,7 @@ mod tests {
     use super::*;
     use crate::api::{
         environment::{Promotion as PromotionSpec, Strategy},
-        release::{HistoryEntry, QuarantineCause, QuarantineEntry, SuspectEntry},
+        release::{HistoryEntry, Phase, QuarantineCause, QuarantineEntry, SuspectEntry},
     };
 
     fn sha(c: char) -> Sha {

@@ -33,12 +33,8 @@ use tokio::{
 use super::{server::Shared, state::Requests};
 use crate::{
     api::ReleaseStatus,
-    lifecycle::Windows,
-    promote::{self, Ask, Done, Plan},
+    promote::{self, Ask, Done, Kind, Plan},
 };
-
-/// How many commits a plan lists at most.
-pub const COMMITS_SHOWN: usize = 30;
 
 /// The default socket: `vigie.sock` beside the state file.
 #[must_use]
@@ -203,63 +199,31 @@ impl Control {
         })
     }
 
-    /// Fills the commits of a plan from the code repository (blocking git2 off the runtime).
-    async fn with_commits(&self, mut plan: Plan, found: &Found, rollback: bool) -> Plan {
-        let (tip, hide) = if rollback {
-            match plan.from.clone() {
-                Some(from) => (from, Some(plan.sha.clone())),
-                None => return plan,
-            }
-        } else {
-            (plan.sha.clone(), plan.from.clone())
-        };
-        let (url, creds) = found.repo.clone();
-        let cache = self.cache.join("code");
-        let listed = tokio::task::spawn_blocking(move || {
-            crate::gitops::repo::commits_between(
-                &cache,
-                &url,
-                &creds,
-                &tip,
-                hide.as_ref(),
-                COMMITS_SHOWN,
-            )
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        match listed {
-            Ok((commits, more)) => {
-                plan.commits = commits;
-                plan.more_commits = more;
-            }
-            Err(e) => plan.commits_error = Some(e),
-        }
-        plan
-    }
-
-    fn promotion_plan(ask: &Ask, found: &Found) -> Result<Plan, Response> {
-        let mut plan = promote::plan_promotion(
-            &ask.location,
-            &ask.environment,
+    /// The plan of `kind`, with its commits when `commits` (an error listing them is shown, not fatal).
+    async fn plan(
+        &self,
+        kind: Kind,
+        ask: &Ask,
+        found: &Found,
+        commits: bool,
+    ) -> Result<Plan, Response> {
+        let mut plan = promote::check(
+            kind,
+            ask,
             &found.env,
             found.upstream.as_ref(),
             found.target.as_ref(),
-            ask.sha.as_ref(),
         )
         .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
-        let windows = found
-            .env
-            .windows
-            .as_ref()
-            .and_then(|w| Windows::new(w).ok());
-        plan.window_closed = promote::window_closed(windows.as_ref(), Timestamp::now());
+        if commits {
+            let (url, creds) = found.repo.clone();
+            if let Err(e) =
+                promote::fill_commits(&mut plan, kind, self.cache.join("code"), url, creds).await
+            {
+                plan.commits_error = Some(e);
+            }
+        }
         Ok(plan)
-    }
-
-    fn rollback_plan(ask: &Ask, found: &Found) -> Result<Plan, Response> {
-        let status = found.target.clone().unwrap_or_default();
-        promote::plan_rollback(&ask.location, &ask.environment, &status, ask.sha.as_ref())
-            .map_err(|e| refuse(StatusCode::CONFLICT, e))
     }
 
     /// Records a person's request for a Release, then wakes the reconciler.
@@ -280,70 +244,51 @@ impl Control {
     }
 }
 
-async fn promote_plan(AxumState(c): AxumState<Arc<Control>>, Query(ask): Query<Ask>) -> Response {
-    let found = match c.find(&ask) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    match Control::promotion_plan(&ask, &found) {
-        Ok(plan) => Json(c.with_commits(plan, &found, false).await).into_response(),
-        Err(r) => r,
-    }
+async fn promote_plan(c: AxumState<Arc<Control>>, ask: Query<Ask>) -> Response {
+    show(c, Kind::Promote, ask).await
+}
+
+async fn rollback_plan(c: AxumState<Arc<Control>>, ask: Query<Ask>) -> Response {
+    show(c, Kind::Rollback, ask).await
 }
 
 async fn promote_apply(
+    c: AxumState<Arc<Control>>,
+    peer: ConnectInfo<Peer>,
+    ask: Json<Ask>,
+) -> Response {
+    decide(c, Kind::Promote, peer, ask).await
+}
+
+async fn rollback_apply(
+    c: AxumState<Arc<Control>>,
+    peer: ConnectInfo<Peer>,
+    ask: Json<Ask>,
+) -> Response {
+    decide(c, Kind::Rollback, peer, ask).await
+}
+
+/// The plan a person reads before confirming.
+async fn show(
     AxumState(c): AxumState<Arc<Control>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    Json(ask): Json<Ask>,
+    kind: Kind,
+    Query(ask): Query<Ask>,
 ) -> Response {
     let found = match c.find(&ask) {
         Ok(f) => f,
         Err(r) => return r,
     };
-    // Planned again: the statuses may have moved since the person read the plan.
-    let plan = match Control::promotion_plan(&ask, &found) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let at = Timestamp::now();
-    let p = promote::promotion(&plan, &peer.user, ask.reason.clone(), ask.break_glass, at);
-    tracing::info!(
-        release = %found.key, sha = %plan.sha, by = %peer.user,
-        break_glass = p.break_glass.is_some(), "promotion recorded"
-    );
-    let requests = Requests {
-        revision: p.revision,
-        at,
-        over: found.over.clone(),
-        approval: Some(p.approval),
-        break_glass: p.break_glass,
-        rollback: None,
-    };
-    if let Err(r) = c.record(&found.key, requests) {
-        return r;
-    }
-    Json(Done {
-        release: found.key,
-        sha: plan.sha,
-        by: peer.user,
-        at,
-    })
-    .into_response()
-}
-
-async fn rollback_plan(AxumState(c): AxumState<Arc<Control>>, Query(ask): Query<Ask>) -> Response {
-    let found = match c.find(&ask) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    match Control::rollback_plan(&ask, &found) {
-        Ok(plan) => Json(c.with_commits(plan, &found, true).await).into_response(),
+    match c.plan(kind, &ask, &found, true).await {
+        Ok(plan) => Json(plan).into_response(),
         Err(r) => r,
     }
 }
 
-async fn rollback_apply(
+/// Records a person's confirmed decision, planned again first (the statuses may have
+/// moved while they read).
+async fn decide(
     AxumState(c): AxumState<Arc<Control>>,
+    kind: Kind,
     ConnectInfo(peer): ConnectInfo<Peer>,
     Json(ask): Json<Ask>,
 ) -> Response {
@@ -351,20 +296,33 @@ async fn rollback_apply(
         Ok(f) => f,
         Err(r) => return r,
     };
-    let plan = match Control::rollback_plan(&ask, &found) {
+    let plan = match c.plan(kind, &ask, &found, false).await {
         Ok(p) => p,
         Err(r) => return r,
     };
     let at = Timestamp::now();
-    tracing::info!(release = %found.key, to = %plan.sha, by = %peer.user, "rollback recorded");
-    let requests = Requests {
+    let mut requests = Requests {
         revision: plan.sha.clone(),
         at,
         over: found.over.clone(),
         approval: None,
         break_glass: None,
-        rollback: Some(promote::rollback(&plan, &peer.user, ask.reason, at)),
+        rollback: None,
     };
+    match kind {
+        Kind::Promote => {
+            let p = promote::promotion(&plan, &peer.user, ask.reason, ask.break_glass, at);
+            requests.approval = Some(p.approval);
+            requests.break_glass = p.break_glass;
+        }
+        Kind::Rollback => {
+            requests.rollback = Some(promote::rollback(&plan, &peer.user, ask.reason, at));
+        }
+    }
+    tracing::info!(
+        release = %found.key, sha = %plan.sha, by = %peer.user, ?kind,
+        break_glass = requests.break_glass.is_some(), "decision recorded"
+    );
     if let Err(r) = c.record(&found.key, requests) {
         return r;
     }
