@@ -431,9 +431,13 @@ fn manual_approval_must_name_the_exact_sha() {
     assert_eq!(d.workload, target('a', None));
     // Asked once, not on every resync.
     assert!(w.advance(60).decide().notifications.is_empty());
-    // An approval for another SHA does not count.
-    w.approve('c', "bob").decide();
+    // An approval for another SHA does not count; one for a SHA not validated upstream
+    // is not even recorded: the refusal is what the status says.
+    let d = w.approve('c', "bob").decide();
     assert_eq!(w.status.phase, Phase::AwaitingApproval);
+    assert!(events(&d).is_empty());
+    assert_ne!(w.status.approved.as_ref().map(|a| &a.sha), Some(&sha('c')));
+    assert!(!history(&w).contains(&(HistoryEvent::Approved, sha('c').short().to_owned())));
     let d = w.approve('b', "bob").decide();
     assert_eq!(w.status.phase, Phase::Deploying);
     assert_eq!(

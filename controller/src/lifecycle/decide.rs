@@ -411,12 +411,16 @@ impl Decider<'_> {
     }
 
     /// Records a new approval once, when it is given (it lets its SHA in later, when
-    /// the gates allow): in the history, in `status.approved`, and to the sinks.
+    /// the gates allow): in the history, in `status.approved`, and to the sinks. An
+    /// approval of a SHA that may not run here (quarantined, not validated upstream) is
+    /// not recorded: the condition says why it is refused.
     fn record_approval(&mut self) {
         let Some(approval) = self.input.spec.approval.clone() else {
             return;
         };
-        if self.status.approved.as_ref() == Some(&approval) {
+        if self.status.approved.as_ref() == Some(&approval)
+            || self.admissible(&approval.sha).is_err()
+        {
             return;
         }
         self.status.approved = Some(approval.clone());
@@ -1224,23 +1228,36 @@ impl Decider<'_> {
 
     /// Whether `sha` may start now: quarantine, upstream validation, approval, windows.
     fn gate(&self, sha: &Sha) -> Result<(), Refusal> {
+        self.admissible(sha).map_err(Refusal::Blocked)?;
+        self.cleared(sha)
+    }
+
+    /// Whether `sha` may ever run here as things stand: not quarantined and, for a
+    /// validated-only environment, validated and not suspect upstream.
+    fn admissible(&self, sha: &Sha) -> Result<(), Block> {
         if let Some(q) = self.status.quarantine.iter().find(|q| &q.sha == sha) {
-            return Err(Refusal::Blocked(Block::Quarantined {
+            return Err(Block::Quarantined {
                 since: q.at,
                 reason: q.reason.clone(),
-            }));
+            });
         }
         if self.env().strategy == Strategy::ValidatedOnly {
             let Some(upstream) = &self.obs().upstream else {
-                return Err(Refusal::Blocked(Block::NoUpstream));
+                return Err(Block::NoUpstream);
             };
             if !upstream.validated.contains(sha) {
-                return Err(Refusal::Blocked(Block::NotValidatedUpstream));
+                return Err(Block::NotValidatedUpstream);
             }
             if upstream.suspect.contains(sha) {
-                return Err(Refusal::Blocked(Block::SuspectUpstream));
+                return Err(Block::SuspectUpstream);
             }
         }
+        Ok(())
+    }
+
+    /// Whether the people and the calendar let an admissible `sha` start now: its
+    /// approval when the promotion asks for one, the deploy windows or a break-glass.
+    fn cleared(&self, sha: &Sha) -> Result<(), Refusal> {
         let needs_approval = self
             .env()
             .promotion
