@@ -455,6 +455,10 @@ fn manual_approval_must_name_the_exact_sha() {
         (approved.sha.clone(), approved.by.as_deref()),
         (sha('b'), Some("bob"))
     );
+    // The same person approving again (with a break-glass, say) is not a new approval.
+    w.spec.approval.as_mut().unwrap().reason = Some("and break the glass".into());
+    let d = w.decide();
+    assert!(!events(&d).contains(&EventKind::Approved));
     // Validated upstream: healthy is enough, no second CI watch.
     let d = w.running('b', HealthState::Healthy).decide();
     assert_eq!(w.status.phase, Phase::Validated);
@@ -641,6 +645,37 @@ fn health_is_checked_each_interval_and_alerts_once_down_and_once_recovered() {
     );
     // Deciding again at the same instant is a fixpoint: no second check.
     assert!(w.decide().notifications.is_empty());
+}
+
+#[test]
+fn the_full_health_check_runs_in_flight_and_once_per_monitoring_round() {
+    use vigie::lifecycle::decide::health_check_due;
+    let mut w = World::new(environment());
+    assert!(
+        health_check_due(&w.env, &w.status, w.obs.now),
+        "nothing deployed yet"
+    );
+    w.want('b').decide();
+    assert_eq!(w.status.phase, Phase::Deploying);
+    assert!(health_check_due(&w.env, &w.status, w.obs.now), "in flight");
+    let mut w = monitored(2, 2, false);
+    let round = w.status.monitor.as_ref().unwrap().last_check.unwrap();
+    let hour = w.env.monitoring.interval.get();
+    // Between rounds the container state is enough; at the round, the HTTP check runs.
+    assert!(!health_check_due(&w.env, &w.status, round));
+    assert!(!health_check_due(
+        &w.env,
+        &w.status,
+        round + hour - std::time::Duration::from_secs(1)
+    ));
+    assert!(health_check_due(&w.env, &w.status, round + hour));
+    // The round that observation feeds is the one the monitor counts.
+    w.at(&(round + hour).to_string())
+        .running('a', HealthState::Unhealthy);
+    w.decide();
+    let mon = w.status.monitor.clone().unwrap();
+    assert_eq!((mon.last_check, mon.failures), (Some(round + hour), 1));
+    assert!(!health_check_due(&w.env, &w.status, round + hour));
 }
 
 #[test]

@@ -411,16 +411,20 @@ impl Decider<'_> {
     }
 
     /// Records a new approval once, when it is given (it lets its SHA in later, when
-    /// the gates allow): in the history, in `status.approved`, and to the sinks. An
-    /// approval of a SHA that may not run here (quarantined, not validated upstream) is
+    /// the gates allow): in the history, in `status.approved`, and to the sinks. The
+    /// same person approving the same SHA again (a break-glass after an approval) is
+    /// the approval already on record. An approval of a SHA that may not run here (quarantined, not validated upstream) is
     /// not recorded: the condition says why it is refused.
     fn record_approval(&mut self) {
         let Some(approval) = self.input.spec.approval.clone() else {
             return;
         };
-        if self.status.approved.as_ref() == Some(&approval)
-            || self.admissible(&approval.sha).is_err()
-        {
+        let known = self
+            .status
+            .approved
+            .as_ref()
+            .is_some_and(|a| a.sha == approval.sha && a.by == approval.by);
+        if known || self.admissible(&approval.sha).is_err() {
             return;
         }
         self.status.approved = Some(approval.clone());
@@ -1476,6 +1480,23 @@ impl Decider<'_> {
             .flatten()
             .map(|t| t + self.env().monitoring.interval.get())
     }
+}
+
+/// Whether the next observation must run the HTTP health check (not only read the
+/// container or Deployment state): while a deploy or rollback is in flight, before
+/// anything was deployed, and when a monitoring round is due (the monitor counts the
+/// observation it is given as that round's check).
+#[must_use]
+pub fn health_check_due(env: &EnvironmentSpec, status: &ReleaseStatus, now: Timestamp) -> bool {
+    matches!(
+        status.phase,
+        Phase::Deploying | Phase::Verifying | Phase::RollingBack
+    ) || status.deployed_sha.is_none()
+        || status
+            .monitor
+            .as_ref()
+            .and_then(|m| m.last_check)
+            .is_none_or(|t| now >= t + env.monitoring.interval.get())
 }
 
 /// The SHA a promotion or rollback replaces: the one in flight (or failed, or being

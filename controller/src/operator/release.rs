@@ -586,10 +586,13 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
     let desired = resolve(ctx, &workload.repo_url, r.spec.revision.as_ref()).await;
     let mut ci = verdicts(&loc);
     poll_ci(ctx, &loc, &status, &mut ci).await;
-    let probe = match status.phase {
-        Phase::Deploying | Phase::Verifying | Phase::RollingBack => Probe::Full,
-        _ if status.deployed_sha.is_none() => Probe::Full,
-        _ => Probe::State,
+    // One instant for the probe's choice and the decision: a monitoring round due now
+    // gets the full health check it counts.
+    let now = Timestamp::now();
+    let probe = if crate::lifecycle::decide::health_check_due(&env.spec, &status, now) {
+        Probe::Full
+    } else {
+        Probe::State
     };
     let (observed, hooks) = match &backend {
         Ok(b) => {
@@ -624,7 +627,7 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
     });
     let windows = env.spec.windows.as_ref().and_then(|w| Windows::new(w).ok());
     let observations = Observations {
-        now: Timestamp::now(),
+        now,
         desired,
         workload: observed.clone(),
         ci,

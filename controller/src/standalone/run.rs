@@ -1122,10 +1122,10 @@ impl Runner {
         // Back in the manifests (or never gone): not removed.
         record.removed_at = None;
         let status = &record.status;
-        let probe = match status.phase {
-            Phase::Deploying | Phase::Verifying | Phase::RollingBack => Probe::Full,
-            _ if status.deployed_sha.is_none() => Probe::Full,
-            _ => Probe::State,
+        let probe = if crate::lifecycle::decide::health_check_due(&item.environment, status, now) {
+            Probe::Full
+        } else {
+            Probe::State
         };
         let (observed, hooks) = match self.backend(&item.workload.environment) {
             Ok(backend) => {
