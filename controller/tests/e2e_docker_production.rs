@@ -455,7 +455,7 @@ fn the_vm_production_path() {
     });
     let expected = [
         format!("app {sa} approved for vmp-prod"),
-        format!("app {sa} is up in vmp-prod; waiting for CI"),
+        format!("app {sa} is up in vmp-prod"),
         format!("app {sa} validated in vmp-prod"),
         format!("app {sb} approved for vmp-prod"),
         format!("app {sb} deployed to vmp-prod outside the deploy windows"),

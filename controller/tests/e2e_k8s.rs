@@ -19,6 +19,8 @@ mod gitserve;
 use gitserve::git;
 mod k8s;
 mod providers;
+mod receiver;
+mod smtp;
 
 use std::time::Duration;
 
@@ -1241,4 +1243,433 @@ async fn a_push_webhook_that_reaches_the_standby_makes_the_leader_fetch() {
         "{}",
         standby.log()
     );
+}
+
+/// `vigie ARGS --kubernetes -n NS` as the cluster admin, with `input` on stdin.
+fn vigie_cli(ns: &str, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(args)
+        .args(["--kubernetes", "-n", ns])
+        .env("KUBECONFIG", admin())
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join(format!("{ns}-cache")),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The data-platform example's Environments, pointed at this test's namespace and at
+/// local receivers: Teams and ntfy over HTTP, email through a real SMTP server. Its
+/// deploy windows (Tuesday to Thursday, office hours) are left out: windows are the
+/// VM scenario's; here any day must do.
+fn data_platform_environments(ns: &str, ntfy: &str, smtp: &smtp::Smtpd) -> String {
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/data-platform/environments.yaml"),
+    )
+    .unwrap();
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in example.lines() {
+        if line == "  windows:" {
+            skipping = true;
+            continue;
+        }
+        if skipping && line.starts_with("    ") {
+            continue;
+        }
+        skipping = false;
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.replace("namespace: data-platform", &format!("namespace: {ns}"))
+        .replace("{namespace: dagster-dev}", &format!("{{namespace: {ns}}}"))
+        .replace(
+            "{namespace: dagster-staging}",
+            &format!("{{namespace: {ns}}}"),
+        )
+        .replace("{namespace: dagster-prod}", &format!("{{namespace: {ns}}}"))
+        .replace("https://ntfy.example.org", ntfy)
+        .replace("host: smtp.example.org", "host: 127.0.0.1")
+        .replace("port: 587", &format!("port: {}", smtp.port))
+        .replace(
+            "starttls: true",
+            &format!("starttls: true\n        caFile: \"{}\"", smtp.ca.display()),
+        )
+}
+
+fn titles(r: &receiver::Receiver, title: impl Fn(&serde_json::Value) -> String) -> Vec<String> {
+    r.requests().iter().map(|q| title(&q.json())).collect()
+}
+
+fn teams_title(v: &serde_json::Value) -> String {
+    assert_eq!(v["type"], "message");
+    let card = &v["attachments"][0];
+    assert_eq!(
+        card["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(card["content"]["type"], "AdaptiveCard");
+    card["content"]["body"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_data_platform_notifies_teams_ntfy_and_email_and_is_promoted_with_the_cli() {
+    if !k8s::enabled("platform") {
+        return;
+    }
+    let Some(mail) = smtp::Smtpd::start(&std::env::temp_dir().join("vigie-platform-smtp")) else {
+        return;
+    };
+    let ns = Namespace::new("platform");
+    let n = ns.name.clone();
+    let teams = receiver::Receiver::start(&[(202, "")]);
+    let ntfy = receiver::Receiver::start(&[(200, "")]);
+    // The code: three commits, of which CI fails the second.
+    let (_dir, bare, work) = repository(&format!("{n}-code"), "data-platform");
+    std::fs::write(work.join("assets.py"), "v1\n").unwrap();
+    let a = commit_all(&work, "Add the orders asset");
+    std::fs::write(work.join("assets.py"), "v2\n").unwrap();
+    let b = commit_all(&work, "Rewrite the orders join");
+    std::fs::write(work.join("assets.py"), "v3\n").unwrap();
+    let c = commit_all(&work, "Fix the orders join");
+    let (sa, sb, sc) = (&a[..7], &b[..7], &c[..7]);
+
+    apply(&format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: vigie-notifications, namespace: {n}}}
+stringData:
+  teams-webhook-url: "{teams}"
+  ntfy-token: tk_platform
+  smtp-password: s3cret
+"#,
+        teams = teams.url("/workflows/data/triggers/manual/paths/invoke?sig=secret-sig")
+    ));
+    apply(&data_platform_environments(&n, &ntfy.url(""), &mail));
+    apply(&format!(
+        r#"apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: data-platform, namespace: {n}}}
+spec:
+  repo: {{url: "file://{bare}"}}
+  ci: {{webhook: {{}}}}
+  artifact: {{image: {{template: "registry.example/data-platform:{{sha}}"}}}}
+  container:
+    ports: [{{containerPort: 4000}}]
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Release
+metadata: {{name: data-platform-staging, namespace: {n}}}
+spec: {{codeLocation: data-platform, environment: staging, revision: "{a}"}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Release
+metadata: {{name: data-platform-prod, namespace: {n}}}
+spec: {{codeLocation: data-platform, environment: prod}}
+"#,
+        bare = bare.display()
+    ));
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.start();
+
+    // Staging: A validated; B red and rolled back.
+    wait_phase(&n, "data-platform-staging", Phase::Verifying).await;
+    assert_eq!(controller.verdict("data-platform", &a, "success"), 202);
+    wait_phase(&n, "data-platform-staging", Phase::Validated).await;
+    set_revision(&n, "data-platform-staging", &b);
+    wait_rolled_out(
+        &n,
+        "data-platform-staging",
+        &format!("registry.example/data-platform:{b}"),
+    )
+    .await;
+    wait_phase(&n, "data-platform-staging", Phase::Verifying).await;
+    assert_eq!(controller.verdict("data-platform", &b, "failure"), 202);
+    wait_phase(&n, "data-platform-staging", Phase::RolledBack).await;
+
+    // The person at the keyboard, as the API server knows them.
+    let user = stdout(&kubectl(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]));
+    assert!(!user.is_empty());
+
+    // B is quarantined in staging: prod refuses it.
+    let out = vigie_cli(
+        &n,
+        &[
+            "promote",
+            "data-platform",
+            "--to",
+            "prod",
+            "--sha",
+            &b,
+            "--yes",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("{sb} is not validated in staging")),
+        "{}",
+        stderr(&out)
+    );
+    // A mistyped confirmation changes nothing.
+    let promote = ["promote", "data-platform", "--to", "prod"];
+    let out = vigie_cli(&n, &promote, "DEPLOY?\n");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not confirmed"), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(shown.contains(&format!("- → {sa} in prod")), "{shown}");
+    assert!(
+        shown.contains("Add the orders asset"),
+        "commits listed: {shown}"
+    );
+    let prod = release(&n, "data-platform-prod").await.unwrap();
+    assert_eq!(prod.spec.revision, None);
+    assert_eq!(prod.spec.approval, None);
+
+    // DEPLOY typed: the Release names A, approved by the Kubernetes user.
+    let out = vigie_cli(&n, &promote, "DEPLOY\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{sa} approved for prod by {user}")),
+        "{}",
+        stdout(&out)
+    );
+    let r = wait_phase(&n, "data-platform-prod", Phase::Validated).await;
+    let status = r.status.unwrap();
+    assert_eq!(status.validated_sha.unwrap().as_str(), a);
+    let approved = status.approved.unwrap();
+    assert_eq!(
+        (approved.sha.as_str(), approved.by.as_str()),
+        (a.as_str(), user.as_str())
+    );
+    let fields = stdout(&kubectl(&[
+        "-n",
+        &n,
+        "get",
+        "release",
+        "data-platform-prod",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]));
+    assert!(fields.contains("vigie-cli"), "{fields}");
+
+    // C through staging and to prod, then a person rolls prod back to A.
+    set_revision(&n, "data-platform-staging", &c);
+    wait_phase(&n, "data-platform-staging", Phase::Verifying).await;
+    assert_eq!(controller.verdict("data-platform", &c, "success"), 202);
+    wait_phase(&n, "data-platform-staging", Phase::Validated).await;
+    // A Release the GitOps sync owns is not patched: the change to commit is shown.
+    let out = kubectl(&[
+        "-n",
+        &n,
+        "label",
+        "release",
+        "data-platform-prod",
+        "app.kubernetes.io/managed-by=vigie-gitops",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = vigie_cli(
+        &n,
+        &[
+            "promote",
+            "data-platform",
+            "--to",
+            "prod",
+            "--sha",
+            &c,
+            "--yes",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    let out = kubectl(&[
+        "-n",
+        &n,
+        "label",
+        "release",
+        "data-platform-prod",
+        "app.kubernetes.io/managed-by-",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        said.contains("is managed by GitOps")
+            && said.contains("revision:")
+            && said.contains(&c)
+            && said.contains("approval:"),
+        "{said}"
+    );
+
+    let out = vigie_cli(
+        &n,
+        &[
+            "promote",
+            "data-platform",
+            "--to",
+            "prod",
+            "--yes",
+            "--reason",
+            "weekly release",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually(T, "prod to run C, validated", || async {
+        release(&n, "data-platform-prod")
+            .await
+            .and_then(|r| r.status)
+            .filter(|s| {
+                s.phase == Phase::Validated
+                    && s.validated_sha.as_ref().is_some_and(|v| v.as_str() == c)
+            })
+    })
+    .await;
+    let rollback = [
+        "rollback",
+        "data-platform",
+        "--env",
+        "prod",
+        "--reason",
+        "orders are late",
+    ];
+    let out = vigie_cli(&n, &rollback, "ROLLBACK\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("Roll back data-platform in prod: {sc} → {sa}")),
+        "{}",
+        stdout(&out)
+    );
+    wait_rolled_out(
+        &n,
+        "data-platform-prod",
+        &format!("registry.example/data-platform:{a}"),
+    )
+    .await;
+    let r = eventually(T, "prod back on A", || async {
+        release(&n, "data-platform-prod").await.filter(|r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.phase == Phase::Validated
+                    && s.validated_sha.as_ref().is_some_and(|v| v.as_str() == a)
+            })
+        })
+    })
+    .await;
+    let request = r.spec.rollback.unwrap();
+    assert_eq!(
+        (request.to.as_str(), request.by.as_str()),
+        (a.as_str(), user.as_str())
+    );
+
+    // `vigie history --kubernetes` reads the Release's record.
+    let out = vigie_cli(&n, &["history", "data-platform", "--env", "prod"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    for (event, needle) in [
+        ("Approved", user.as_str()),
+        ("Approved", "weekly release"),
+        ("RolledBack", "orders are late"),
+    ] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains(event) && l.contains(needle)),
+            "{event} with {needle} in\n{table}"
+        );
+    }
+
+    // Teams heard staging and prod; ntfy staging's failure; email prod's deploys and
+    // its rollback, through STARTTLS and AUTH.
+    let teams_got = eventually(T, "Teams to hear the rollback", || async {
+        let t = titles(&teams, teams_title);
+        t.iter()
+            .any(|t| t.starts_with("data-platform rolled back in prod"))
+            .then_some(t)
+    })
+    .await;
+    for title in [
+        format!("Deploying data-platform {sa} to staging"),
+        format!("data-platform {sa} validated in staging"),
+        format!("data-platform {sb} failed in staging; rolling back to {sa}"),
+        format!("data-platform rolled back in staging: {sa} serves again"),
+        format!("data-platform {sa} approved for prod"),
+        format!("data-platform {sa} is up in prod"),
+        format!("data-platform {sa} validated in prod"),
+        format!("data-platform rolled back in prod: {sa} serves again"),
+    ] {
+        assert!(teams_got.contains(&title), "{title} in {teams_got:#?}");
+    }
+    let pushes = ntfy.requests();
+    assert!(
+        pushes
+            .iter()
+            .all(|p| p.header("authorization") == Some("Bearer tk_platform"))
+    );
+    let ntfy_got: Vec<(String, String)> = pushes
+        .iter()
+        .map(|p| {
+            let v = p.json();
+            (
+                v["topic"].as_str().unwrap().to_owned(),
+                v["title"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ntfy_got,
+        vec![
+            (
+                "data-platform-staging".to_owned(),
+                format!("data-platform {sb} failed in staging; rolling back to {sa}")
+            ),
+            (
+                "data-platform-staging".to_owned(),
+                format!("data-platform rolled back in staging: {sa} serves again")
+            ),
+        ]
+    );
+    let mails = eventually(T, "the rollback's email", || async {
+        let m = mail.received();
+        m.contains("rolled back in prod").then_some(m)
+    })
+    .await;
+    assert!(
+        mails.contains("RCPT TO: data-platform@example.org"),
+        "{mails}"
+    );
+    for subject in [
+        format!("Subject: [vigie] data-platform {sa} is up in prod"),
+        format!("Subject: [vigie] data-platform {sc} is up in prod"),
+        format!("Subject: [vigie] data-platform rolled back in prod: {sa} serves again"),
+    ] {
+        assert!(mails.contains(&subject), "{subject} in {mails}");
+    }
+    assert!(
+        mails.contains("Fix the orders join"),
+        "the commit's subject: {mails}"
+    );
+    assert_eq!(mails.matches("=== end ===").count(), 3, "{mails}");
+    let log = controller.log();
+    assert!(!log.contains("secret-sig") && !log.contains("s3cret") && !log.contains("tk_platform"));
 }

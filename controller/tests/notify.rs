@@ -3,14 +3,12 @@
 //! STARTTLS and authentication and receives the email.
 
 mod receiver;
+mod smtp;
 
 use receiver::Receiver;
+use smtp::Smtpd;
 use std::{
-    io::{BufRead, BufReader},
-    net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::Arc,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -62,7 +60,7 @@ fn sink(name: &str) -> NotificationSink {
 
 /// Secrets as files would hold them: `literal:VALUE` stands for a file's content.
 fn resolver() -> Resolve {
-    Arc::new(|_ns: &str, source: &SecretSource| match source {
+    vigie::notify::deliver::resolve_with(|_ns: &str, source: &SecretSource| match source {
         SecretSource::File(f) => f
             .strip_prefix("literal:")
             .map(|v| v.as_bytes().to_vec())
@@ -312,133 +310,15 @@ async fn a_hanging_sink_does_not_hold_back_the_others() {
     assert_eq!(hanging.requests().len(), 2);
 }
 
-/// A CA and a server certificate for 127.0.0.1 it signs (openssl), as
-/// `(ca, server cert, server key)`.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=vigie test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
-
-struct Smtpd(Child);
-
-impl Drop for Smtpd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn email_goes_through_smtp_with_starttls_and_authentication() {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    // Debian's interpreter, which python3-aiosmtpd installs for.
-    let python = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    let has_aiosmtpd = Command::new(python)
-        .args(["-c", "import aiosmtpd"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_aiosmtpd {
-        assert!(
-            std::env::var("VIGIE_E2E_DOCKER").is_err(),
-            "make test needs python3-aiosmtpd for the SMTP test"
-        );
-        eprintln!("skipped: no aiosmtpd");
-        return;
-    }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/notify-smtp");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (ca, cert, key) = certificates(&dir);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let out = dir.join("received.eml");
-    let mut child = Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/notify/smtpd.py"
-        ))
-        .arg(&cert)
-        .arg(&key)
-        .arg(port.to_string())
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready");
-    let _server = Smtpd(child);
-
-    let ca_file = ca;
+    let Some(server) = Smtpd::start(&dir) else {
+        return;
+    };
+    let port = server.port;
+    let ca_file = server.ca.clone();
     let email = |password: &str, ca: bool| NotificationSink {
         email: Some(EmailSink {
             host: "127.0.0.1".into(),
@@ -468,7 +348,7 @@ async fn email_goes_through_smtp_with_starttls_and_authentication() {
     }
     assert_eq!(count(&counts, "email", "delivered"), 1);
     assert_eq!(count(&counts, "email", "failed"), 2);
-    let received = std::fs::read_to_string(&out).unwrap();
+    let received = server.received();
     assert_eq!(received.matches("=== end ===").count(), 1, "{received}");
     assert!(
         received.contains("MAIL FROM: vigie@example.com"),

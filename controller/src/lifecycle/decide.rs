@@ -933,11 +933,16 @@ impl Decider<'_> {
                     rollout.healthy_at = Some(self.now());
                     self.status.rollout = Some(rollout.clone());
                     self.set_phase(Phase::Verifying);
+                    let next = if self.env().strategy == Strategy::ValidatedOnly {
+                        "healthy; validated upstream, no CI wait here"
+                    } else {
+                        "healthy; waiting for CI"
+                    };
                     self.notify(
                         EventKind::Deployed,
                         &rollout.sha,
                         rollout.rollback_point.as_ref(),
-                        None,
+                        Some(next.to_owned()),
                         None,
                         None,
                     );

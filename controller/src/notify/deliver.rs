@@ -26,8 +26,22 @@ use crate::{
     metrics::NotificationLabel,
 };
 
-/// Reads a secret a sink names, in a namespace (ignored outside Kubernetes).
-pub type Resolve = Arc<dyn Fn(&str, &SecretSource) -> Result<Vec<u8>, String> + Send + Sync>;
+/// Reads a secret a sink names, in a namespace (ignored outside Kubernetes), when a
+/// message is delivered: a rotated Secret is used from the next message on, and one
+/// created after its Environment is found. The error names what is missing, never a
+/// value.
+pub type Resolve = Arc<
+    dyn Fn(String, SecretSource) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>
+        + Send
+        + Sync,
+>;
+
+/// A [`Resolve`] from a synchronous function.
+pub fn resolve_with(
+    f: impl Fn(&str, &SecretSource) -> Result<Vec<u8>, String> + Send + Sync + 'static,
+) -> Resolve {
+    Arc::new(move |ns, source| Box::pin(futures::future::ready(f(&ns, &source))))
+}
 
 /// One message for the sinks of one Environment.
 #[derive(Clone, Debug)]
@@ -266,30 +280,31 @@ impl Sender {
             .inc();
     }
 
-    fn secret(
+    async fn secret(
         &self,
         namespace: &str,
         source: &SecretSource,
         what: &str,
     ) -> Result<String, Failure> {
-        (self.resolve)(namespace, source)
-            .ok()
-            .and_then(|v| String::from_utf8(v).ok())
+        let value = (self.resolve)(namespace.to_owned(), source.clone())
+            .await
+            .map_err(|e| Failure::Permanent(format!("its {what} cannot be read: {e}")))?;
+        String::from_utf8(value)
             .map(|s| s.trim().to_owned())
-            .ok_or_else(|| Failure::Permanent(format!("its {what} cannot be read")))
+            .map_err(|_| Failure::Permanent(format!("its {what} is not UTF-8 text")))
     }
 
     async fn once(&self, sink: &NotificationSink, ns: &str, m: &Message) -> Result<(), Failure> {
         if let Some(s) = &sink.discord {
-            let url = self.secret(ns, &s.url, "webhook URL")?;
+            let url = self.secret(ns, &s.url, "webhook URL").await?;
             return self.post(&url, &super::discord(m), &[]).await;
         }
         if let Some(s) = &sink.ms_teams {
-            let url = self.secret(ns, &s.url, "webhook URL")?;
+            let url = self.secret(ns, &s.url, "webhook URL").await?;
             return self.post(&url, &super::teams(m), &[]).await;
         }
         if let Some(s) = &sink.slack {
-            let url = self.secret(ns, &s.url, "webhook URL")?;
+            let url = self.secret(ns, &s.url, "webhook URL").await?;
             return self.post(&url, &super::slack(m), &[]).await;
         }
         if let Some(s) = &sink.ntfy {
@@ -297,14 +312,14 @@ impl Sender {
             if let Some(t) = &s.token {
                 headers.push((
                     "Authorization",
-                    format!("Bearer {}", self.secret(ns, t, "token")?),
+                    format!("Bearer {}", self.secret(ns, t, "token").await?),
                 ));
             }
             let url = s.server.trim_end_matches('/').to_owned();
             return self.post(&url, &super::ntfy(m, &s.topic), &headers).await;
         }
         if let Some(s) = &sink.webhook {
-            let url = self.secret(ns, &s.url, "URL")?;
+            let url = self.secret(ns, &s.url, "URL").await?;
             let body = super::webhook(m);
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             let mut headers = vec![
@@ -315,7 +330,7 @@ impl Sender {
                 ("X-Vigie-Delivery", delivery_id(m)),
             ];
             if let Some(key) = &s.signing_secret {
-                let key = self.secret(ns, key, "signing secret")?;
+                let key = self.secret(ns, key, "signing secret").await?;
                 headers.push((
                     "X-Vigie-Signature",
                     crate::ci::webhook::sign(key.as_bytes(), &bytes),
@@ -327,8 +342,11 @@ impl Sender {
             let password = s
                 .password
                 .as_ref()
-                .map(|p| self.secret(ns, p, "SMTP password"))
-                .transpose()?;
+                .map(|p| self.secret(ns, p, "SMTP password"));
+            let password = match password {
+                Some(p) => Some(p.await?),
+                None => None,
+            };
             return send_email(s, password, m, self.retry.timeout).await;
         }
         Ok(())

@@ -99,7 +99,7 @@ impl Message {
         let previous = self.previous.as_ref().map_or("-", Sha::short);
         match self.event {
             EventKind::DeployStarted => format!("Deploying {loc} {short} to {env}"),
-            EventKind::Deployed => format!("{loc} {short} is up in {env}; waiting for CI"),
+            EventKind::Deployed => format!("{loc} {short} is up in {env}"),
             EventKind::Validated => format!("{loc} {short} validated in {env}"),
             EventKind::VerificationFailed => {
                 format!("{loc} {short} failed in {env}; rolling back to {previous}")

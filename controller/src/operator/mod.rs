@@ -452,9 +452,21 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         deployments: Mutex::new(None),
         trigger: Mutex::new(None),
         dispatcher: {
-            let secrets = secrets_cache.clone();
+            // Read when a message goes out: Environments' Secrets are not in the cache
+            // (it follows CodeLocations), and a rotated webhook URL applies at once.
+            let client = client.clone();
             crate::notify::deliver::Dispatcher::start(
-                Arc::new(move |ns, source| secrets.get(ns, source)),
+                Arc::new(move |ns, source| {
+                    let client = client.clone();
+                    Box::pin(async move {
+                        match &source {
+                            crate::api::SecretSource::SecretKeyRef(r) => {
+                                secrets::read(&client, &ns, r).await
+                            }
+                            other => crate::secrets::resolve(other),
+                        }
+                    })
+                }),
                 Some(options.git_cache.join("commits")),
                 shared.metrics.notifications.clone(),
                 crate::notify::deliver::Retry::default(),

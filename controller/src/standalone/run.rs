@@ -264,7 +264,7 @@ impl Runner {
         // Started inside the runtime (`vigie run`); unit tests without one send nothing.
         let dispatcher = tokio::runtime::Handle::try_current().is_ok().then(|| {
             crate::notify::deliver::Dispatcher::start(
-                Arc::new(|_, source| crate::secrets::resolve(source)),
+                crate::notify::deliver::resolve_with(|_, source| crate::secrets::resolve(source)),
                 Some(options.git_cache.join("commits")),
                 shared.metrics.notifications.clone(),
                 crate::notify::deliver::Retry::default(),
