@@ -1,6 +1,7 @@
 //! Pre-deploy hooks on the real engine: one-off containers with the image, command,
 //! mounts, environment and timeout of the spec. One succeeds and leaves its backup
-//! where its output says, one fails, one hangs and is killed at its timeout.
+//! where its output says, one fails, one hangs and is killed at its timeout, one's image
+//! is not there; then a post-deploy smoke test reaches the new container on localhost.
 
 mod docker;
 
@@ -10,10 +11,11 @@ use docker::{Demo, docker_available, wait_for};
 use vigie::{
     api::{
         code_location::{Artifact, ContainerSettings, ImageArtifact},
-        environment::{DockerBackend as DockerSpec, Hook},
+        common::PortMapping,
+        environment::{DockerBackend as DockerSpec, Hook, Hooks},
     },
     backend::{Backend, Workload, docker::DockerBackend},
-    lifecycle::{HookOutcome, HookRun},
+    lifecycle::{HookOutcome, HookRun, WorkloadTarget},
 };
 
 fn workload() -> Workload {
@@ -25,7 +27,15 @@ fn workload() -> Workload {
         artifact: Artifact::Image(ImageArtifact {
             template: "vigie-demo:{sha}".into(),
         }),
-        container: ContainerSettings::default(),
+        container: ContainerSettings {
+            ports: vec![PortMapping {
+                container_port: 8080,
+                host_port: None,
+                host_ip: None,
+                protocol: vigie::api::common::Protocol::Tcp,
+            }],
+            ..ContainerSettings::default()
+        },
         health_check: None,
         project: "vigie-hooks".into(),
         instance: "hooks-test".into(),
@@ -45,6 +55,27 @@ fn names(prefix: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Asks for the runs until none is running (at most a minute).
+async fn settle(
+    backend: &DockerBackend,
+    w: &Workload,
+    runs: &[HookRun],
+    hooks: &Hooks,
+) -> BTreeMap<String, HookOutcome> {
+    let start = std::time::Instant::now();
+    loop {
+        let o = backend.run_hooks(w, runs, hooks).await.unwrap();
+        if !o.values().any(|o| *o == HookOutcome::Running) {
+            return o;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "hooks still running: {o:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 fn remove_hook_runs() {
     for (name, _) in names("vigie-hook-") {
         let _ = std::process::Command::new("docker")
@@ -54,7 +85,11 @@ fn remove_hook_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hooks_succeed_fail_and_time_out_as_one_off_containers() {
+#[allow(
+    clippy::too_many_lines,
+    reason = "one story: the pre-deploy hooks, then a smoke test"
+)]
+async fn hooks_succeed_fail_time_out_and_smoke_test_as_one_off_containers() {
     if !docker_available() {
         return;
     }
@@ -65,8 +100,12 @@ async fn hooks_succeed_fail_and_time_out_as_one_off_containers() {
     std::fs::create_dir_all(dir.join("backups")).unwrap();
     let w = workload();
     let backend = DockerBackend::connect(&DockerSpec::default()).unwrap();
+    backend
+        .prune("hooks-test", "hooks-prod", &[])
+        .await
+        .unwrap();
     remove_hook_runs();
-    let hooks = vec![
+    let pre = vec![
         hook(&format!(
             r#"{{name: backup, image: "vigie-demo:latest", command: [/demo-app, hook, "1", "0"],
                env: [{{name: LABEL, value: nightly}}],
@@ -82,14 +121,23 @@ async fn hooks_succeed_fail_and_time_out_as_one_off_containers() {
         ),
         hook(r#"{name: nowhere, image: "vigie-no-such-image:1", command: [/x], timeout: 30s}"#),
     ];
+    // A smoke test: the demo app's own health probe, against localhost.
+    let post = vec![hook(
+        r#"{name: smoke, image: "vigie-demo:latest", command: [/demo-app, check], timeout: 30s}"#,
+    )];
+    let hooks = Hooks {
+        pre_deploy: pre.clone(),
+        post_deploy: post,
+    };
     let at = jiff::Timestamp::now();
-    let runs: Vec<HookRun> = hooks
+    let runs: Vec<HookRun> = pre
         .iter()
         .map(|h| HookRun {
             name: h.name.clone(),
             sha: b.parse().unwrap(),
             previous: Some(a.parse().unwrap()),
             attempt: at,
+            after_deploy: false,
         })
         .collect();
 
@@ -101,18 +149,7 @@ async fn hooks_succeed_fail_and_time_out_as_one_off_containers() {
     };
     assert!(reason.contains("vigie-no-such-image:1"), "{reason}");
 
-    let start = std::time::Instant::now();
-    let outcomes: BTreeMap<String, HookOutcome> = loop {
-        let o = backend.run_hooks(&w, &runs, &hooks).await.unwrap();
-        if !o.values().any(|o| *o == HookOutcome::Running) {
-            break o;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "hooks still running: {o:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let outcomes = settle(&backend, &w, &runs, &hooks).await;
     let HookOutcome::Succeeded {
         output: Some(output),
     } = &outcomes["backup"]
@@ -159,5 +196,27 @@ async fn hooks_succeed_fail_and_time_out_as_one_off_containers() {
     assert_eq!(again["migrate"], outcomes["migrate"]);
     assert_eq!(names("vigie-hook-hooks-prod-app-backup-").len(), 1);
 
+    // Once B runs, a post-deploy hook shares its network: the app answers on localhost.
+    backend
+        .apply(
+            &w,
+            &WorkloadTarget {
+                sha: b.parse().unwrap(),
+                keep: None,
+            },
+        )
+        .await
+        .unwrap();
+    let smoke = [HookRun {
+        name: "smoke".into(),
+        after_deploy: true,
+        ..runs[0].clone()
+    }];
+    let outcome = settle(&backend, &w, &smoke, &hooks).await["smoke"].clone();
+    assert_eq!(outcome, HookOutcome::Succeeded { output: None });
+    backend
+        .prune("hooks-test", "hooks-prod", &[])
+        .await
+        .unwrap();
     remove_hook_runs();
 }

@@ -1,7 +1,7 @@
 //! The VM example's production path, end to end, against the real engine: `vigie run`
 //! with a preprod that follows every commit and a prod that takes only what preprod
 //! validated, after a person types DEPLOY at `vigie promote` (through the control
-//! socket), behind a backup hook, deploy windows (with a break-glass), health
+//! socket), behind a backup hook and a smoke test, deploy windows (with a break-glass), health
 //! monitoring (every 5 s here, hourly in the example) and Discord messages; then
 //! `vigie rollback` and `vigie history`.
 
@@ -88,6 +88,11 @@ fn environments(dir: &Path, discord: &Path, deny: &str) -> String {
         mounts: [{{source: "{backups}", target: /backups}}]
         timeout: 1m
         output: /backups/prod-{{shortSha}}-{{time}}.txt
+    postDeploy:
+      - name: smoke
+        image: vigie-demo:latest
+        command: [/demo-app, check]
+        timeout: 30s
 "#,
         backups = dir.join("backups").display()
     );
@@ -352,10 +357,20 @@ fn the_vm_production_path() {
         ),
         (b, Some(user.as_str()), Some("login page hotfix"))
     );
+    let hooks: Vec<String> = prod_history(&v)
+        .iter()
+        .filter(|h| h.event == HistoryEvent::HookSucceeded)
+        .map(|h| format!("{} {}", h.sha.short(), h.reason.clone().unwrap_or_default()))
+        .collect();
     assert_eq!(
-        count(&v, HistoryEvent::HookSucceeded),
-        2,
-        "one backup per deploy"
+        hooks,
+        [
+            format!("{sa} pre-deploy hook backup succeeded"),
+            format!("{sa} post-deploy hook smoke succeeded"),
+            format!("{sb} pre-deploy hook backup succeeded"),
+            format!("{sb} post-deploy hook smoke succeeded"),
+        ],
+        "a backup before and a smoke test after each deploy"
     );
 
     // Monitoring: prod starts answering 500; one HealthDown, however long it lasts.

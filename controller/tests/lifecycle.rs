@@ -2,7 +2,9 @@
 
 mod support;
 
-use support::{World, environment, sha, validated_only, weekend_freeze, with_backup_hook};
+use support::{
+    World, environment, sha, validated_only, weekend_freeze, with_backup_hook, with_smoke_test,
+};
 use vigie::{
     api::{
         ConditionStatus, Phase,
@@ -1055,6 +1057,67 @@ fn a_failing_hook_stops_the_deploy_and_keeps_what_runs() {
     );
     assert_eq!(w.status.validated_sha, Some(sha('a')));
     assert!(w.advance(60).decide().notifications.is_empty());
+}
+
+#[test]
+fn post_deploy_hooks_run_once_up_and_healthy_and_count_as_health() {
+    use vigie::lifecycle::decide::pending_hooks;
+    let mut w = World::validated(environment(), 'a');
+    w.env = with_smoke_test(w.env.clone());
+    let d = w.want('b').decide();
+    assert_eq!(d.workload, target('b', Some('a')));
+    assert!(d.hooks.is_empty(), "not before the new SHA runs");
+    // Up and healthy: the smoke test starts; verification waits for it.
+    let d = w.running('b', HealthState::Healthy).decide();
+    assert_eq!(w.status.phase, Phase::Deploying);
+    assert_eq!(d.hooks.len(), 1);
+    assert_eq!(
+        (d.hooks[0].name.as_str(), d.hooks[0].after_deploy),
+        ("smoke", true)
+    );
+    assert_eq!(pending_hooks(&w.env, &w.status), d.hooks);
+    assert_eq!(condition(&w, PROGRESSING).reason, reason::RUNNING_HOOKS);
+    let d = w.hook("smoke", HookOutcome::Running).decide();
+    assert!(d.notifications.is_empty());
+    assert_eq!(w.status.phase, Phase::Deploying);
+    // It passes: verification starts, the smoke test is on the record.
+    let d = w
+        .hook("smoke", HookOutcome::Succeeded { output: None })
+        .decide();
+    assert_eq!(w.status.phase, Phase::Verifying);
+    assert_eq!(events(&d), vec![EventKind::Deployed]);
+    assert!(pending_hooks(&w.env, &w.status).is_empty(), "run once");
+    assert!(history(&w).contains(&(HistoryEvent::HookSucceeded, "bbbbbbb".into())));
+
+    // Another SHA whose smoke test fails: unhealthy, rolled back and quarantined.
+    let mut w = World::validated(environment(), 'a');
+    w.env = with_smoke_test(w.env.clone());
+    w.want('c').decide();
+    w.running('c', HealthState::Healthy).decide();
+    let d = w
+        .hook(
+            "smoke",
+            HookOutcome::Failed {
+                reason: "exit status 1: /checkout answered 502".into(),
+            },
+        )
+        .decide();
+    assert_eq!(w.status.phase, Phase::RollingBack);
+    assert_eq!(d.workload, target('a', None));
+    assert_eq!(
+        events(&d),
+        vec![EventKind::HookFailed, EventKind::VerificationFailed]
+    );
+    let q = &w.status.quarantine[0];
+    assert_eq!(
+        (q.sha.clone(), q.cause),
+        (sha('c'), QuarantineCause::Unhealthy)
+    );
+    assert!(
+        q.reason.contains("post-deploy hook smoke failed"),
+        "{}",
+        q.reason
+    );
 }
 
 #[test]

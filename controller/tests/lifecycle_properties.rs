@@ -8,7 +8,9 @@ mod support;
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use support::{World, environment, sha, validated_only, weekend_freeze, with_backup_hook};
+use support::{
+    World, environment, sha, validated_only, weekend_freeze, with_backup_hook, with_smoke_test,
+};
 use vigie::{
     api::{
         Phase, Sha,
@@ -75,7 +77,7 @@ fn event() -> impl Strategy<Value = Event> {
         2 => sha.clone().prop_map(Event::Approve),
         1 => sha.clone().prop_map(Event::BreakGlass),
         1 => sha.clone().prop_map(Event::Clear),
-        2 => (0_u8..3).prop_map(Event::Hook),
+        2 => (0_u8..6).prop_map(Event::Hook),
         1 => any::<bool>().prop_map(Event::Artifact),
         1 => sha.prop_map(Event::RollBack),
     ]
@@ -105,7 +107,7 @@ fn env_strategy() -> impl Strategy<Value = (EnvironmentSpec, bool)> {
                     _ => validated_only(ApprovalPolicy::Automatic),
                 };
                 if hooks {
-                    env = with_backup_hook(env);
+                    env = with_smoke_test(with_backup_hook(env));
                 }
                 env.verification.on_ci_error = on_error;
                 env.verification.on_timeout = on_timeout;
@@ -193,7 +195,7 @@ impl Run {
                 w.obs.artifact_pending = missing.then(|| "image not found".to_owned());
             }
             Event::Hook(o) => {
-                let outcome = match o {
+                let outcome = match o % 3 {
                     0 => HookOutcome::Running,
                     1 => HookOutcome::Succeeded {
                         output: Some("/backups/x.tgz".into()),
@@ -202,7 +204,7 @@ impl Run {
                         reason: "exit status 1".into(),
                     },
                 };
-                w.hook("backup", outcome);
+                w.hook(if *o < 3 { "backup" } else { "smoke" }, outcome);
             }
         }
     }

@@ -221,11 +221,13 @@ async fn each_service_gets_its_documented_payload() {
     assert_eq!(v["release"], "default/app-prod");
     assert_eq!(v["previous"], "a".repeat(40));
 
+    // Each sink counts its delivery once the receiver's answer is in.
+    let kinds = ["discord", "msTeams", "slack", "ntfy", "webhook"];
     let start = Instant::now();
-    while count(&counts, "webhook", "delivered") == 0 && start.elapsed() < t {
+    while kinds.iter().any(|k| count(&counts, k, "delivered") == 0) && start.elapsed() < t {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for kind in ["discord", "msTeams", "slack", "ntfy", "webhook"] {
+    for kind in kinds {
         assert_eq!(count(&counts, kind, "delivered"), 1, "{kind}");
     }
 }
@@ -370,4 +372,39 @@ async fn email_goes_through_smtp_with_starttls_and_authentication() {
         assert!(received.contains(needle), "{needle} in {received}");
     }
     assert!(!received.contains("s3cret"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_gets_its_messages_in_the_order_of_the_transitions() {
+    // The first delivery is refused once (503) and retried: the later messages wait for
+    // it rather than overtake it.
+    let discord = Receiver::start(&[(503, ""), (204, "")]);
+    let sinks = vec![NotificationSink {
+        discord: Some(url(&discord.url("/api/webhooks/1/t"))),
+        ..sink("team")
+    }];
+    let d = Dispatcher::start(resolver(), None, Family::default(), fast());
+    let events = [
+        EventKind::DeployStarted,
+        EventKind::Deployed,
+        EventKind::VerificationFailed,
+        EventKind::RolledBack,
+        EventKind::HealthDown,
+        EventKind::HealthRecovered,
+    ];
+    for e in events {
+        d.send(job(sinks.clone(), e));
+    }
+    let got = discord.wait(events.len() + 1, Duration::from_secs(20));
+    let titles: Vec<String> = got[1..]
+        .iter()
+        .map(|r| r.json()["embeds"][0]["title"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = events.iter().map(|e| message(*e).title()).collect();
+    assert_eq!(titles, expected);
+    assert_eq!(
+        got[0].json()["embeds"][0]["title"],
+        got[1].json()["embeds"][0]["title"],
+        "the refused one, retried first"
+    );
 }

@@ -294,9 +294,22 @@ pub struct Hooks {
     /// Run before the workload moves (a backup); each must exit 0 or the deploy stops.
     #[serde(default)]
     pub pre_deploy: Vec<Hook>,
-    /// Run once the new SHA is up (smoke tests); a failure counts as unhealthy.
+    /// Run once the new SHA is up and healthy, before verification (smoke tests); a
+    /// failure counts as unhealthy: the SHA is rolled back. On Docker each runs in the
+    /// new container's network (the app answers on `localhost`).
     #[serde(default)]
     pub post_deploy: Vec<Hook>,
+}
+
+impl Hooks {
+    /// The hook of either list named `name` (names are unique in an environment).
+    #[must_use]
+    pub fn find(&self, name: &str) -> Option<&Hook> {
+        self.pre_deploy
+            .iter()
+            .chain(&self.post_deploy)
+            .find(|h| h.name == name)
+    }
 }
 
 /// A one-off container (Docker) or Job (Kubernetes).

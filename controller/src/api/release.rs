@@ -309,11 +309,17 @@ pub struct Rollout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub deployed_at: Option<Timestamp>,
-    /// When the SHA was first seen deployed and healthy (verification started).
+    /// When the SHA was first seen deployed and healthy; its post-deploy hooks (smoke
+    /// tests) run from then, before verification starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub up_at: Option<Timestamp>,
+    /// When the SHA was deployed, healthy and past its post-deploy hooks (verification
+    /// started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub healthy_at: Option<Timestamp>,
-    /// Pre-deploy hooks that succeeded for this SHA.
+    /// Hooks (pre- and post-deploy) that succeeded for this SHA.
     #[serde(default)]
     pub hooks_done: Vec<String>,
     /// Why the rollout ended badly, when it did.

@@ -38,7 +38,7 @@ use crate::{
         Sha,
         code_location::Artifact,
         common::Protocol,
-        environment::Hook,
+        environment::{Hook, Hooks},
         release::{ExistingDeployment, HealthState},
     },
     lifecycle::{BackendState, HookOutcome, HookRun, WorkloadObservation, WorkloadTarget},
@@ -543,7 +543,17 @@ pub fn judge(deployment: &Deployment) -> (Option<Sha>, HealthState, Option<Strin
     }
 }
 
-/// The Job that runs a pre-deploy hook once for a rollout.
+/// `preDeploy` or `postDeploy`, for the hook's `VIGIE_HOOK_STAGE`.
+#[must_use]
+pub const fn stage(run: &HookRun) -> &'static str {
+    if run.after_deploy {
+        "postDeploy"
+    } else {
+        "preDeploy"
+    }
+}
+
+/// The Job that runs a hook once for a rollout.
 #[must_use]
 pub fn hook_job(workload: &Workload, namespace: &str, hook: &Hook, run: &HookRun) -> Job {
     let previous = run.previous.as_ref().map_or("", Sha::as_str);
@@ -561,6 +571,7 @@ pub fn hook_job(workload: &Workload, namespace: &str, hook: &Hook, run: &HookRun
         ("VIGIE_PREVIOUS_SHA", previous),
         ("VIGIE_ENVIRONMENT", workload.environment.as_str()),
         ("VIGIE_CODE_LOCATION", workload.code_location.as_str()),
+        ("VIGIE_HOOK_STAGE", stage(run)),
     ] {
         env.push(KubeEnvVar {
             name: k.into(),
@@ -755,11 +766,11 @@ impl Backend for KubernetesBackend {
         &self,
         workload: &Workload,
         runs: &[HookRun],
-        hooks: &[Hook],
+        hooks: &Hooks,
     ) -> Result<BTreeMap<String, HookOutcome>> {
         let mut out = BTreeMap::new();
         for run in runs {
-            let Some(hook) = hooks.iter().find(|h| h.name == run.name) else {
+            let Some(hook) = hooks.find(&run.name) else {
                 continue;
             };
             if !hook.mounts.is_empty() {
@@ -1058,6 +1069,7 @@ mod tests {
             sha: sha('b'),
             previous: Some(sha('a')),
             attempt: "2026-11-24T10:00:00Z".parse().unwrap(),
+            after_deploy: false,
         }
     }
 

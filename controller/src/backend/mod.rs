@@ -13,7 +13,7 @@ use crate::{
         Sha,
         code_location::{Artifact, CodeLocationSpec, ContainerSettings, HealthCheck},
         common::EnvVar,
-        environment::{EnvironmentSpec, Hook},
+        environment::{EnvironmentSpec, Hooks},
         release::ReleaseSpec,
     },
     lifecycle::{HookOutcome, HookRun, WorkloadObservation, WorkloadTarget},
@@ -180,7 +180,7 @@ pub trait Backend: Send + Sync {
         &self,
         workload: &Workload,
         runs: &[HookRun],
-        hooks: &[Hook],
+        hooks: &Hooks,
     ) -> impl Future<Output = Result<BTreeMap<String, HookOutcome>>> + Send;
 
     /// Removes every container of `environment` labelled as this instance's whose code
@@ -242,7 +242,7 @@ impl Backend for AnyBackend {
         &self,
         workload: &Workload,
         runs: &[HookRun],
-        hooks: &[Hook],
+        hooks: &Hooks,
     ) -> Result<BTreeMap<String, HookOutcome>> {
         match self {
             Self::Docker(b) => b.run_hooks(workload, runs, hooks).await,

@@ -27,7 +27,7 @@ pub mod reason {
     pub const DEPLOYING: &str = "Deploying";
     /// Waiting for the SHA's artifact (its image) to be available.
     pub const ARTIFACT_NOT_AVAILABLE: &str = "ArtifactNotAvailable";
-    /// Waiting for a pre-deploy hook.
+    /// Waiting for a pre-deploy hook, or a post-deploy hook (a smoke test).
     pub const RUNNING_HOOKS: &str = "RunningHooks";
     /// Waiting for CI.
     pub const VERIFYING: &str = "Verifying";
@@ -200,22 +200,30 @@ fn progressing(view: &View<'_>) -> (ConditionStatus, &'static str, String) {
                 view.observed.artifact_pending.clone().unwrap_or_default()
             ),
         ),
-        (Phase::Deploying, _) => {
-            let r = rollout.map(|r| (r.sha.short().to_owned(), r.deployed_at.is_none()));
-            match r {
-                Some((sha, true)) => (
-                    True,
-                    reason::RUNNING_HOOKS,
-                    format!("running pre-deploy hooks before deploying {sha}"),
+        (Phase::Deploying, _) => match rollout {
+            Some(r) if r.deployed_at.is_none() => (
+                True,
+                reason::RUNNING_HOOKS,
+                format!(
+                    "running pre-deploy hooks before deploying {}",
+                    r.sha.short()
                 ),
-                Some((sha, false)) => (
-                    True,
-                    reason::DEPLOYING,
-                    format!("deploying {sha}, waiting for it to be healthy"),
+            ),
+            Some(r) if r.up_at.is_some() && r.healthy_at.is_none() => (
+                True,
+                reason::RUNNING_HOOKS,
+                format!(
+                    "{} is up; running its post-deploy hooks before verifying it",
+                    r.sha.short()
                 ),
-                None => (True, reason::DEPLOYING, "deploying".into()),
-            }
-        }
+            ),
+            Some(r) => (
+                True,
+                reason::DEPLOYING,
+                format!("deploying {}, waiting for it to be healthy", r.sha.short()),
+            ),
+            None => (True, reason::DEPLOYING, "deploying".into()),
+        },
         (Phase::Verifying, _) => (
             True,
             reason::VERIFYING,

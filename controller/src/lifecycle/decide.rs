@@ -20,8 +20,8 @@ use super::{
 use crate::api::{
     Sha,
     environment::{
-        ApprovalPolicy, CiErrorPolicy, EnvironmentSpec, EventKind, GreenRerunPolicy, Strategy,
-        TimeoutPolicy,
+        ApprovalPolicy, CiErrorPolicy, EnvironmentSpec, EventKind, GreenRerunPolicy, Hook,
+        Strategy, TimeoutPolicy,
     },
     release::{
         CiState, CiSummary, HealthState, HealthSummary, HistoryEntry, HistoryEvent, MonitorState,
@@ -202,10 +202,13 @@ pub struct HookRun {
     /// When the rollout started: a new attempt at the same SHA (after a clearance) is
     /// a new run, with its own backup.
     pub attempt: Timestamp,
+    /// A post-deploy hook (a smoke test), run against the new SHA once it is up.
+    pub after_deploy: bool,
 }
 
-/// The pre-deploy hook that must run next for the rollout recorded in `status`, if any
-/// (one at a time, in order).
+/// The hook that must run next for the rollout recorded in `status`, if any (one at a
+/// time, in order): the pre-deploy hooks before the workload moves, then, once the new
+/// SHA was seen up and healthy, the post-deploy hooks.
 #[must_use]
 pub fn pending_hooks(env: &EnvironmentSpec, status: &ReleaseStatus) -> Vec<HookRun> {
     let Some(rollout) = status
@@ -215,18 +218,27 @@ pub fn pending_hooks(env: &EnvironmentSpec, status: &ReleaseStatus) -> Vec<HookR
     else {
         return Vec::new();
     };
-    env.hooks
-        .pre_deploy
-        .iter()
-        .filter(|h| !rollout.hooks_done.contains(&h.name))
-        .take(1)
-        .map(|h| HookRun {
-            name: h.name.clone(),
-            sha: rollout.sha.clone(),
-            previous: rollout.rollback_point.clone(),
-            attempt: rollout.started_at,
-        })
-        .collect()
+    let run = |h: &Hook, after_deploy: bool| HookRun {
+        name: h.name.clone(),
+        sha: rollout.sha.clone(),
+        previous: rollout.rollback_point.clone(),
+        attempt: rollout.started_at,
+        after_deploy,
+    };
+    let pending = |hooks: &[Hook]| {
+        hooks
+            .iter()
+            .find(|h| !rollout.hooks_done.contains(&h.name))
+            .cloned()
+    };
+    if let Some(h) = pending(&env.hooks.pre_deploy) {
+        return vec![run(&h, false)];
+    }
+    rollout
+        .up_at
+        .and_then(|_| pending(&env.hooks.post_deploy))
+        .map(|h| vec![run(&h, true)])
+        .unwrap_or_default()
 }
 
 /// A notification to send, from a transition (sent once per transition).
@@ -513,6 +525,7 @@ impl Decider<'_> {
             rollback_point: Some(req.to.clone()),
             started_at: self.now(),
             deployed_at: Some(self.now()),
+            up_at: None,
             healthy_at: None,
             hooks_done: Vec::new(),
             failure: Some(asked.clone()),
@@ -930,22 +943,10 @@ impl Decider<'_> {
         if w.sha.as_ref() == Some(&rollout.sha) {
             match w.health {
                 HealthState::Healthy => {
-                    rollout.healthy_at = Some(self.now());
-                    self.status.rollout = Some(rollout.clone());
-                    self.set_phase(Phase::Verifying);
-                    let next = if self.env().strategy == Strategy::ValidatedOnly {
-                        "healthy; validated upstream, no CI wait here"
-                    } else {
-                        "healthy; waiting for CI"
-                    };
-                    self.notify(
-                        EventKind::Deployed,
-                        &rollout.sha,
-                        rollout.rollback_point.as_ref(),
-                        Some(next.to_owned()),
-                        None,
-                        None,
-                    );
+                    if let Some(changed) = self.smoke_tests(&mut rollout) {
+                        return changed;
+                    }
+                    self.start_verifying(rollout);
                     return true;
                 }
                 HealthState::Unhealthy => {
@@ -977,6 +978,71 @@ impl Decider<'_> {
             return true;
         }
         false
+    }
+
+    /// The new SHA is up, healthy and past its smoke tests: verification starts.
+    fn start_verifying(&mut self, mut rollout: Rollout) {
+        rollout.healthy_at = Some(self.now());
+        self.status.rollout = Some(rollout.clone());
+        self.set_phase(Phase::Verifying);
+        let next = if self.env().strategy == Strategy::ValidatedOnly {
+            "healthy; validated upstream, no CI wait here"
+        } else {
+            "healthy; waiting for CI"
+        };
+        self.notify(
+            EventKind::Deployed,
+            &rollout.sha,
+            rollout.rollback_point.as_ref(),
+            Some(next.to_owned()),
+            None,
+            None,
+        );
+    }
+
+    /// The post-deploy hooks of a SHA seen up and healthy, in order. `None` when they
+    /// are all done (verification may start); else whether the status changed.
+    fn smoke_tests(&mut self, rollout: &mut Rollout) -> Option<bool> {
+        let hook = self
+            .env()
+            .hooks
+            .post_deploy
+            .iter()
+            .find(|h| !rollout.hooks_done.contains(&h.name))?
+            .name
+            .clone();
+        if rollout.up_at.is_none() {
+            rollout.up_at = Some(self.now());
+            self.status.rollout = Some(rollout.clone());
+            return Some(true);
+        }
+        match self.obs().hooks.get(&hook).cloned() {
+            Some(HookOutcome::Succeeded { output }) => {
+                rollout.hooks_done.push(hook.clone());
+                self.record(HistoryEntry {
+                    previous: rollout.rollback_point.clone(),
+                    reason: Some(format!("post-deploy hook {hook} succeeded")),
+                    output,
+                    ..self.entry(HistoryEvent::HookSucceeded, &rollout.sha)
+                });
+                self.status.rollout = Some(rollout.clone());
+                Some(true)
+            }
+            Some(HookOutcome::Failed { reason }) => {
+                let reason = format!("post-deploy hook {hook} failed: {reason}");
+                self.notify(
+                    EventKind::HookFailed,
+                    &rollout.sha,
+                    rollout.rollback_point.as_ref(),
+                    Some(reason.clone()),
+                    None,
+                    None,
+                );
+                self.begin_rollback(rollout, reason, None, Cause::Unhealthy);
+                Some(true)
+            }
+            Some(HookOutcome::Running) | None => Some(false),
+        }
     }
 
     fn step_verifying(&mut self, mut rollout: Rollout, verdict: Option<CiVerdict>) -> bool {
@@ -1338,6 +1404,7 @@ impl Decider<'_> {
             } else {
                 Some(self.now())
             },
+            up_at: None,
             healthy_at: None,
             hooks_done: Vec::new(),
             failure: None,

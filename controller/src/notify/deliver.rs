@@ -4,7 +4,9 @@
 //! Webhook URLs, tokens and passwords are secrets: they are read when sending and never
 //! appear in logs or errors, which name the sink instead.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+
+use futures::FutureExt;
 
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
@@ -113,15 +115,49 @@ impl Dispatcher {
         };
         let sender = Arc::new(sender);
         let limit = Arc::new(tokio::sync::Semaphore::new(16));
+        let lane_counts = counts.clone();
         tokio::spawn(async move {
+            // One lane per sink of an Environment: its messages go out in the order of
+            // the transitions, while a slow or failing sink holds back only itself.
+            let mut lanes: HashMap<String, tokio::sync::mpsc::Sender<Delivery>> = HashMap::new();
             while let Some(job) = rx.recv().await {
-                let (sender, limit, cache) = (sender.clone(), limit.clone(), cache.clone());
-                tokio::spawn(async move {
-                    let Ok(_slot) = limit.acquire_owned().await else {
-                        return;
+                let sinks: Vec<NotificationSink> = job
+                    .sinks
+                    .iter()
+                    .filter(|s| wants(s, job.message.event))
+                    .cloned()
+                    .collect();
+                let key = format!("{}/{}", job.namespace, job.message.environment);
+                let namespace = job.namespace.clone();
+                let message = {
+                    let (sender, cache) = (sender.clone(), cache.clone());
+                    async move { Arc::new(sender.enrich(job.message, job.repo, cache).await) }
+                        .boxed()
+                        .shared()
+                };
+                for sink in sinks {
+                    let lane = lanes
+                        .entry(format!("{key}/{}", sink.name))
+                        .or_insert_with(|| lane(sender.clone(), limit.clone()));
+                    let delivery = Delivery {
+                        sink,
+                        namespace: namespace.clone(),
+                        message: message.clone(),
                     };
-                    sender.job(job, cache).await;
-                });
+                    if let Err(e) = lane.try_send(delivery) {
+                        let d = match e {
+                            tokio::sync::mpsc::error::TrySendError::Full(d)
+                            | tokio::sync::mpsc::error::TrySendError::Closed(d) => d,
+                        };
+                        lane_counts
+                            .get_or_create(&NotificationLabel {
+                                sink: kind(&d.sink),
+                                outcome: "dropped",
+                            })
+                            .inc();
+                        tracing::warn!(sink = %d.sink.name, "notification queue of the sink full: message dropped");
+                    }
+                }
             }
         });
         Self { tx, counts }
@@ -148,6 +184,34 @@ impl Dispatcher {
             tracing::warn!(release = %job.message.release, "notification queue full: message dropped");
         }
     }
+}
+
+/// How many messages one sink may have waiting before new ones are dropped (counted).
+const LANE: usize = 256;
+
+/// One message for one sink, its commit details looked up once for all its sinks.
+struct Delivery {
+    sink: NotificationSink,
+    namespace: String,
+    message: futures::future::Shared<futures::future::BoxFuture<'static, Arc<Message>>>,
+}
+
+/// A sink's lane: delivers its messages one after the other, each with its retries.
+fn lane(
+    sender: Arc<Sender>,
+    limit: Arc<tokio::sync::Semaphore>,
+) -> tokio::sync::mpsc::Sender<Delivery> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(LANE);
+    tokio::spawn(async move {
+        while let Some(d) = rx.recv().await {
+            let message = d.message.await;
+            let Ok(_slot) = limit.acquire().await else {
+                return;
+            };
+            sender.with_retries(&d.sink, &d.namespace, &message).await;
+        }
+    });
+    tx
 }
 
 struct Sender {
@@ -206,30 +270,28 @@ pub fn kind(sink: &NotificationSink) -> &'static str {
 }
 
 impl Sender {
-    async fn job(&self, mut job: Job, cache: Option<PathBuf>) {
-        if job.message.subject.is_none()
-            && let (Some((url, creds)), Some(cache)) = (job.repo.clone(), cache)
+    /// The message with its commit's author and subject, looked up in the code
+    /// repository when missing (at most 30 s; without them when it fails).
+    async fn enrich(
+        &self,
+        mut message: Message,
+        repo: Option<(String, Credentials)>,
+        cache: Option<PathBuf>,
+    ) -> Message {
+        if message.subject.is_none()
+            && let (Some((url, creds)), Some(cache)) = (repo, cache)
         {
-            let sha = job.message.sha.clone();
+            let sha = message.sha.clone();
             let lookup =
                 tokio::task::spawn_blocking(move || commit_details(&cache, &url, &creds, &sha));
             if let Ok(Ok(Some((author, subject)))) =
                 tokio::time::timeout(Duration::from_secs(30), lookup).await
             {
-                job.message.author = Some(author);
-                job.message.subject = Some(subject);
+                message.author = Some(author);
+                message.subject = Some(subject);
             }
         }
-        let message = Arc::new(job.message);
-        let deliveries = job
-            .sinks
-            .into_iter()
-            .filter(|s| wants(s, message.event))
-            .map(|sink| {
-                let (message, namespace) = (message.clone(), job.namespace.clone());
-                async move { self.with_retries(&sink, &namespace, &message).await }
-            });
-        futures::future::join_all(deliveries).await;
+        message
     }
 
     async fn with_retries(&self, sink: &NotificationSink, namespace: &str, m: &Message) {

@@ -600,7 +600,7 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
             let hooks = if runs.is_empty() {
                 BTreeMap::new()
             } else {
-                b.run_hooks(&workload, &runs, &env.spec.hooks.pre_deploy)
+                b.run_hooks(&workload, &runs, &env.spec.hooks)
                     .await
                     .unwrap_or_default()
             };
@@ -663,7 +663,7 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
     if let Ok(b) = &backend {
         if !decision.hooks.is_empty()
             && let Err(e) = b
-                .run_hooks(&workload, &decision.hooks, &env.spec.hooks.pre_deploy)
+                .run_hooks(&workload, &decision.hooks, &env.spec.hooks)
                 .await
         {
             apply_error = Some(e.to_string());

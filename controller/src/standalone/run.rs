@@ -1134,7 +1134,7 @@ impl Runner {
                     BTreeMap::new()
                 } else {
                     backend
-                        .run_hooks(&item.workload, &runs, &item.environment.hooks.pre_deploy)
+                        .run_hooks(&item.workload, &runs, &item.environment.hooks)
                         .await
                         .unwrap_or_default()
                 };
@@ -1193,11 +1193,7 @@ impl Runner {
         };
         if !o.decision.hooks.is_empty()
             && let Err(e) = backend
-                .run_hooks(
-                    &item.workload,
-                    &o.decision.hooks,
-                    &item.environment.hooks.pre_deploy,
-                )
+                .run_hooks(&item.workload, &o.decision.hooks, &item.environment.hooks)
                 .await
         {
             return (key, None, Err(e.to_string()));

@@ -69,6 +69,15 @@ pub fn with_backup_hook(mut env: EnvironmentSpec) -> EnvironmentSpec {
     env
 }
 
+/// A post-deploy smoke test, `smoke`.
+pub fn with_smoke_test(mut env: EnvironmentSpec) -> EnvironmentSpec {
+    let mut smoke = with_backup_hook(environment()).hooks.pre_deploy.remove(0);
+    smoke.name = "smoke".into();
+    smoke.output = None;
+    env.hooks.post_deploy.push(smoke);
+    env
+}
+
 /// Deny Friday 16:00 to Monday 08:00 in Brussels.
 pub fn weekend_freeze() -> Windows {
     Windows::new(&DeployWindows {

@@ -32,7 +32,7 @@ use crate::{
     api::{
         Sha,
         code_location::Artifact,
-        environment::{DockerBackend as DockerSpec, Hook},
+        environment::{DockerBackend as DockerSpec, Hooks},
         release::HealthState,
     },
     lifecycle::{BackendState, HookOutcome, HookRun, WorkloadObservation, WorkloadTarget},
@@ -618,12 +618,12 @@ impl Backend for DockerBackend {
         &self,
         w: &Workload,
         runs: &[HookRun],
-        hooks: &[Hook],
+        hooks: &Hooks,
     ) -> Result<BTreeMap<String, HookOutcome>> {
         let docker = self.docker().await?;
         let mut outcomes = BTreeMap::new();
         for run in runs {
-            let Some(hook) = hooks.iter().find(|h| h.name == run.name) else {
+            let Some(hook) = hooks.find(&run.name) else {
                 continue;
             };
             let name = plan::hook_container_name(w, &hook.name, run);

@@ -63,6 +63,8 @@ pub struct ContainerPlan {
     pub binds: Vec<String>,
     /// Restart the container when it exits (workloads) or not (hooks).
     pub restart: bool,
+    /// Docker network mode (`container:<name>` for a post-deploy hook), else the default.
+    pub network: Option<String>,
 }
 
 /// A port published on the host.
@@ -226,6 +228,7 @@ pub fn workload_container(
         ports,
         binds,
         restart: true,
+        network: None,
     };
     let hash = plan.config_hash();
     plan.labels.insert(LABEL_CONFIG.into(), hash);
@@ -279,6 +282,10 @@ pub fn hook_container(w: &Workload, hook: &Hook, run: &HookRun, time: &str) -> C
     ));
     env.push(format!("VIGIE_ENVIRONMENT={}", w.environment));
     env.push(format!("VIGIE_CODE_LOCATION={}", w.code_location));
+    env.push(format!(
+        "VIGIE_HOOK_STAGE={}",
+        crate::backend::kubernetes::stage(run)
+    ));
     if let Some(output) = &output {
         env.push(format!("VIGIE_OUTPUT={output}"));
     }
@@ -298,6 +305,10 @@ pub fn hook_container(w: &Workload, hook: &Hook, run: &HookRun, time: &str) -> C
         ports: Vec::new(),
         binds: hook.mounts.iter().map(bind).collect(),
         restart: false,
+        // A smoke test shares the new container's network: the app is on localhost.
+        network: run
+            .after_deploy
+            .then(|| format!("container:{}", container_name(w, &run.sha))),
     }
 }
 
@@ -327,6 +338,7 @@ impl ContainerPlan {
             ));
         }
         self.binds.iter().for_each(|b| field(b));
+        field(self.network.as_deref().unwrap_or_default());
         hex::encode(&h.finalize()[..8])
     }
 
@@ -364,6 +376,7 @@ impl ContainerPlan {
                     }),
                     maximum_retry_count: None,
                 }),
+                network_mode: self.network.clone(),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -517,6 +530,7 @@ mod tests {
             sha: sha(),
             previous: Some(previous.clone()),
             attempt: "2026-11-23T10:00:00Z".parse().unwrap(),
+            after_deploy: false,
         };
         let p = hook_container(&w, &hook, &run, "20261123T1000Z");
         assert_eq!(p.name, "vigie-hook-preprod-app-backup-476f163-1795428000");
