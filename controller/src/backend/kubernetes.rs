@@ -557,6 +557,7 @@ pub const fn stage(run: &HookRun) -> &'static str {
 #[must_use]
 pub fn hook_job(workload: &Workload, namespace: &str, hook: &Hook, run: &HookRun) -> Job {
     let previous = run.previous.as_ref().map_or("", Sha::as_str);
+    let output = hook_output(workload, hook, run);
     let mut env: Vec<KubeEnvVar> = hook
         .env
         .iter()
@@ -572,7 +573,10 @@ pub fn hook_job(workload: &Workload, namespace: &str, hook: &Hook, run: &HookRun
         ("VIGIE_ENVIRONMENT", workload.environment.as_str()),
         ("VIGIE_CODE_LOCATION", workload.code_location.as_str()),
         ("VIGIE_HOOK_STAGE", stage(run)),
-    ] {
+    ]
+    .into_iter()
+    .chain(output.as_deref().map(|o| ("VIGIE_OUTPUT", o)))
+    {
         env.push(KubeEnvVar {
             name: k.into(),
             value: Some(v.into()),
@@ -642,15 +646,30 @@ pub fn hook_job_name(workload: &Workload, run: &HookRun) -> String {
     )
 }
 
+/// Where a hook run's output goes: `output` with `{sha}`, `{shortSha}`,
+/// `{environment}` and `{time}` (the rollout's start, so that a run always names the
+/// same place) filled in.
+#[must_use]
+pub fn hook_output(workload: &Workload, hook: &Hook, run: &HookRun) -> Option<String> {
+    hook.output.as_ref().map(|o| {
+        substitute(o, &run.sha)
+            .replace("{environment}", &workload.environment)
+            .replace(
+                "{time}",
+                &run.attempt.strftime("%Y%m%dT%H%M%SZ").to_string(),
+            )
+    })
+}
+
 /// The outcome of a hook's Job.
 #[must_use]
-pub fn hook_outcome(job: &Job, hook: &Hook, run: &HookRun) -> HookOutcome {
+pub fn hook_outcome(workload: &Workload, job: &Job, hook: &Hook, run: &HookRun) -> HookOutcome {
     let Some(status) = job.status.as_ref() else {
         return HookOutcome::Running;
     };
     if status.succeeded.unwrap_or(0) > 0 {
         return HookOutcome::Succeeded {
-            output: hook.output.as_ref().map(|o| substitute(o, &run.sha)),
+            output: hook_output(workload, hook, run),
         };
     }
     let failed = status
@@ -798,7 +817,7 @@ impl Backend for KubernetesBackend {
                     Err(e) => return Err(api_error(e)),
                 }
             };
-            out.insert(run.name.clone(), hook_outcome(&job, hook, run));
+            out.insert(run.name.clone(), hook_outcome(workload, &job, hook, run));
         }
         Ok(out)
     }
@@ -1111,7 +1130,7 @@ mod tests {
             ..hook_job(&workload(), "apps", &hook(), &run())
         };
         assert_eq!(
-            hook_outcome(&job(None), &hook(), &run()),
+            hook_outcome(&workload(), &job(None), &hook(), &run()),
             HookOutcome::Running
         );
         let ok = JobStatus {
@@ -1119,7 +1138,7 @@ mod tests {
             ..JobStatus::default()
         };
         assert_eq!(
-            hook_outcome(&job(Some(ok)), &hook(), &run()),
+            hook_outcome(&workload(), &job(Some(ok)), &hook(), &run()),
             HookOutcome::Succeeded {
                 output: Some("s3://backups/bbbbbbb.sql".into())
             }
@@ -1136,7 +1155,7 @@ mod tests {
             ..JobStatus::default()
         };
         assert_eq!(
-            hook_outcome(&job(Some(deadline)), &hook(), &run()),
+            hook_outcome(&workload(), &job(Some(deadline)), &hook(), &run()),
             HookOutcome::Failed {
                 reason: "hook backup failed: DeadlineExceeded: Job was active longer than specified deadline".into()
             }
