@@ -4,7 +4,7 @@
 # Builds a tiny demo app image for each commit of a local git repository, starts
 # `vigie run` on examples/demo/, deploys the good commit to preprod (port 8500),
 # validates it, deploys a bad one, posts a red CI verdict and shows the rollback.
-# Then promotes the good commit to prod (port 8501) with an approval naming it.
+# Then promotes the good commit to prod (port 8501) with `vigie promote`, DEPLOY typed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -84,14 +84,14 @@ for r in json.load(sys.stdin):
     if r['environment']=='preprod':
         print('CI:', r['ciState'], r['ciUrl']); print('quarantined:', ', '.join(s[:7] for s in r['quarantined']))"
 
-say "5. prod takes only SHAs validated in preprod, with an approval naming the SHA"
-cat >> "$work/manifests/releases.yaml" <<YAML
-  revision: $good
-  approval: {sha: $good, by: $(id -un), reason: demo}
-YAML
+say "5. prod takes only SHAs validated in preprod: vigie promote, typed DEPLOY"
+echo "(the bad commit is refused:)"
+"$vigie" promote demo-app --to prod --sha "$bad" --yes --state "$work/state.json" || true
+echo DEPLOY | "$vigie" promote demo-app --to prod --reason demo --state "$work/state.json"
 wait_phase prod Validated
 echo "prod answers: $(serve 8501)"
 status
+"$vigie" history demo-app --env prod --state "$work/state.json"
 
 say "Done. The containers keep running; remove them with:"
 echo "  docker rm -f \$(docker ps -aq --filter label=vigie.dev/code-location=demo-app)"

@@ -511,7 +511,7 @@ async fn act_async(
         done.sha.short(),
         plan.target.environment,
         done.by,
-        done.at,
+        done.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         done.release
     );
     match (&plan.window_closed, &ask.break_glass, kind) {
