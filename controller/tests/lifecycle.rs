@@ -781,6 +781,29 @@ fn a_person_rolls_back_to_an_earlier_validated_sha_whatever_the_windows() {
 }
 
 #[test]
+fn a_rollback_to_the_sha_already_in_flight_lets_its_rollout_carry_on() {
+    // A validated, then B, then A asked again: A is in flight, C runs validated.
+    let mut w = World::validated(environment(), 'a');
+    w.want('c').ci('c', CiState::Success).decide();
+    w.running('c', HealthState::Healthy).decide();
+    assert_eq!(w.status.validated_sha, Some(sha('c')));
+    w.want('a').decide();
+    assert_eq!(w.status.phase, Phase::Deploying);
+    // A person "rolls back" to A, the SHA being deployed: nothing to roll back from.
+    let d = w.advance(1).roll_back_to('a', "alice").decide();
+    assert_eq!(w.status.phase, Phase::Deploying);
+    assert_eq!(
+        w.status.validated_sha,
+        Some(sha('c')),
+        "C stays the rollback point"
+    );
+    let r = w.status.rollout.clone().unwrap();
+    assert_eq!((r.sha, r.rollback_point), (sha('a'), Some(sha('c'))));
+    assert!(w.status.quarantine.is_empty());
+    assert!(!events(&d).contains(&EventKind::RolledBack));
+}
+
+#[test]
 fn a_rollback_to_a_sha_never_validated_here_is_refused_on_the_record() {
     let mut w = World::validated(environment(), 'a');
     // Refused on the record; the revision, which names C, is then a plain change.

@@ -506,11 +506,13 @@ impl Decider<'_> {
             );
             return;
         }
+        // Asked for what already runs or is in flight: nothing to roll back from; a
+        // rollout of it carries on and is verified as any other.
         let from = replaced(&self.status, self.obs().workload.sha.as_ref());
-        self.status.validated_sha = Some(req.to.clone());
         let Some(from) = from.filter(|f| f != &req.to) else {
             return;
         };
+        self.status.validated_sha = Some(req.to.clone());
         if !self.is_quarantined(&from) {
             self.status.quarantine.push(QuarantineEntry {
                 sha: from.clone(),
