@@ -117,7 +117,7 @@ async fn the_api_server_accepts_the_crds_and_enforces_their_rules() {
     let ns = Namespace::new("crds");
     let n = &ns.name;
     apply(&manifests(n, &sha('a')));
-    let cases: [(&str, String, &str); 5] = [
+    let cases: [(&str, String, &str); 6] = [
         (
             "a revision that is neither a SHA nor a ref",
             format!(
@@ -153,6 +153,13 @@ async fn the_api_server_accepts_the_crds_and_enforces_their_rules() {
                 "apiVersion: vigie.dev/v1alpha1\nkind: Environment\nmetadata: {{name: tls, namespace: {n}}}\nspec: {{backend: {{docker: {{host: 'unix:///var/run/docker.sock', tls: {{caFile: /a, certFile: /b, keyFile: /c}}}}}}}}\n"
             ),
             "tls applies only to a tcp:// host",
+        ),
+        (
+            "a hook name in both preDeploy and postDeploy (a CEL rule)",
+            format!(
+                "apiVersion: vigie.dev/v1alpha1\nkind: Environment\nmetadata: {{name: hooks, namespace: {n}}}\nspec: {{backend: {{docker: {{}}}}, hooks: {{preDeploy: [{{name: check, image: 'x:1'}}], postDeploy: [{{name: check, image: 'x:1'}}]}}}}\n"
+            ),
+            "hook names must be unique across preDeploy and postDeploy",
         ),
     ];
     // The Kubernetes example passes the API server's validation as it is.

@@ -1141,6 +1141,25 @@ fn post_deploy_hooks_run_once_up_and_healthy_and_count_as_health() {
         "{}",
         q.reason
     );
+
+    // A smoke test that never reports (its container cannot be created) is asked
+    // about every few seconds, then given up after its timeout and a minute.
+    let mut w = World::validated(environment(), 'a');
+    w.env = with_smoke_test(w.env.clone());
+    w.want('d').decide();
+    let d = w.running('d', HealthState::Healthy).decide();
+    assert_eq!(d.requeue_after, Some(std::time::Duration::from_secs(5)));
+    w.advance(600).decide();
+    assert_eq!(w.status.phase, Phase::Deploying, "within the 10m timeout");
+    w.advance(61).decide();
+    assert_eq!(w.status.phase, Phase::RollingBack);
+    assert!(
+        w.status.quarantine[0]
+            .reason
+            .contains("no outcome within 660s"),
+        "{}",
+        w.status.quarantine[0].reason
+    );
 }
 
 #[test]

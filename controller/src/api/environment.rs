@@ -290,14 +290,19 @@ pub struct WeeklyRange {
 /// Commands run around a deploy.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.preDeploy) || !has(self.postDeploy) || self.preDeploy.all(p, self.postDeploy.all(q, q.name != p.name))").message("hook names must be unique across preDeploy and postDeploy"))]
 pub struct Hooks {
     /// Run before the workload moves (a backup); each must exit 0 or the deploy stops.
     #[serde(default)]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, a.name == b.name))").message("hook names must be unique"))]
     pub pre_deploy: Vec<Hook>,
     /// Run once the new SHA is up and healthy, before verification (smoke tests); a
     /// failure counts as unhealthy: the SHA is rolled back. On Docker each runs in the
     /// new container's network (the app answers on `localhost`).
     #[serde(default)]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, a.name == b.name))").message("hook names must be unique"))]
     pub post_deploy: Vec<Hook>,
 }
 

@@ -1013,12 +1013,30 @@ impl Decider<'_> {
             .find(|h| !rollout.hooks_done.contains(&h.name))?
             .name
             .clone();
-        if rollout.up_at.is_none() {
+        let Some(up_at) = rollout.up_at else {
             rollout.up_at = Some(self.now());
             self.status.rollout = Some(rollout.clone());
             return Some(true);
-        }
-        match self.obs().hooks.get(&hook).cloned() {
+        };
+        // Each hook's own timeout bounds its run; a hook that never reports (its Job or
+        // container cannot be created) is bounded by all of them and a minute.
+        let budget = self
+            .env()
+            .hooks
+            .post_deploy
+            .iter()
+            .map(|h| h.timeout.get())
+            .sum::<Duration>()
+            + Duration::from_secs(60);
+        let outcome = match self.obs().hooks.get(&hook).cloned() {
+            Some(HookOutcome::Running) | None if self.now() >= up_at + budget => {
+                Some(HookOutcome::Failed {
+                    reason: format!("no outcome within {}s", budget.as_secs()),
+                })
+            }
+            other => other,
+        };
+        match outcome {
             Some(HookOutcome::Succeeded { output }) => {
                 rollout.hooks_done.push(hook.clone());
                 self.record(HistoryEntry {
@@ -1521,6 +1539,10 @@ impl Decider<'_> {
         match (self.status.phase, &self.block) {
             (Phase::Deploying, _) if self.obs().artifact_pending.is_some() => {
                 Some(Duration::from_secs(10))
+            }
+            // A hook reports when asked: every few seconds while one runs.
+            (Phase::Deploying, _) if !self.pending_hooks().is_empty() => {
+                Some(Duration::from_secs(5))
             }
             (Phase::Deploying, _) => rollout.and_then(|r| {
                 until(

@@ -33,16 +33,32 @@ use crate::{
 /// created after its Environment is found. The error names what is missing, never a
 /// value.
 pub type Resolve = Arc<
-    dyn Fn(String, SecretSource) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>>
+    dyn Fn(
+            String,
+            SecretSource,
+        ) -> futures::future::BoxFuture<'static, Result<Vec<u8>, SecretError>>
         + Send
         + Sync,
 >;
 
-/// A [`Resolve`] from a synchronous function.
+/// Why a sink's secret could not be read.
+#[derive(Debug)]
+pub enum SecretError {
+    /// Trying again will not help: no such Secret or key, not allowed.
+    Permanent(String),
+    /// It may work on the next attempt: the API server did not answer.
+    Transient(String),
+}
+
+/// A [`Resolve`] from a synchronous function; every error is permanent.
 pub fn resolve_with(
     f: impl Fn(&str, &SecretSource) -> Result<Vec<u8>, String> + Send + Sync + 'static,
 ) -> Resolve {
-    Arc::new(move |ns, source| Box::pin(futures::future::ready(f(&ns, &source))))
+    Arc::new(move |ns, source| {
+        Box::pin(futures::future::ready(
+            f(&ns, &source).map_err(SecretError::Permanent),
+        ))
+    })
 }
 
 /// One message for the sinks of one Environment.
@@ -112,9 +128,13 @@ impl Dispatcher {
             resolve,
             counts: counts.clone(),
             retry,
+            // At most 16 attempts at once, whatever the number of sinks; a sink waiting
+            // to retry holds no slot.
+            limit: tokio::sync::Semaphore::new(16),
+            // Commit details: at most 4 lookups in the mirrors at once.
+            lookups: tokio::sync::Semaphore::new(4),
         };
         let sender = Arc::new(sender);
-        let limit = Arc::new(tokio::sync::Semaphore::new(16));
         let lane_counts = counts.clone();
         tokio::spawn(async move {
             // One lane per sink of an Environment: its messages go out in the order of
@@ -136,15 +156,26 @@ impl Dispatcher {
                         .shared()
                 };
                 for sink in sinks {
-                    let lane = lanes
-                        .entry(format!("{key}/{}", sink.name))
-                        .or_insert_with(|| lane(sender.clone(), limit.clone()));
+                    let name = format!("{key}/{}", sink.name);
                     let delivery = Delivery {
                         sink,
                         namespace: namespace.clone(),
                         message: message.clone(),
                     };
-                    if let Err(e) = lane.try_send(delivery) {
+                    let queue = lanes
+                        .entry(name.clone())
+                        .or_insert_with(|| lane(sender.clone()));
+                    let sent = match queue.try_send(delivery) {
+                        // A lane whose task ended (it panicked) is started again.
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(d)) => {
+                            let fresh = lane(sender.clone());
+                            let sent = fresh.try_send(d);
+                            lanes.insert(name, fresh);
+                            sent
+                        }
+                        other => other,
+                    };
+                    if let Err(e) = sent {
                         let d = match e {
                             tokio::sync::mpsc::error::TrySendError::Full(d)
                             | tokio::sync::mpsc::error::TrySendError::Closed(d) => d,
@@ -197,17 +228,11 @@ struct Delivery {
 }
 
 /// A sink's lane: delivers its messages one after the other, each with its retries.
-fn lane(
-    sender: Arc<Sender>,
-    limit: Arc<tokio::sync::Semaphore>,
-) -> tokio::sync::mpsc::Sender<Delivery> {
+fn lane(sender: Arc<Sender>) -> tokio::sync::mpsc::Sender<Delivery> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(LANE);
     tokio::spawn(async move {
         while let Some(d) = rx.recv().await {
             let message = d.message.await;
-            let Ok(_slot) = limit.acquire().await else {
-                return;
-            };
             sender.with_retries(&d.sink, &d.namespace, &message).await;
         }
     });
@@ -219,6 +244,8 @@ struct Sender {
     resolve: Resolve,
     counts: Family<NotificationLabel, Counter>,
     retry: Retry,
+    limit: tokio::sync::Semaphore,
+    lookups: tokio::sync::Semaphore,
 }
 
 /// Why one attempt failed.
@@ -243,7 +270,7 @@ pub fn classify(status: u16, retry_after: Option<&str>) -> Result<(), Failure> {
             retry_after
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64),
+                .and_then(|s| Duration::try_from_secs_f64(s).ok()),
         )),
         _ => Err(Failure::Permanent(format!("HTTP {status}"))),
     }
@@ -282,6 +309,7 @@ impl Sender {
             && let (Some((url, creds)), Some(cache)) = (repo, cache)
         {
             let sha = message.sha.clone();
+            let _slot = self.lookups.acquire().await;
             let lookup =
                 tokio::task::spawn_blocking(move || commit_details(&cache, &url, &creds, &sha));
             if let Ok(Ok(Some((author, subject)))) =
@@ -303,14 +331,19 @@ impl Sender {
         }
         let mut delay = self.retry.first_delay;
         for attempt in 1..=self.retry.attempts {
-            let result = tokio::time::timeout(self.retry.timeout, self.once(sink, namespace, m))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Failure::Retry(
-                        format!("no answer within {:?}", self.retry.timeout),
-                        None,
-                    ))
-                });
+            let result = {
+                let Ok(_slot) = self.limit.acquire().await else {
+                    return;
+                };
+                tokio::time::timeout(self.retry.timeout, self.once(sink, namespace, m))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Failure::Retry(
+                            format!("no answer within {:?}", self.retry.timeout),
+                            None,
+                        ))
+                    })
+            };
             let (why, wait) = match result {
                 Ok(()) => {
                     self.count(kind, "delivered");
@@ -350,7 +383,14 @@ impl Sender {
     ) -> Result<String, Failure> {
         let value = (self.resolve)(namespace.to_owned(), source.clone())
             .await
-            .map_err(|e| Failure::Permanent(format!("its {what} cannot be read: {e}")))?;
+            .map_err(|e| match e {
+                SecretError::Permanent(e) => {
+                    Failure::Permanent(format!("its {what} cannot be read: {e}"))
+                }
+                SecretError::Transient(e) => {
+                    Failure::Retry(format!("its {what} cannot be read now: {e}"), None)
+                }
+            })?;
         String::from_utf8(value)
             .map(|s| s.trim().to_owned())
             .map_err(|_| Failure::Permanent(format!("its {what} is not UTF-8 text")))
@@ -546,6 +586,11 @@ mod tests {
                 "HTTP 429".into(),
                 Some(Duration::from_millis(2500))
             ))
+        );
+        // A Retry-After too large for a duration is ignored, not a panic.
+        assert_eq!(
+            classify(503, Some("1e20")),
+            Err(Failure::Retry("HTTP 503".into(), None))
         );
         assert_eq!(
             classify(503, Some("soon")),

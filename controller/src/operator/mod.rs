@@ -459,11 +459,24 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
                 Arc::new(move |ns, source| {
                     let client = client.clone();
                     Box::pin(async move {
+                        use crate::notify::deliver::SecretError;
                         match &source {
                             crate::api::SecretSource::SecretKeyRef(r) => {
-                                secrets::read(&client, &ns, r).await
+                                secrets::read_classified(&client, &ns, r).await.map_err(
+                                    |(why, transient)| {
+                                        if transient {
+                                            SecretError::Transient(why)
+                                        } else {
+                                            SecretError::Permanent(why)
+                                        }
+                                    },
+                                )
                             }
-                            other => crate::secrets::resolve(other),
+                            // Whoever writes an Environment must not make the operator
+                            // send its own files or variables (its token) anywhere.
+                            _ => Err(SecretError::Permanent(
+                                "with the operator, a sink's secrets come from Kubernetes Secrets (secretKeyRef); env and file sources are refused".into(),
+                            )),
                         }
                     })
                 }),

@@ -54,6 +54,21 @@ pub fn references(location: &CodeLocation) -> Vec<SecretKeyRef> {
 /// # Errors
 /// Names the Secret and key and why (missing, forbidden, no such key).
 pub async fn read(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<Vec<u8>, String> {
+    read_classified(client, namespace, r)
+        .await
+        .map_err(|(why, _)| why)
+}
+
+/// [`read`], saying whether the failure may pass (`true`: the API server did not
+/// answer) or not (no such Secret or key, forbidden).
+///
+/// # Errors
+/// Why, and whether it is transient.
+pub async fn read_classified(
+    client: &Client,
+    namespace: &str,
+    r: &SecretKeyRef,
+) -> Result<Vec<u8>, (String, bool)> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     match api.get_opt(&r.name).await {
         Ok(Some(secret)) => secret
@@ -67,13 +82,24 @@ pub async fn read(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<
                 }
                 v
             })
-            .ok_or_else(|| format!("Secret {namespace}/{} has no key {:?}", r.name, r.key)),
-        Ok(None) => Err(format!("Secret {namespace}/{} does not exist", r.name)),
-        Err(kube::Error::Api(s)) if s.code == 403 => Err(format!(
-            "reading Secret {namespace}/{} is forbidden: grant vigie get on secrets in {namespace}",
-            r.name
+            .ok_or_else(|| {
+                (
+                    format!("Secret {namespace}/{} has no key {:?}", r.name, r.key),
+                    false,
+                )
+            }),
+        Ok(None) => Err((
+            format!("Secret {namespace}/{} does not exist", r.name),
+            false,
         )),
-        Err(e) => Err(format!("reading Secret {namespace}/{}: {e}", r.name)),
+        Err(kube::Error::Api(s)) if s.code == 403 => Err((
+            format!(
+                "reading Secret {namespace}/{} is forbidden: grant vigie get on secrets in {namespace}",
+                r.name
+            ),
+            false,
+        )),
+        Err(e) => Err((format!("reading Secret {namespace}/{}: {e}", r.name), true)),
     }
 }
 
