@@ -1060,6 +1060,30 @@ fn pre_deploy_hooks_run_before_the_workload_moves() {
 }
 
 #[test]
+fn a_pre_deploy_hook_that_never_reports_stops_the_deploy_after_its_timeout() {
+    // Its Job cannot be created (a quota, an admission webhook): no outcome ever comes.
+    let mut w = World::validated(with_backup_hook(environment()), 'a');
+    let d = w.want('b').decide();
+    assert_eq!(d.requeue_after, Some(std::time::Duration::from_secs(5)));
+    w.advance(600).decide();
+    assert_eq!(w.status.phase, Phase::Deploying, "within the 10m timeout");
+    let d = w.advance(61).decide();
+    assert_eq!(w.status.phase, Phase::Failed);
+    assert_eq!(d.workload, None, "what runs is kept");
+    assert_eq!(events(&d), vec![EventKind::HookFailed]);
+    assert!(
+        w.status
+            .rollout
+            .as_ref()
+            .and_then(|r| r.failure.clone())
+            .is_some_and(|f| f.contains("no outcome within 660s")),
+        "{:?}",
+        w.status.rollout
+    );
+    assert_eq!(w.status.validated_sha, Some(sha('a')));
+}
+
+#[test]
 fn a_failing_hook_stops_the_deploy_and_keeps_what_runs() {
     let mut w = World::validated(with_backup_hook(environment()), 'a');
     w.want('b').decide();

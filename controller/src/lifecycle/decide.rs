@@ -897,7 +897,9 @@ impl Decider<'_> {
             if rollout.hooks_done.contains(&hook.name) {
                 continue;
             }
-            match self.obs().hooks.get(&hook.name) {
+            let outcome =
+                self.hook_outcome(&hook.name, rollout.started_at, &self.env().hooks.pre_deploy);
+            match outcome {
                 Some(HookOutcome::Succeeded { output }) => {
                     rollout.hooks_done.push(hook.name.clone());
                     let output = output.clone();
@@ -982,6 +984,20 @@ impl Decider<'_> {
         false
     }
 
+    /// What a hook of `hooks`, started from `since`, reported; one that has not ended
+    /// past the budget of the list has failed.
+    fn hook_outcome(&self, name: &str, since: Timestamp, hooks: &[Hook]) -> Option<HookOutcome> {
+        let budget = hook_budget(hooks);
+        match self.obs().hooks.get(name).cloned() {
+            Some(HookOutcome::Running) | None if self.now() >= since + budget => {
+                Some(HookOutcome::Failed {
+                    reason: format!("no outcome within {}s", budget.as_secs()),
+                })
+            }
+            other => other,
+        }
+    }
+
     /// The new SHA is up, healthy and past its smoke tests: verification starts.
     fn start_verifying(&mut self, mut rollout: Rollout) {
         rollout.healthy_at = Some(self.now());
@@ -1018,24 +1034,7 @@ impl Decider<'_> {
             self.status.rollout = Some(rollout.clone());
             return Some(true);
         };
-        // Each hook's own timeout bounds its run; a hook that never reports (its Job or
-        // container cannot be created) is bounded by all of them and a minute.
-        let budget = self
-            .env()
-            .hooks
-            .post_deploy
-            .iter()
-            .map(|h| h.timeout.get())
-            .sum::<Duration>()
-            + Duration::from_secs(60);
-        let outcome = match self.obs().hooks.get(&hook).cloned() {
-            Some(HookOutcome::Running) | None if self.now() >= up_at + budget => {
-                Some(HookOutcome::Failed {
-                    reason: format!("no outcome within {}s", budget.as_secs()),
-                })
-            }
-            other => other,
-        };
+        let outcome = self.hook_outcome(&hook, up_at, &self.env().hooks.post_deploy);
         match outcome {
             Some(HookOutcome::Succeeded { output }) => {
                 rollout.hooks_done.push(hook.clone());
@@ -1593,6 +1592,13 @@ pub fn health_check_due(env: &EnvironmentSpec, status: &ReleaseStatus, now: Time
             .as_ref()
             .and_then(|m| m.last_check)
             .is_none_or(|t| now >= t + env.monitoring.interval.get())
+}
+
+/// How long a list of hooks may take before one that never reported (its Job or
+/// container cannot be created) counts as failed: each hook's own timeout bounds its
+/// run; all of them and a minute bound the list.
+fn hook_budget(hooks: &[Hook]) -> Duration {
+    hooks.iter().map(|h| h.timeout.get()).sum::<Duration>() + Duration::from_secs(60)
 }
 
 /// The SHA a promotion or rollback replaces: the one in flight (or failed, or being
