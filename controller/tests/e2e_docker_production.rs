@@ -9,9 +9,8 @@ mod docker;
 mod receiver;
 
 use std::{
-    io::Write,
     path::Path,
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
     time::Duration,
 };
 
@@ -32,22 +31,13 @@ fn serving(port: u16, sha: &str) {
 
 /// `vigie ARGS` with `input` on stdin.
 fn vigie(args: &[&str], state: &Path, input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigie"))
-        .args(args)
-        .arg("--state")
-        .arg(state)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    docker::with_stdin(
+        Command::new(env!("CARGO_BIN_EXE_vigie"))
+            .args(args)
+            .arg("--state")
+            .arg(state),
+        input,
+    )
 }
 
 fn text(out: &Output) -> String {
@@ -149,20 +139,7 @@ spec:
 }
 
 fn release(env: &str, revision: Option<&str>, port: u16) -> String {
-    let revision = revision
-        .map(|r| format!("\n  revision: {r}"))
-        .unwrap_or_default();
-    format!(
-        r"apiVersion: vigie.dev/v1alpha1
-kind: Release
-metadata: {{name: app-{env}}}
-spec:
-  codeLocation: app
-  environment: vmp-{env}{revision}
-  overrides:
-    ports: [{{containerPort: 8080, hostPort: {port}}}]
-"
-    )
+    docker::release("vmp", env, revision, port, "")
 }
 
 fn prod_history(v: &Vigie) -> Vec<HistoryEntry> {

@@ -1254,27 +1254,17 @@ async fn a_push_webhook_that_reaches_the_standby_makes_the_leader_fetch() {
 
 /// `vigie ARGS --kubernetes -n NS` as the cluster admin, with `input` on stdin.
 fn vigie_cli(ns: &str, args: &[&str], input: &str) -> std::process::Output {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
-        .args(args)
-        .args(["--kubernetes", "-n", ns])
-        .env("KUBECONFIG", admin())
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join(format!("{ns}-cache")),
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    docker::with_stdin(
+        std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+            .args(args)
+            .args(["--kubernetes", "-n", ns])
+            .env("KUBECONFIG", admin())
+            .env(
+                "XDG_CACHE_HOME",
+                std::env::temp_dir().join(format!("{ns}-cache")),
+            ),
+        input,
+    )
 }
 
 /// The data-platform example's Environments, pointed at this test's namespace and at
