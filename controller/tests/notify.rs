@@ -408,3 +408,63 @@ async fn a_sink_gets_its_messages_in_the_order_of_the_transitions() {
         "the refused one, retried first"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_waits_for_queued_messages_and_idle_lanes_close() {
+    // Each sink refuses its first message once: the flush waits out the retry.
+    let a = Receiver::start(&[(503, ""), (204, "")]);
+    let b = Receiver::start(&[(503, ""), (204, "")]);
+    let retry = Retry {
+        attempts: 2,
+        first_delay: Duration::from_millis(300),
+        max_delay: Duration::from_millis(300),
+        timeout: Duration::from_millis(500),
+    };
+    let d = Dispatcher::start(resolver(), None, Family::default(), retry);
+    let sinks = vec![
+        NotificationSink {
+            discord: Some(url(&a.url("/api/webhooks/1/a"))),
+            ..sink("a")
+        },
+        NotificationSink {
+            discord: Some(url(&b.url("/api/webhooks/1/b"))),
+            ..sink("b")
+        },
+        // Wants no deploys: not counted.
+        NotificationSink {
+            events: vec![EventKind::HealthDown],
+            discord: Some(url(&b.url("/api/webhooks/1/c"))),
+            ..sink("c")
+        },
+    ];
+    for e in [EventKind::DeployStarted, EventKind::Deployed] {
+        d.send(job(sinks.clone(), e));
+    }
+    assert_eq!(d.pending(), 4);
+    assert_eq!(d.flush(Duration::from_secs(20)).await, 0);
+    assert_eq!((a.requests().len(), b.requests().len()), (3, 3));
+    assert_eq!(d.lanes(), 2);
+
+    // Unused for twice the longest a message can take ((0.5 s + 0.3 s) × 2 attempts):
+    // the lanes close; a new message opens one again.
+    let start = Instant::now();
+    while d.lanes() > 0 && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d.lanes(), 0, "idle lanes are closed");
+    d.send(job(sinks[..1].to_vec(), EventKind::Validated));
+    assert_eq!(d.flush(Duration::from_secs(20)).await, 0);
+    assert_eq!(a.requests().len(), 4);
+    assert_eq!(d.lanes(), 1);
+
+    // A sink that never answers: the flush gives up after its grace, and says so.
+    let hanging = Receiver::start(&[(0, "")]);
+    d.send(job(
+        vec![NotificationSink {
+            slack: Some(url(&hanging.url("/services/x"))),
+            ..sink("hanging")
+        }],
+        EventKind::RolledBack,
+    ));
+    assert_eq!(d.flush(Duration::from_millis(200)).await, 1);
+}

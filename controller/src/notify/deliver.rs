@@ -4,7 +4,15 @@
 //! Webhook URLs, tokens and passwords are secrets: they are read when sending and never
 //! appear in logs or errors, which name the sink instead.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use futures::FutureExt;
 
@@ -101,11 +109,24 @@ impl Default for Retry {
 /// How long the queue may get before new messages are dropped (and counted).
 const QUEUE: usize = 1024;
 
+impl Retry {
+    /// The longest one message can keep its sink's lane busy: every attempt timing out
+    /// and every wait at its longest.
+    #[must_use]
+    pub fn longest(&self) -> Duration {
+        (self.timeout + self.max_delay) * self.attempts
+    }
+}
+
 /// Queues notifications and sends them in the background.
 #[derive(Clone)]
 pub struct Dispatcher {
     tx: tokio::sync::mpsc::Sender<Job>,
     counts: Family<NotificationLabel, Counter>,
+    /// Deliveries (one message for one sink) queued or being sent.
+    pending: Arc<AtomicUsize>,
+    /// Sink lanes alive.
+    lanes: Arc<AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -135,12 +156,32 @@ impl Dispatcher {
             lookups: tokio::sync::Semaphore::new(4),
         };
         let sender = Arc::new(sender);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let alive = Arc::new(AtomicUsize::new(0));
         let lane_counts = counts.clone();
+        let (lane_pending, lane_alive) = (pending.clone(), alive.clone());
+        // A lane unused for this long is closed (an Environment or a sink deleted leaves
+        // none behind). Longer than a message can keep it busy, so a lane started
+        // afterwards never overtakes an older message still being retried.
+        let idle = (retry.longest() * 2).max(Duration::from_millis(400));
         tokio::spawn(async move {
             // One lane per sink of an Environment: its messages go out in the order of
             // the transitions, while a slow or failing sink holds back only itself.
-            let mut lanes: HashMap<String, tokio::sync::mpsc::Sender<Delivery>> = HashMap::new();
-            while let Some(job) = rx.recv().await {
+            let mut lanes: HashMap<String, Lane> = HashMap::new();
+            let mut prune = tokio::time::interval(idle / 4);
+            prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let job = tokio::select! {
+                    job = rx.recv() => match job {
+                        Some(job) => job,
+                        None => break,
+                    },
+                    _ = prune.tick() => {
+                        lanes.retain(|_, l| l.in_use(idle));
+                        lane_alive.store(lanes.len(), Ordering::Relaxed);
+                        continue;
+                    }
+                };
                 let sinks: Vec<NotificationSink> = job
                     .sinks
                     .iter()
@@ -161,15 +202,17 @@ impl Dispatcher {
                         sink,
                         namespace: namespace.clone(),
                         message: message.clone(),
+                        _pending: Pending(lane_pending.clone()),
                     };
                     let queue = lanes
                         .entry(name.clone())
-                        .or_insert_with(|| lane(sender.clone()));
-                    let sent = match queue.try_send(delivery) {
+                        .or_insert_with(|| Lane::start(sender.clone()));
+                    queue.used = Instant::now();
+                    let sent = match queue.tx.try_send(delivery) {
                         // A lane whose task ended (it panicked) is started again.
                         Err(tokio::sync::mpsc::error::TrySendError::Closed(d)) => {
-                            let fresh = lane(sender.clone());
-                            let sent = fresh.try_send(d);
+                            let fresh = Lane::start(sender.clone());
+                            let sent = fresh.tx.try_send(d);
                             lanes.insert(name, fresh);
                             sent
                         }
@@ -189,17 +232,60 @@ impl Dispatcher {
                         tracing::warn!(sink = %d.sink.name, "notification queue of the sink full: message dropped");
                     }
                 }
+                lane_alive.store(lanes.len(), Ordering::Relaxed);
             }
         });
-        Self { tx, counts }
+        Self {
+            tx,
+            counts,
+            pending,
+            lanes: alive,
+        }
+    }
+
+    /// Deliveries (one message for one sink) queued or being sent.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Sink lanes alive (one per sink of an Environment that was sent to recently).
+    #[must_use]
+    pub fn lanes(&self) -> usize {
+        self.lanes.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every queued message was delivered or given up, for at most
+    /// `grace`: called on shutdown, so that a deploy's last messages are not lost.
+    /// Returns how many deliveries were still pending (logged).
+    pub async fn flush(&self, grace: Duration) -> usize {
+        let until = Instant::now() + grace;
+        while self.pending() > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.pending();
+        if left > 0 {
+            tracing::warn!(
+                pending = left,
+                "stopping with notifications not delivered after {grace:?}"
+            );
+        }
+        left
     }
 
     /// Queues a message; never waits. A full queue drops it, counted and logged.
     pub fn send(&self, job: Job) {
-        if !job.sinks.iter().any(|s| wants(s, job.message.event)) {
+        let wanted = job
+            .sinks
+            .iter()
+            .filter(|s| wants(s, job.message.event))
+            .count();
+        if wanted == 0 {
             return;
         }
+        self.pending.fetch_add(wanted, Ordering::Relaxed);
         if let Err(e) = self.tx.try_send(job) {
+            self.pending.fetch_sub(wanted, Ordering::Relaxed);
             let job = match e {
                 tokio::sync::mpsc::error::TrySendError::Full(j)
                 | tokio::sync::mpsc::error::TrySendError::Closed(j) => j,
@@ -225,18 +311,47 @@ struct Delivery {
     sink: NotificationSink,
     namespace: String,
     message: futures::future::Shared<futures::future::BoxFuture<'static, Arc<Message>>>,
+    /// Counted in [`Dispatcher::pending`] until delivered, given up or dropped.
+    _pending: Pending,
+}
+
+/// One pending delivery, counted (by [`Dispatcher::send`]) until this is dropped.
+struct Pending(Arc<AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A sink's lane: delivers its messages one after the other, each with its retries.
-fn lane(sender: Arc<Sender>) -> tokio::sync::mpsc::Sender<Delivery> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(LANE);
-    tokio::spawn(async move {
-        while let Some(d) = rx.recv().await {
-            let message = d.message.await;
-            sender.with_retries(&d.sink, &d.namespace, &message).await;
+struct Lane {
+    tx: tokio::sync::mpsc::Sender<Delivery>,
+    /// When a message was last queued.
+    used: Instant,
+}
+
+impl Lane {
+    fn start(sender: Arc<Sender>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(LANE);
+        tokio::spawn(async move {
+            while let Some(d) = rx.recv().await {
+                let message = d.message.await;
+                sender.with_retries(&d.sink, &d.namespace, &message).await;
+            }
+        });
+        Self {
+            tx,
+            used: Instant::now(),
         }
-    });
-    tx
+    }
+
+    /// Whether to keep the lane: alive, and used within `idle` or with messages
+    /// waiting. Dropping the last sender lets its task finish what it holds, then end.
+    fn in_use(&self, idle: Duration) -> bool {
+        !self.tx.is_closed()
+            && (self.used.elapsed() < idle || self.tx.capacity() < self.tx.max_capacity())
+    }
 }
 
 struct Sender {

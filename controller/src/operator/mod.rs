@@ -557,6 +557,9 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     {
         tracing::warn!("controllers did not stop within 20 s");
     }
+    // The last transitions' messages (a rollback's, say) go out before the Lease is
+    // given up; within the pod's default 30 s grace period.
+    ctx.dispatcher.flush(Duration::from_secs(5)).await;
     shared.metrics.leader.set(0);
     if result.is_ok()
         && let Some(e) = &elector

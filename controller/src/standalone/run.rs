@@ -163,6 +163,10 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         }
     }
     tracing::info!("vigie run stopping");
+    // Messages of the last transitions go out first (a systemd stop waits 90 s).
+    if let Some(d) = &runner.dispatcher {
+        d.flush(Duration::from_secs(10)).await;
+    }
     server.abort();
     let _ = std::fs::remove_file(&options.control_socket);
     Ok(())
