@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
@@ -21,7 +21,7 @@ use kube::{
         controller::Action,
         events::{Event as KubeEvent, EventType},
         finalizer::{Event, finalizer},
-        reflector::{self, ObjectRef, store::Writer},
+        reflector::{self, ObjectRef, Store, store::Writer},
         watcher,
     },
 };
@@ -253,14 +253,7 @@ fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Ctx>) -> Action {
 async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     // A Release is judged against its Environment and CodeLocation: not before their
     // caches hold the initial lists (else a present one would look missing).
-    let ready = async {
-        let _ = ctx.environments.wait_until_ready().await;
-        let _ = ctx.locations.wait_until_ready().await;
-    };
-    if tokio::time::timeout(Duration::from_secs(60), ready)
-        .await
-        .is_err()
-    {
+    if !both_ready(&ctx.environments, &ctx.locations, Duration::from_secs(60)).await {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let started = Instant::now();
@@ -300,6 +293,32 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
             .inc();
     }
     result
+}
+
+/// Whether both caches (Environments and CodeLocations) hold their initial lists,
+/// asked every 50 ms for at most `within`. Not awaited with `Store::wait_until_ready`: its
+/// oneshot channel keeps one waker, so of several reconciles waiting at once only the
+/// last to poll was woken, and the others slept until the timeout (a CI run saw a
+/// Release untouched for 60 s after the controller started).
+async fn both_ready<A, B>(a: &Store<A>, b: &Store<B>, within: Duration) -> bool
+where
+    A: kube::Resource + Clone + 'static,
+    A::DynamicType: std::hash::Hash + Eq + Clone,
+    B: kube::Resource + Clone + 'static,
+    B::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    let until = Instant::now() + within;
+    loop {
+        let first = a.wait_until_ready().now_or_never();
+        let second = b.wait_until_ready().now_or_never();
+        if matches!(first, Some(Ok(()))) && matches!(second, Some(Ok(()))) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The backend of an Environment (Docker connections are kept while their settings
@@ -951,5 +970,53 @@ async fn publish_raw(ctx: &Ctx, r: &Release, type_: EventType, reason: &str, not
     };
     if let Err(e) = ctx.recorder.publish(&event, &r.object_ref(&())).await {
         tracing::warn!(error = %e, "failed to publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::future::join_all;
+    use kube::runtime::{reflector, watcher};
+
+    use super::both_ready;
+    use crate::api::{CodeLocation, Environment};
+
+    /// Several reconciles (each its own task) waiting at once are all let through
+    /// when the caches fill. With `Store::wait_until_ready` alone, three of four such
+    /// tasks slept until their timeout: its oneshot keeps the waker of the last poller.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn every_waiting_reconcile_sees_the_caches_ready() {
+        let (environments, mut env_writer) = reflector::store::<Environment>();
+        let (locations, mut loc_writer) = reflector::store::<CodeLocation>();
+        let started = std::time::Instant::now();
+        let waiting: Vec<_> = (0..4)
+            .map(|_| {
+                let (e, l) = (environments.clone(), locations.clone());
+                tokio::spawn(async move {
+                    let ready = both_ready(&e, &l, Duration::from_secs(30)).await;
+                    (ready, started.elapsed())
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        env_writer.apply_watcher_event(&watcher::Event::Init);
+        env_writer.apply_watcher_event(&watcher::Event::InitDone);
+        loc_writer.apply_watcher_event(&watcher::Event::Init);
+        loc_writer.apply_watcher_event(&watcher::Event::InitDone);
+        for waiter in join_all(waiting).await {
+            let (ready, after) = waiter.unwrap();
+            assert!(ready);
+            // Released by the caches filling, not by the 30 s limit.
+            assert!(after < Duration::from_secs(10), "{after:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn caches_that_never_fill_are_reported_after_the_wait() {
+        let (environments, _env_writer) = reflector::store::<Environment>();
+        let (locations, _loc_writer) = reflector::store::<CodeLocation>();
+        assert!(!both_ready(&environments, &locations, Duration::from_millis(200)).await);
     }
 }
