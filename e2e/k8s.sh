@@ -189,7 +189,18 @@ start() {
     --authorization-kubeconfig "$dir/scheduler.kubeconfig" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port 10259 --v 1 \
     --kube-api-qps 200 --kube-api-burst 400
-  spawn kwok "$bin/kwok" --kubeconfig "$dir/kwok.kubeconfig" \
+  # kwok's pod stages (e2e/k8s/kwok-stages.yaml): a kwok started with other stages
+  # is restarted.
+  local stages=$here/k8s/kwok-stages.yaml stamp
+  stamp=$(sha256sum < "$stages" | cut -c1-16)
+  if running kwok && [ "$(cat "$run/kwok.stages" 2>/dev/null)" != "$stamp" ]; then
+    log "kwok's stages changed: restarting kwok"
+    kill "$(cat "$run/kwok.pid")" 2>/dev/null || true
+    while running kwok; do sleep 0.2; done
+  fi
+  mkdir -p "$run"
+  echo "$stamp" > "$run/kwok.stages"
+  spawn kwok "$bin/kwok" --kubeconfig "$dir/kwok.kubeconfig" --config "$stages" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip 127.0.0.1 --server-address 127.0.0.1:10247 --v info
   for i in 1 2; do

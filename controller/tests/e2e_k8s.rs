@@ -817,6 +817,129 @@ async fn a_pre_deploy_hook_runs_as_a_job_before_the_deployment_moves() {
     assert!(left.trim().is_empty(), "{left}");
 }
 
+/// The Job of a hook: `(name, succeeded, failed, creation time)`.
+fn hook_jobs(ns: &str, hook: &str) -> Vec<(String, String, String, jiff::Timestamp)> {
+    let out = stdout(&kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "jobs",
+        "-l",
+        &format!("vigie.dev/hook={hook}"),
+        "--sort-by=.metadata.creationTimestamp",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.succeeded} {.status.failed} {.metadata.creationTimestamp}{'\\n'}{end}",
+    ]));
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            // An unset count prints as nothing: keep the columns by splitting on ' '.
+            let p: Vec<&str> = l.split(' ').collect();
+            (
+                p[0].to_owned(),
+                p[1].to_owned(),
+                p[2].to_owned(),
+                p[3].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_deploy_job_counts_as_health_and_its_failure_rolls_back() {
+    if !k8s::enabled("smoke") {
+        return;
+    }
+    let ns = Namespace::new("smoke");
+    let n = ns.name.clone();
+    let (a, b) = (sha('a'), sha('b'));
+    let hooks = "  verification: {timeout: 10m}\n  hooks:\n    postDeploy:\n    - {name: smoke, image: registry.example/smoke:1, command: [/smoke], timeout: 2m}";
+    apply(&manifests(&n, &a).replace("  verification: {timeout: 10m}", hooks));
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.start();
+
+    // a: the smoke test runs once the Deployment is available, then verification.
+    let r = wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    let status = r.status.unwrap();
+    let hook = status
+        .history
+        .iter()
+        .find(|h| h.event == vigie::api::release::HistoryEvent::HookSucceeded)
+        .expect("a HookSucceeded entry");
+    assert_eq!(hook.sha.as_str(), a);
+    assert_eq!(
+        hook.reason.as_deref(),
+        Some("post-deploy hook smoke succeeded")
+    );
+    let d = deployment(&n, "web-preprod").await.unwrap();
+    let available = d
+        .status
+        .unwrap()
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Available" && c.status == "True")
+        .and_then(|c| c.last_transition_time)
+        .expect("the Deployment is Available")
+        .0;
+    let jobs = hook_jobs(&n, "smoke");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let (name, succeeded, _, created) = &jobs[0];
+    assert!(name.starts_with("web-preprod-smoke-aaaaaaa-"), "{name}");
+    assert_eq!(succeeded, "1");
+    assert!(
+        *created >= available,
+        "the smoke test ({created}) started before the Deployment was available ({available})"
+    );
+    assert_eq!(controller.verdict("web", &a, "success"), 202);
+    wait_phase(&n, "web-preprod", Phase::Validated).await;
+
+    // b: the smoke test fails (kwok fails the pods of this image, e2e/k8s/kwok-stages.yaml):
+    // b is rolled back and quarantined, and the failure is an Event.
+    let out = kubectl(&[
+        "-n",
+        &n,
+        "patch",
+        "environment",
+        "preprod",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"hooks":{"postDeploy":[{"name":"smoke","image":"vigie-e2e.invalid/fails:1","timeout":"2m"}]}}}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    set_revision(&n, "web-preprod", &b);
+    let r = wait_phase(&n, "web-preprod", Phase::RolledBack).await;
+    wait_rolled_out(&n, "web-preprod", &image(&a)).await;
+    let status = r.status.unwrap();
+    assert_eq!(status.deployed_sha.unwrap().as_str(), a);
+    assert!(status.quarantine.iter().any(|q| q.sha.as_str() == b));
+    let rolled = status
+        .history
+        .iter()
+        .find(|h| h.event == vigie::api::release::HistoryEvent::RolledBack)
+        .expect("a RolledBack entry");
+    assert_eq!(rolled.sha.as_str(), b);
+    let reason = rolled.reason.clone().unwrap_or_default();
+    assert!(reason.contains("post-deploy hook smoke failed"), "{reason}");
+    let jobs = hook_jobs(&n, "smoke");
+    let failed = jobs
+        .iter()
+        .find(|j| j.0.starts_with("web-preprod-smoke-bbbbbbb-"))
+        .unwrap_or_else(|| panic!("no Job for b: {jobs:?}"));
+    assert_eq!(failed.2, "1", "{jobs:?}");
+    let events = stdout(&kubectl(&[
+        "-n",
+        &n,
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Release,reason=HookFailed",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]));
+    assert!(events.contains("post-deploy hook smoke failed"), "{events}");
+}
+
 /// A fresh bare repository `<name>.git` in a temporary folder, and a work tree on
 /// `main` that pushes to it: `(folder, bare, work)`.
 fn repository(
