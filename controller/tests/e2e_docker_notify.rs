@@ -131,3 +131,47 @@ fn deploys_validations_and_rollbacks_reach_discord() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no Release of app in nowhere"));
 }
+
+#[test]
+fn a_message_still_being_retried_goes_out_before_vigie_stops() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let good = demo.sha("good");
+    let port = free_port();
+    // Refused three times: with the default backoff (1 s, 2 s, 4 s) the fourth attempt,
+    // answered, comes about 7 s after the first.
+    let discord = Receiver::start(&[(503, ""), (503, ""), (503, ""), (204, "")]);
+    let mut v = Vigie::new("notify-stop", &["nst-preprod", "nst-prod"]);
+    let hook = v.dir.join("discord-url");
+    std::fs::write(&hook, discord.url("/api/webhooks/42/secret-token")).unwrap();
+    let sinks = format!(
+        "  notifications:\n    - name: team\n      events: [Deployed]\n      discord: {{url: {{file: \"{}\"}}}}\n",
+        hook.display()
+    );
+    let manifests = vm_manifests("nst", demo, IMAGE_ARTIFACT).replacen(
+        "  verification: {timeout: 2m, healthTimeout: 1m}\n",
+        &format!("  verification: {{timeout: 2m, healthTimeout: 1m}}\n{sinks}"),
+        1,
+    );
+    v.write("base.yaml", &manifests);
+    v.write(
+        "preprod.yaml",
+        &release("nst", "preprod", Some(good), port, ""),
+    );
+    v.start();
+    v.wait_phase("nst-preprod", "Verifying", T);
+    discord.wait(1, T);
+    let status = v.terminate();
+    assert!(status.success(), "{status}");
+    let got = discord.requests();
+    assert_eq!(got.len(), 4, "delivered before the exit, after its retries");
+    assert_eq!(
+        got[3].json()["embeds"][0]["title"],
+        format!("app {} is up in nst-preprod", &good[..7])
+    );
+    let log = v.log();
+    assert!(log.contains("vigie run stopping"), "{log}");
+    assert!(!log.contains("notifications not delivered"), "{log}");
+}
