@@ -12,6 +12,22 @@ use receiver::Receiver;
 
 const T: Duration = Duration::from_secs(60);
 
+/// The VM example's manifests (Environments `{prefix}-preprod` and `{prefix}-prod`) with
+/// a Discord sink named `team` for `events`, its webhook URL in a file of `v`.
+fn with_discord(v: &Vigie, prefix: &str, events: &str, discord: &Receiver) -> String {
+    let hook = v.dir.join("discord-url");
+    std::fs::write(&hook, discord.url("/api/webhooks/42/secret-token")).unwrap();
+    let sinks = format!(
+        "  notifications:\n    - name: team\n      events: [{events}]\n      discord: {{url: {{file: \"{}\"}}}}\n",
+        hook.display()
+    );
+    vm_manifests(prefix, Demo::get(), IMAGE_ARTIFACT).replacen(
+        "  verification: {timeout: 2m, healthTimeout: 1m}\n",
+        &format!("  verification: {{timeout: 2m, healthTimeout: 1m}}\n{sinks}"),
+        1,
+    )
+}
+
 #[test]
 #[allow(clippy::too_many_lines, reason = "one story, in order")]
 fn deploys_validations_and_rollbacks_reach_discord() {
@@ -23,16 +39,11 @@ fn deploys_validations_and_rollbacks_reach_discord() {
     let port = free_port();
     let discord = Receiver::start(&[(204, "")]);
     let mut v = Vigie::new("notify", &["ntf-preprod", "ntf-prod"]);
-    let hook = v.dir.join("discord-url");
-    std::fs::write(&hook, discord.url("/api/webhooks/42/secret-token")).unwrap();
-    let sinks = format!(
-        "  notifications:\n    - name: team\n      events: [Validated, VerificationFailed, RolledBack]\n      discord: {{url: {{file: \"{}\"}}}}\n",
-        hook.display()
-    );
-    let manifests = vm_manifests("ntf", demo, IMAGE_ARTIFACT).replacen(
-        "  verification: {timeout: 2m, healthTimeout: 1m}\n",
-        &format!("  verification: {{timeout: 2m, healthTimeout: 1m}}\n{sinks}"),
-        1,
+    let manifests = with_discord(
+        &v,
+        "ntf",
+        "Validated, VerificationFailed, RolledBack",
+        &discord,
     );
     v.write("base.yaml", &manifests);
     v.write(
@@ -144,17 +155,7 @@ fn a_message_still_being_retried_goes_out_before_vigie_stops() {
     // answered, comes about 7 s after the first.
     let discord = Receiver::start(&[(503, ""), (503, ""), (503, ""), (204, "")]);
     let mut v = Vigie::new("notify-stop", &["nst-preprod", "nst-prod"]);
-    let hook = v.dir.join("discord-url");
-    std::fs::write(&hook, discord.url("/api/webhooks/42/secret-token")).unwrap();
-    let sinks = format!(
-        "  notifications:\n    - name: team\n      events: [Deployed]\n      discord: {{url: {{file: \"{}\"}}}}\n",
-        hook.display()
-    );
-    let manifests = vm_manifests("nst", demo, IMAGE_ARTIFACT).replacen(
-        "  verification: {timeout: 2m, healthTimeout: 1m}\n",
-        &format!("  verification: {{timeout: 2m, healthTimeout: 1m}}\n{sinks}"),
-        1,
-    );
+    let manifests = with_discord(&v, "nst", "Deployed", &discord);
     v.write("base.yaml", &manifests);
     v.write(
         "preprod.yaml",

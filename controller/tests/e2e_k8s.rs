@@ -775,28 +775,17 @@ async fn a_pre_deploy_hook_runs_as_a_job_before_the_deployment_moves() {
     controller.start();
     let r = wait_phase(&n, "web-preprod", Phase::Verifying).await;
     let status = r.status.unwrap();
-    let hook = status
-        .history
-        .iter()
-        .find(|h| h.event == vigie::api::release::HistoryEvent::HookSucceeded)
-        .expect("a HookSucceeded entry");
+    let hook = entry(&status, vigie::api::release::HistoryEvent::HookSucceeded);
     assert_eq!(hook.output.as_deref(), Some("s3://backups/aaaaaaa.sql"));
     // The Job ran (kwok completes Job pods) before the Deployment was created.
-    let jobs = stdout(&kubectl(&[
-        "-n",
-        &n,
-        "get",
-        "jobs",
-        "-l",
-        "vigie.dev/hook=backup",
-        "-o",
-        "jsonpath={.items[0].metadata.name} {.items[0].status.succeeded} {.items[0].status.completionTime}",
-    ]));
-    let mut parts = jobs.split_whitespace();
-    let name = parts.next().expect("a Job");
-    assert!(name.starts_with("web-preprod-backup-aaaaaaa-"), "{jobs}");
-    assert_eq!(parts.next(), Some("1"), "{jobs}");
-    let completed: jiff::Timestamp = parts.next().unwrap().parse().unwrap();
+    let jobs = hook_jobs(&n, "backup");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert!(
+        jobs[0].name.starts_with("web-preprod-backup-aaaaaaa-"),
+        "{jobs:?}"
+    );
+    assert_eq!(jobs[0].succeeded, "1", "{jobs:?}");
+    let completed = jobs[0].completed.expect("the Job completed");
     let d = deployment(&n, "web-preprod").await.unwrap();
     let created = d.metadata.creation_timestamp.unwrap().0;
     assert!(
@@ -817,8 +806,18 @@ async fn a_pre_deploy_hook_runs_as_a_job_before_the_deployment_moves() {
     assert!(left.trim().is_empty(), "{left}");
 }
 
-/// The Job of a hook: `(name, succeeded, failed, creation time)`.
-fn hook_jobs(ns: &str, hook: &str) -> Vec<(String, String, String, jiff::Timestamp)> {
+/// A hook's Job as kubectl reports it; a count not set yet is empty.
+#[derive(Debug)]
+struct HookJob {
+    name: String,
+    succeeded: String,
+    failed: String,
+    created: jiff::Timestamp,
+    completed: Option<jiff::Timestamp>,
+}
+
+/// The Jobs of a hook, oldest first.
+fn hook_jobs(ns: &str, hook: &str) -> Vec<HookJob> {
     let out = stdout(&kubectl(&[
         "-n",
         ns,
@@ -828,21 +827,34 @@ fn hook_jobs(ns: &str, hook: &str) -> Vec<(String, String, String, jiff::Timesta
         &format!("vigie.dev/hook={hook}"),
         "--sort-by=.metadata.creationTimestamp",
         "-o",
-        "jsonpath={range .items[*]}{.metadata.name} {.status.succeeded} {.status.failed} {.metadata.creationTimestamp}{'\\n'}{end}",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.succeeded} {.status.failed} {.metadata.creationTimestamp} {.status.completionTime}{'\\n'}{end}",
     ]));
     out.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            // An unset count prints as nothing: keep the columns by splitting on ' '.
+            // An unset field prints as nothing: keep the columns by splitting on ' '.
             let p: Vec<&str> = l.split(' ').collect();
-            (
-                p[0].to_owned(),
-                p[1].to_owned(),
-                p[2].to_owned(),
-                p[3].parse().unwrap(),
-            )
+            HookJob {
+                name: p[0].to_owned(),
+                succeeded: p[1].to_owned(),
+                failed: p[2].to_owned(),
+                created: p[3].parse().unwrap(),
+                completed: p[4].parse().ok(),
+            }
         })
         .collect()
+}
+
+/// The first history entry of `event`.
+fn entry(
+    status: &vigie::api::release::ReleaseStatus,
+    event: vigie::api::release::HistoryEvent,
+) -> &vigie::api::release::HistoryEntry {
+    status
+        .history
+        .iter()
+        .find(|h| h.event == event)
+        .unwrap_or_else(|| panic!("no {event:?} entry: {:?}", status.history))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -861,11 +873,7 @@ async fn a_post_deploy_job_counts_as_health_and_its_failure_rolls_back() {
     // a: the smoke test runs once the Deployment is available, then verification.
     let r = wait_phase(&n, "web-preprod", Phase::Verifying).await;
     let status = r.status.unwrap();
-    let hook = status
-        .history
-        .iter()
-        .find(|h| h.event == vigie::api::release::HistoryEvent::HookSucceeded)
-        .expect("a HookSucceeded entry");
+    let hook = entry(&status, vigie::api::release::HistoryEvent::HookSucceeded);
     assert_eq!(hook.sha.as_str(), a);
     assert_eq!(
         hook.reason.as_deref(),
@@ -884,7 +892,12 @@ async fn a_post_deploy_job_counts_as_health_and_its_failure_rolls_back() {
         .0;
     let jobs = hook_jobs(&n, "smoke");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
-    let (name, succeeded, _, created) = &jobs[0];
+    let HookJob {
+        name,
+        succeeded,
+        created,
+        ..
+    } = &jobs[0];
     assert!(name.starts_with("web-preprod-smoke-aaaaaaa-"), "{name}");
     assert_eq!(succeeded, "1");
     assert!(
@@ -911,22 +924,18 @@ async fn a_post_deploy_job_counts_as_health_and_its_failure_rolls_back() {
     let r = wait_phase(&n, "web-preprod", Phase::RolledBack).await;
     wait_rolled_out(&n, "web-preprod", &image(&a)).await;
     let status = r.status.unwrap();
-    assert_eq!(status.deployed_sha.unwrap().as_str(), a);
+    assert_eq!(status.deployed_sha.as_ref().unwrap().as_str(), a);
     assert!(status.quarantine.iter().any(|q| q.sha.as_str() == b));
-    let rolled = status
-        .history
-        .iter()
-        .find(|h| h.event == vigie::api::release::HistoryEvent::RolledBack)
-        .expect("a RolledBack entry");
+    let rolled = entry(&status, vigie::api::release::HistoryEvent::RolledBack);
     assert_eq!(rolled.sha.as_str(), b);
     let reason = rolled.reason.clone().unwrap_or_default();
     assert!(reason.contains("post-deploy hook smoke failed"), "{reason}");
     let jobs = hook_jobs(&n, "smoke");
     let failed = jobs
         .iter()
-        .find(|j| j.0.starts_with("web-preprod-smoke-bbbbbbb-"))
+        .find(|j| j.name.starts_with("web-preprod-smoke-bbbbbbb-"))
         .unwrap_or_else(|| panic!("no Job for b: {jobs:?}"));
-    assert_eq!(failed.2, "1", "{jobs:?}");
+    assert_eq!(failed.failed, "1", "{jobs:?}");
     let events = stdout(&kubectl(&[
         "-n",
         &n,
