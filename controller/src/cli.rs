@@ -202,6 +202,48 @@ pub enum Output {
     Json,
 }
 
+/// Bounds of the HTTP listener, the same in both modes.
+#[derive(Debug, clap::Args)]
+pub struct HttpArgs {
+    /// Seconds a request's head may take to arrive (also how long an idle keep-alive
+    /// connection stays open).
+    #[arg(long, env = "VIGIE_HTTP_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_timeout: u64,
+    /// Seconds a request's body may take to arrive, counted from its head.
+    #[arg(long, env = "VIGIE_HTTP_BODY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_body_timeout: u64,
+    /// HTTP connections open at once (lowered to fit the open-file limit).
+    #[arg(long, env = "VIGIE_HTTP_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub http_max_connections: u64,
+    /// HTTP connections open at once from one peer address.
+    #[arg(long, env = "VIGIE_HTTP_MAX_CONNECTIONS_PER_PEER", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub http_max_connections_per_peer: u64,
+}
+
+impl HttpArgs {
+    /// The listener's bounds, fitted under this process's open-file limit (raised to
+    /// its hard limit first).
+    #[must_use]
+    pub fn limits(&self) -> crate::http::listener::Limits {
+        let open_files = crate::http::listener::raise_open_files();
+        let limits = crate::http::listener::Limits {
+            header_timeout: std::time::Duration::from_secs(self.http_header_timeout),
+            body_timeout: std::time::Duration::from_secs(self.http_body_timeout),
+            max_connections: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
+            max_per_peer: usize::try_from(self.http_max_connections_per_peer).unwrap_or(usize::MAX),
+        };
+        let fitted = limits.within_open_files(open_files);
+        if fitted.max_connections < limits.max_connections {
+            tracing::warn!(
+                open_files,
+                max_connections = fitted.max_connections,
+                "the open-file limit lowers --http-max-connections"
+            );
+        }
+        fitted
+    }
+}
+
 /// Options of `vigie run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -246,6 +288,9 @@ pub struct RunArgs {
     /// Address of /healthz, /readyz, /metrics and /hooks/*.
     #[arg(long, env = "VIGIE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
+    /// Bounds of the HTTP listener.
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// File holding the HMAC key of /hooks/ci (else VIGIE_WEBHOOK_SECRET).
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
@@ -267,6 +312,9 @@ pub struct ControllerArgs {
     /// Address of /healthz, /readyz, /metrics and /hooks/*.
     #[arg(long, env = "VIGIE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: std::net::SocketAddr,
+    /// Bounds of the HTTP listener.
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Watch this namespace only (default: all namespaces).
     #[arg(long, env = "VIGIE_NAMESPACE")]
     pub namespace: Option<String>,
@@ -719,6 +767,7 @@ fn controller(args: ControllerArgs) -> ExitCode {
         track_interval: std::time::Duration::from_secs(args.track_interval.max(1)),
         git_cache: args.gitops_cache.clone(),
         listen: args.listen,
+        http: args.http.limits(),
         namespace: args.namespace,
         leader_election: args.leader_elect,
         lease_namespace: args
@@ -825,6 +874,7 @@ fn run(args: RunArgs) -> ExitCode {
             .unwrap_or_else(|| crate::standalone::control::default_socket(&args.state)),
         state: args.state,
         listen: args.listen,
+        http: args.http.limits(),
         secret,
         interval,
         removal_grace: std::time::Duration::from_secs(args.removal_grace),

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod git;
 pub mod gitops;
 pub mod history;
+pub mod http;
 pub mod lifecycle;
 pub mod manifest;
 pub mod metrics;

@@ -39,6 +39,13 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// `reason` an HTTP connection was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectionLabel {
+    /// max_connections, max_per_peer.
+    pub reason: &'static str,
+}
+
 /// `phase` of Releases.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
@@ -82,6 +89,8 @@ pub struct Metrics {
     pub write_back_errors: Counter,
     /// Notifications by sink kind and outcome.
     pub notifications: Family<NotificationLabel, Counter>,
+    /// HTTP connections closed at once, by reason.
+    pub http_refused: Family<RejectionLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -100,6 +109,12 @@ impl Default for Metrics {
         let write_backs = Counter::default();
         let write_back_errors = Counter::default();
         let notifications = Family::<NotificationLabel, Counter>::default();
+        let http_refused = Family::<RejectionLabel, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed as soon as accepted, by the bound they were over",
+            http_refused.clone(),
+        );
         registry.register(
             "notifications",
             "Notifications by sink kind and outcome",
@@ -172,6 +187,7 @@ impl Default for Metrics {
             write_backs,
             write_back_errors,
             notifications,
+            http_refused,
         }
     }
 }

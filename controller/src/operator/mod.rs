@@ -55,6 +55,8 @@ pub const ORPHAN_ANNOTATION: &str = "vigie.dev/orphan";
 pub struct Options {
     /// Where HTTP listens.
     pub listen: SocketAddr,
+    /// The bounds of every HTTP connection.
+    pub http: crate::http::listener::Limits,
     /// Watch one namespace only; all namespaces when `None`.
     pub namespace: Option<String>,
     /// Run only while holding the Lease.
@@ -380,12 +382,12 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
                 source,
             })?;
     tracing::info!(listen = %options.listen, identity = %options.identity, namespace = options.namespace.as_deref().unwrap_or("(all)"), "vigie controller started");
-    let app = server::router(shared.clone());
-    let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let http = tokio::spawn(crate::http::listener::serve(
+        listener,
+        server::router(shared.clone()),
+        options.http,
+        shared.metrics.http_refused.clone(),
+    ));
     let follower = tokio::spawn(follow_locations(
         client.clone(),
         options.namespace.clone(),

@@ -61,6 +61,8 @@ pub struct Options {
     pub control_socket: PathBuf,
     /// Where HTTP listens.
     pub listen: SocketAddr,
+    /// The bounds of every HTTP connection.
+    pub http: crate::http::listener::Limits,
     /// The webhook HMAC key.
     pub secret: Option<Vec<u8>>,
     /// Time between rounds when nothing wakes the reconciler.
@@ -133,12 +135,12 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         manifests = %shown(&options.manifests),
         "vigie run started"
     );
-    let app = server::router(shared.clone());
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let server = tokio::spawn(crate::http::listener::serve(
+        listener,
+        server::router(shared.clone()),
+        options.http,
+        shared.metrics.http_refused.clone(),
+    ));
     // A change in the manifests wakes the reconciler at once (the interval stays the
     // fallback: a watcher can miss events, e.g. on network filesystems).
     let _watcher = match &options.manifests {

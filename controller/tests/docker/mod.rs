@@ -172,6 +172,8 @@ pub struct Vigie {
     pub source: Option<String>,
     /// More arguments of `vigie run`.
     pub extra_args: Vec<String>,
+    /// The open-file limit (soft and hard) `vigie run` starts with, by `prlimit`.
+    pub nofile: Option<u64>,
     pub state: PathBuf,
     pub port: u16,
     child: Option<Child>,
@@ -189,6 +191,7 @@ impl Vigie {
             manifests: dir.join("manifests"),
             source: None,
             extra_args: Vec::new(),
+            nofile: None,
             state: dir.join("state.json"),
             dir,
             port: free_port(),
@@ -211,7 +214,17 @@ impl Vigie {
             .append(true)
             .open(self.dir.join("vigie.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        let mut command = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_vigie"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_vigie")),
+        };
+        let child = command
             .args([
                 "run",
                 "--interval",
