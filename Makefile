@@ -2,9 +2,28 @@
 CARGO ?= cargo
 VIGIE := target/debug/vigie
 
-.PHONY: all fmt fmt-check lint test unit e2e docker k8s generate generate-check bench bench-k8s demo build validate-examples helm-lint
+.PHONY: all ci deps deps-check fmt fmt-check lint test unit e2e docker k8s stop generate generate-check bench bench-k8s demo build validate-examples helm-lint
+
+# CI builds once per run: incremental compilation only costs disk there (gigabytes of
+# dep-graphs for ~20 test binaries; a CI run once ran out of space).
+ifdef CI
+export CARGO_INCREMENTAL := 0
+endif
 
 all: fmt-check lint test
+
+## What CI runs (`.ci/run`): the packages and Rust components first, then the checks.
+ci: deps fmt-check lint test
+
+## Everything `make test` uses: as root on Debian, installs the missing packages
+## (docker.io, openssh-server, python3-aiosmtpd, ...) and rustfmt/clippy; elsewhere
+## stops with one message listing what is missing and how to get it.
+deps:
+	e2e/deps.sh install
+
+## Lists what `make test` would need and this machine lacks; installs nothing.
+deps-check:
+	e2e/deps.sh check
 
 build:
 	$(CARGO) build --locked
@@ -21,12 +40,15 @@ lint:
 ## Everything: unit, property and integration tests, the CRD drift check, the
 ## examples, the chart's lint, and the end-to-end tests against a real Docker engine
 ## and a real Kubernetes control plane (both built or started here).
-test: build generate-check validate-examples docker k8s helm-lint
-	VIGIE_E2E_DOCKER=1 VIGIE_E2E_K8S=1 $(CARGO) test --locked --lib --bins --tests
+## Ends with a summary per tier (unit, property, integration, Docker, Kubernetes,
+## browser); a test that cannot run for want of a part fails, with the install hint.
+test: deps build generate-check validate-examples docker k8s helm-lint
+	VIGIE_E2E_DOCKER=1 VIGIE_E2E_K8S=1 CARGO="$(CARGO)" e2e/test.sh --lib --bins --tests
 
-## The tests that need no Docker engine (the end-to-end ones are skipped).
+## The tests that need no Docker engine nor control plane (those are skipped, and the
+## summary says why).
 unit:
-	$(CARGO) test --locked --lib --bins --tests
+	CARGO="$(CARGO)" e2e/test.sh --lib --bins --tests
 
 ## A Docker engine answering (as root on Debian: installs docker.io, starts dockerd).
 docker:
@@ -36,6 +58,13 @@ docker:
 ## kube-scheduler, kwok) built from Go modules and started; builds are cached.
 k8s:
 	e2e/k8s.sh ensure
+
+## Stops what `make test` and `make demo` started: the control plane, the dockerd that
+## e2e/docker.sh started, and the containers the tests and the demo left.
+stop:
+	-ids=$$(docker ps -aq --filter label=app.kubernetes.io/managed-by=vigie 2>/dev/null); [ -z "$$ids" ] || docker rm -f $$ids >/dev/null
+	e2e/k8s.sh stop
+	e2e/docker.sh stop
 
 helm-lint: k8s
 	$$(e2e/k8s.sh bin)/helm lint --strict charts/vigie
@@ -57,7 +86,7 @@ validate-examples: build
 	$(VIGIE) validate examples/kubernetes
 
 ## The end-to-end tests only (a real Docker engine and a real Kubernetes control plane).
-e2e: build docker k8s
+e2e: deps build docker k8s
 	VIGIE_E2E_DOCKER=1 VIGIE_E2E_K8S=1 $(CARGO) test --locked --test e2e_docker --test e2e_docker_faults --test e2e_docker_restart --test e2e_docker_tls --test e2e_docker_ci --test e2e_k8s
 
 ## Benchmarks that print figures (ratios against baselines measured in the same run).

@@ -10,6 +10,8 @@
 
 #[path = "../tests/docker/mod.rs"]
 mod docker;
+#[path = "../tests/skip/mod.rs"]
+mod skip;
 
 use std::{
     fmt::Write as _,

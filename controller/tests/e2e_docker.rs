@@ -2,6 +2,7 @@
 //! kind deployed, validated and rolled back.
 
 mod docker;
+mod skip;
 
 use std::time::Duration;
 

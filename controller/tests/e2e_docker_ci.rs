@@ -3,6 +3,7 @@
 
 mod docker;
 mod providers;
+mod skip;
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! hooks, and hostile webhook deliveries.
 
 mod docker;
+mod skip;
 
 use std::time::Duration;
 

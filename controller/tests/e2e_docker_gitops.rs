@@ -3,6 +3,7 @@
 
 mod docker;
 mod gitserve;
+mod skip;
 
 use gitserve::git;
 

@@ -4,6 +4,7 @@
 //! is not there; then a post-deploy smoke test reaches the new container on localhost.
 
 mod docker;
+mod skip;
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -4,6 +4,7 @@
 
 mod docker;
 mod receiver;
+mod skip;
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@
 
 mod docker;
 mod receiver;
+mod skip;
 
 use std::{
     path::Path,

@@ -2,6 +2,7 @@
 //! its test binary, since it stops the engine every other test uses.
 
 mod docker;
+mod skip;
 
 use std::{process::Command, time::Duration};
 

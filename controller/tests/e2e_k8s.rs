@@ -15,6 +15,7 @@
 
 mod docker;
 mod gitserve;
+mod skip;
 
 use gitserve::git;
 mod k8s;

@@ -4,6 +4,7 @@
 //! the state. No Docker engine is needed: the environment's engine is unreachable.
 
 mod docker;
+mod skip;
 
 use std::{
     io::{Read, Write},

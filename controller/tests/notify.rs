@@ -3,6 +3,7 @@
 //! STARTTLS and authentication and receives the email.
 
 mod receiver;
+mod skip;
 mod smtp;
 
 use receiver::Receiver;

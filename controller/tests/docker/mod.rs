@@ -41,12 +41,11 @@ pub fn docker_available() -> bool {
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(
-        ok || std::env::var("VIGIE_E2E_DOCKER").as_deref() != Ok("1"),
-        "VIGIE_E2E_DOCKER=1 but no Docker engine answers: run e2e/docker.sh start (as root)"
-    );
     if !ok {
-        eprintln!("skipped: no Docker engine answers (set VIGIE_E2E_DOCKER=1 to require one)");
+        super::skip::skip(
+            "a Docker engine answering (e2e/docker.sh start, as root: installs docker.io and starts dockerd)",
+            "VIGIE_E2E_DOCKER",
+        );
     }
     ok
 }

@@ -35,7 +35,10 @@ pub fn root() -> PathBuf {
 #[must_use]
 pub fn enabled(test: &str) -> bool {
     if std::env::var("VIGIE_E2E_K8S").as_deref() != Ok("1") {
-        eprintln!("{test}: skipped (set VIGIE_E2E_K8S=1 and run e2e/k8s.sh ensure)");
+        super::skip::skip(
+            &format!("{test}: a control plane (set VIGIE_E2E_K8S=1 and run e2e/k8s.sh ensure)"),
+            "VIGIE_E2E_K8S",
+        );
         return false;
     }
     let out = kubectl(&["get", "--raw", "/readyz"]);
