@@ -10,6 +10,7 @@ pub mod api;
 pub mod backend;
 pub mod ci;
 pub mod cli;
+pub mod error;
 pub mod git;
 pub mod gitops;
 pub mod history;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod notify;
 pub mod operator;
 pub mod promote;
+pub mod reconcile;
 pub mod secrets;
 pub mod standalone;
 #[cfg(test)]

@@ -39,6 +39,13 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// `category` of a failed reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabel {
+    /// invalid_spec, transient, conflict, engine, artifact, forge, store.
+    pub category: &'static str,
+}
+
 /// `reason` an HTTP connection was refused.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectionLabel {
@@ -63,8 +70,10 @@ pub struct VerbLabel {
 /// The metrics of one Vigie process.
 pub struct Metrics {
     registry: Registry,
-    /// Reconcile rounds by result.
+    /// Reconciles of a Release by result (both modes).
     pub reconciles: Family<ResultLabel, Counter>,
+    /// Failed reconciles of a Release by the category of the fault.
+    pub reconcile_errors: Family<CategoryLabel, Counter>,
     /// Duration of reconcile rounds.
     pub reconcile_seconds: Histogram,
     /// Lifecycle transitions by event.
@@ -94,6 +103,10 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one registration per metric, read as a list"
+    )]
     fn default() -> Self {
         let mut registry = Registry::with_prefix("vigie");
         let reconciles = Family::<ResultLabel, Counter>::default();
@@ -110,6 +123,12 @@ impl Default for Metrics {
         let write_back_errors = Counter::default();
         let notifications = Family::<NotificationLabel, Counter>::default();
         let http_refused = Family::<RejectionLabel, Counter>::default();
+        let reconcile_errors = Family::<CategoryLabel, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles of a Release by the category of the fault",
+            reconcile_errors.clone(),
+        );
         registry.register(
             "http_connections_refused",
             "HTTP connections closed as soon as accepted, by the bound they were over",
@@ -148,7 +167,7 @@ impl Default for Metrics {
         registry.register("leader", "1 while this replica leads", leader.clone());
         registry.register(
             "reconciles",
-            "Reconcile rounds by result",
+            "Reconciles of a Release by result",
             reconciles.clone(),
         );
         registry.register(
@@ -175,6 +194,7 @@ impl Default for Metrics {
         Self {
             registry,
             reconciles,
+            reconcile_errors,
             reconcile_seconds,
             transitions,
             webhooks,

@@ -153,6 +153,28 @@ pub enum BackendError {
     },
 }
 
+impl BackendError {
+    /// The kind of fault.
+    #[must_use]
+    pub fn category(&self) -> crate::error::Category {
+        use crate::error::Category;
+        match self {
+            Self::Engine(_) => Category::Engine,
+            Self::Kubernetes(_) => Category::Transient,
+            Self::Unsupported(_) | Self::Compose { .. } => Category::InvalidSpec,
+            Self::Image { .. } => Category::Artifact,
+            Self::Checkout { .. } => Category::Forge,
+        }
+    }
+
+    /// Whether the SHA's artifact (its image) is not available: waiting for it counts
+    /// against the verification timeout only.
+    #[must_use]
+    pub fn is_missing_artifact(&self) -> bool {
+        matches!(self, Self::Image { .. })
+    }
+}
+
 /// Result alias of this module.
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 

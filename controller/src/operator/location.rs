@@ -57,7 +57,12 @@ async fn problems(ctx: &Ctx, loc: &CodeLocation) -> Result<String, String> {
         return Err(errors.join("; "));
     }
     let resolve = |s: &crate::api::SecretSource| ctx.secrets.get(&ns, s);
-    match ctx.ci_client.check_access(&loc.spec.ci, &resolve).await {
+    match ctx
+        .polls
+        .client()
+        .check_access(&loc.spec.ci, &resolve)
+        .await
+    {
         None => Ok("configuration usable; CI reports through /hooks/ci".into()),
         Some(Ok(())) => Ok("configuration usable; the CI provider answers".into()),
         Some(Err(e)) => Err(format!("CI provider: {e}")),

@@ -11,6 +11,7 @@ mod environment;
 pub mod gitops;
 pub mod leader;
 mod location;
+mod ports;
 pub mod relay;
 mod release;
 pub mod secrets;
@@ -122,8 +123,14 @@ pub struct Ctx {
         >,
     >,
     pub(crate) secrets: secrets::SecretCache,
-    pub(crate) ci_client: crate::ci::poll::Client,
-    pub(crate) memory: Mutex<release::Memory>,
+    /// When each SHA in flight may be polled again (GitHub, GitLab).
+    pub(crate) polls: crate::reconcile::verdicts::Polls,
+    /// Revisions resolved with git, reused for a while.
+    pub(crate) revisions: crate::reconcile::revisions::Git,
+    /// What the pipeline applied, per Release.
+    pub(crate) memory: crate::reconcile::Memory,
+    /// Failures in a row per Release, for the retry backoff.
+    pub(crate) failures: Mutex<HashMap<kube::runtime::reflector::ObjectRef<Release>, u32>>,
     pub(crate) docker: Mutex<HashMap<String, (String, crate::backend::docker::DockerBackend)>>,
     /// Write-back to the GitOps repository, when it is on.
     pub(crate) writer: Option<Arc<crate::gitops::writeback::Writer>>,
@@ -488,8 +495,10 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
             )
         },
         secrets: secrets_cache,
-        ci_client: crate::ci::poll::Client::new(),
-        memory: Mutex::new(release::Memory::default()),
+        polls: crate::reconcile::verdicts::Polls::default(),
+        revisions: crate::reconcile::revisions::Git::default(),
+        memory: crate::reconcile::Memory::default(),
+        failures: Mutex::new(HashMap::new()),
         docker: Mutex::new(HashMap::new()),
         writer: options
             .gitops

@@ -1,11 +1,10 @@
-//! The Release controller: observe (workload, CI verdicts, upstream, hooks), decide
-//! with the pure `decide`, record the status (server-side apply on the status
-//! subresource), then act (hooks, workload) and publish a Kubernetes Event per
-//! transition. A finalizer removes the workloads when the Release is deleted, unless
-//! it carries `vigie.dev/orphan: "true"`.
+//! The Release controller: watches, the finalizer and requeue timing around the one
+//! pipeline ([`crate::reconcile`]), with the operator's ports ([`super::ports`]): the
+//! status subresource, the CodeLocation's verdicts, Kubernetes Events. A finalizer
+//! removes the workloads when the Release is deleted, unless it carries
+//! `vigie.dev/orphan: "true"`.
 
 use std::{
-    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -15,38 +14,33 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Event as KubeEvent, EventType},
+        events::EventType,
         finalizer::{Event, finalizer},
         reflector::{self, ObjectRef, Store, store::Writer},
         watcher,
     },
 };
 
-use super::{Ctx, FINALIZER, ORPHAN_ANNOTATION, scoped, watch_config};
+use super::{
+    Ctx, FINALIZER, ORPHAN_ANNOTATION,
+    ports::{EventNotifier, LocationVerdicts, StatusStore, publish, write_status},
+    scoped, watch_config,
+};
 use crate::{
     api::{
-        CodeLocation, ConditionStatus, Environment, Phase, Release, ReleaseStatus, Sha,
-        environment::{Backend as BackendSpec, EventKind},
-        release::HealthState,
+        CodeLocation, ConditionStatus, Environment, Phase, Release, ReleaseStatus,
+        environment::Backend as BackendSpec,
     },
-    backend::{
-        AnyBackend, Backend, Owner, Probe, Workload, docker::DockerBackend,
-        kubernetes::KubernetesBackend,
-    },
-    ci::StoredVerdict,
-    lifecycle::{
-        BackendState, CiVerdict, Desired, Input, Observations, Upstream, Windows,
-        WorkloadObservation, WorkloadTarget, decide, set_condition,
-    },
-    metrics::{EventLabel, ResultLabel, event_name},
+    backend::{AnyBackend, Owner, Workload, docker::DockerBackend, kubernetes::KubernetesBackend},
+    error::Category,
+    lifecycle::{Upstream, Windows, set_condition},
+    metrics::CategoryLabel,
+    reconcile::{self, Ports, ReleaseKey, Subject, SystemClock, verdicts::Verdicts},
 };
 
-/// How long a revision's resolution is reused.
-const RESOLVE_TTL: Duration = Duration::from_secs(30);
 /// A rollout in flight is looked at again this often (Docker health, CI polls, the
 /// verification deadline), even if no watch event comes.
 const IN_FLIGHT: Duration = Duration::from_secs(5);
@@ -57,14 +51,10 @@ const STEADY_DOCKER: Duration = Duration::from_secs(30);
 /// A steady Release on Kubernetes: watches bring every change; this is a resync.
 const STEADY_KUBERNETES: Duration = Duration::from_secs(3600);
 
-/// What the controller remembers between reconciles (nothing needed to resume).
-#[derive(Default)]
-pub struct Memory {
-    applied: HashMap<String, (WorkloadTarget, Workload)>,
-    artifact_missing: HashMap<String, (Sha, String)>,
-    next_poll: HashMap<(String, Sha), Instant>,
-    resolved: HashMap<(String, String), (Instant, Result<Sha, String>)>,
-}
+/// The first retry after a failed reconcile; each further failure doubles it.
+const RETRY: Duration = Duration::from_secs(5);
+/// The longest wait between retries of a failing Release.
+const MAX_RETRY: Duration = Duration::from_secs(300);
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,9 +65,41 @@ pub enum Error {
     /// The finalizer could not be added or removed.
     #[error("finalizer: {0}")]
     Finalizer(String),
-    /// The workload could not be applied (retried).
-    #[error("{0}")]
-    Apply(String),
+    /// The pipeline could not record the status, or an action failed after it did.
+    #[error(transparent)]
+    Reconcile(#[from] reconcile::Error),
+    /// The Environment's backend cannot be used (its TLS Secret, its engine address).
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+impl Error {
+    /// The kind of fault: drives [`error_policy`].
+    #[must_use]
+    pub fn category(&self) -> Category {
+        match self {
+            Self::Kube(kube::Error::Api(s)) if s.code == 409 => Category::Conflict,
+            Self::Kube(_) | Self::Finalizer(_) => Category::Transient,
+            Self::Reconcile(e) => e.category(),
+            Self::Backend(_) => Category::Engine,
+        }
+    }
+}
+
+/// How long to wait before retrying a Release after `failures` failures in a row of
+/// this category: a conflict at once, an invalid spec not until it changes (the watch
+/// brings the change), anything else with exponential backoff.
+#[must_use]
+pub fn retry_after(category: Category, failures: u32) -> Option<Duration> {
+    match category {
+        Category::Conflict => Some(Duration::from_millis(200)),
+        Category::InvalidSpec => None,
+        _ => Some(
+            RETRY
+                .saturating_mul(2_u32.saturating_pow(failures.saturating_sub(1).min(16)))
+                .min(MAX_RETRY),
+        ),
+    }
 }
 
 /// Runs the Release controller until `stop` resolves.
@@ -236,18 +258,32 @@ fn trigger(ctx: &Ctx, r: ObjectRef<Release>) {
     reason = "the signature kube-runtime calls"
 )]
 fn error_policy(release: Arc<Release>, error: &Error, ctx: Arc<Ctx>) -> Action {
-    ctx.shared
-        .metrics
-        .reconciles
-        .get_or_create(&ResultLabel { result: "error" })
-        .inc();
-    tracing::warn!(release = %release.name_any(), namespace = release.namespace().as_deref().unwrap_or(""), error = %error, "reconcile failed; retrying");
-    match error {
-        Error::Kube(kube::Error::Api(s)) if s.code == 409 => {
-            Action::requeue(Duration::from_millis(200))
-        }
-        _ => Action::requeue(Duration::from_secs(5)),
+    let category = error.category();
+    if !matches!(error, Error::Reconcile(_)) {
+        // The pipeline counts its own failures.
+        ctx.shared
+            .metrics
+            .reconcile_errors
+            .get_or_create(&CategoryLabel {
+                category: category.as_str(),
+            })
+            .inc();
     }
+    let failures = ctx.failures.lock().map_or(1, |mut f| {
+        let n = f.entry(ObjectRef::from_obj(&*release)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    });
+    let after = retry_after(category, failures);
+    tracing::warn!(
+        release = %release.name_any(),
+        namespace = release.namespace().as_deref().unwrap_or(""),
+        error = %error,
+        category = category.as_str(),
+        retry_s = after.map(|d| d.as_secs_f64()),
+        "reconcile failed"
+    );
+    after.map_or_else(Action::await_change, Action::requeue)
 }
 
 async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -256,9 +292,9 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
     if !both_ready(&ctx.environments, &ctx.locations, Duration::from_secs(60)).await {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let started = Instant::now();
     let ns = release.namespace().unwrap_or_default();
     let api: Api<Release> = ctx.api(&ns);
+    let object = ObjectRef::from_obj(&*release);
     let result = finalizer(&api, FINALIZER, release, |event| async {
         match event {
             Event::Apply(r) => Box::pin(apply(&r, &ctx)).await,
@@ -281,16 +317,10 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
         ) => Err(e),
         Err(other) => Err(Error::Finalizer(other.to_string())),
     };
-    ctx.shared
-        .metrics
-        .reconcile_seconds
-        .observe(started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        ctx.shared
-            .metrics
-            .reconciles
-            .get_or_create(&ResultLabel { result: "ok" })
-            .inc();
+    if result.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&object);
     }
     result
 }
@@ -379,21 +409,6 @@ fn workload(ctx: &Ctx, r: &Release, loc: &CodeLocation, env: &Environment) -> Wo
     w
 }
 
-async fn write_status(api: &Api<Release>, name: &str, status: &ReleaseStatus) -> Result<(), Error> {
-    let patch = serde_json::json!({
-        "apiVersion": "vigie.dev/v1alpha1",
-        "kind": "Release",
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(crate::backend::kubernetes::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
 /// A Release whose Environment or CodeLocation is missing waits for it.
 async fn missing(
     api: &Api<Release>,
@@ -419,21 +434,6 @@ async fn missing(
         write_status(api, &r.name_any(), &status).await?;
     }
     Ok(Action::await_change())
-}
-
-fn verdicts(loc: &CodeLocation) -> BTreeMap<Sha, CiVerdict> {
-    loc.status
-        .as_ref()
-        .map(|s| {
-            s.verdicts
-                .iter()
-                .map(|v| {
-                    let (sha, stored) = StoredVerdict::from_recorded(v);
-                    (sha, stored.verdict())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn upstream(ctx: &Ctx, r: &Release, env: &Environment) -> Option<Upstream> {
@@ -470,110 +470,9 @@ fn downstream(ctx: &Ctx, r: &Release) {
     }
 }
 
-async fn resolve(ctx: &Ctx, repo: &str, revision: Option<&String>) -> Desired {
-    let Some(revision) = revision.cloned() else {
-        return Desired::None;
-    };
-    if let Ok(sha) = revision.parse::<Sha>() {
-        return Desired::Sha(sha);
-    }
-    let key = (repo.to_owned(), revision.clone());
-    let fresh = ctx.memory.lock().ok().and_then(|m| {
-        m.resolved
-            .get(&key)
-            .filter(|(at, _)| at.elapsed() < RESOLVE_TTL)
-            .map(|(_, r)| r.clone())
-    });
-    let result = if let Some(r) = fresh {
-        r
-    } else {
-        let (url, rev) = key.clone();
-        let resolving = tokio::task::spawn_blocking(move || crate::git::resolve(&url, &rev));
-        let r = match tokio::time::timeout(Duration::from_secs(15), resolving).await {
-            Ok(joined) => joined.unwrap_or_else(|e| Err(e.to_string())),
-            Err(_) => Err("no answer from the repository within 15s".into()),
-        };
-        if let Ok(mut m) = ctx.memory.lock() {
-            m.resolved.insert(key, (Instant::now(), r.clone()));
-        }
-        r
-    };
-    match result {
-        Ok(sha) => Desired::Sha(sha),
-        Err(reason) => Desired::Unresolved { revision, reason },
-    }
-}
-
-/// Polls GitHub/GitLab for the SHA in flight when its turn has come; a new verdict is
-/// written to the CodeLocation (the watch on it brings the Release back).
-async fn poll_ci(
-    ctx: &Ctx,
-    loc: &CodeLocation,
-    status: &ReleaseStatus,
-    ci: &mut BTreeMap<Sha, CiVerdict>,
-) {
-    let spec = &loc.spec.ci;
-    if spec.github.is_none() && spec.gitlab.is_none() {
-        return;
-    }
-    let in_flight = matches!(
-        status.phase,
-        Phase::Deploying | Phase::Verifying | Phase::Failed
-    );
-    let Some(sha) = status
-        .rollout
-        .as_ref()
-        .map(|r| r.sha.clone())
-        .filter(|_| in_flight)
-    else {
-        return;
-    };
-    let ns = loc.namespace().unwrap_or_default();
-    let key = (format!("{ns}/{}", loc.name_any()), sha.clone());
-    let due = ctx.memory.lock().map_or(true, |m| {
-        m.next_poll.get(&key).is_none_or(|t| *t <= Instant::now())
-    });
-    if !due {
-        return;
-    }
-    let resolve = |s: &crate::api::SecretSource| ctx.secrets.get(&ns, s);
-    let Some(result) = crate::ci::poll::verdict(&ctx.ci_client, spec, sha.as_str(), &resolve).await
-    else {
-        return;
-    };
-    let next = match result {
-        Ok(v) => {
-            ci.insert(sha.clone(), v.clone());
-            let stored = BTreeMap::from([(sha.clone(), StoredVerdict::new(v, Timestamp::now()))]);
-            if let Some(p) = &ctx.shared.persist
-                && let Err(e) = p.persist(vec![(key.0.clone(), stored)]).await
-            {
-                tracing::warn!(code_location = %key.0, error = %e, "failed to record a polled CI verdict");
-            }
-            spec.poll_interval.get()
-        }
-        Err(crate::ci::poll::PollError::RateLimited { retry_after, .. }) => retry_after,
-        Err(e) => {
-            tracing::warn!(code_location = %key.0, sha = %sha.short(), error = %e, "CI poll failed");
-            spec.poll_interval
-                .get()
-                .saturating_mul(2)
-                .min(Duration::from_secs(300))
-        }
-    };
-    if let Ok(mut m) = ctx.memory.lock() {
-        m.next_poll.insert(key, Instant::now() + next);
-    }
-}
-
-#[allow(
-    clippy::too_many_lines,
-    reason = "observe, decide, record, act: one story"
-)]
 async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
     let ns = r.namespace().unwrap_or_default();
-    let name = r.name_any();
-    let key = format!("{ns}/{name}");
+    let key = ReleaseKey::new(&ns, r.name_any());
     let api: Api<Release> = ctx.api(&ns);
     let Some(env) = ctx
         .environments
@@ -599,145 +498,71 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
         )
         .await;
     };
-    let status = r.status.clone().unwrap_or_default();
     let workload = workload(ctx, r, &loc, &env);
     let backend = backend_of(ctx, &env).await;
-    let desired = resolve(ctx, &workload.repo_url, r.spec.revision.as_ref()).await;
-    let mut ci = verdicts(&loc);
-    poll_ci(ctx, &loc, &status, &mut ci).await;
-    // One instant for the probe's choice and the decision: a monitoring round due now
-    // gets the full health check it counts.
-    let now = Timestamp::now();
-    let probe = if crate::lifecycle::decide::health_check_due(&env.spec, &status, now) {
-        Probe::Full
-    } else {
-        Probe::State
-    };
-    let (observed, hooks) = match &backend {
-        Ok(b) => {
-            let runs = crate::lifecycle::decide::pending_hooks(&env.spec, &status);
-            let hooks = if runs.is_empty() {
-                BTreeMap::new()
-            } else {
-                b.run_hooks(&workload, &runs, &env.spec.hooks)
-                    .await
-                    .unwrap_or_default()
-            };
-            (b.observe(&workload, probe).await, hooks)
-        }
-        Err(reason) => (
-            WorkloadObservation {
-                backend: BackendState::Unreachable {
-                    reason: reason.clone(),
-                },
-                sha: None,
-                health: HealthState::Unknown,
-                reason: None,
-            },
-            BTreeMap::new(),
-        ),
-    };
-    let in_flight = status.rollout.as_ref().map(|o| &o.sha);
-    let artifact_pending = ctx.memory.lock().ok().and_then(|m| {
-        m.artifact_missing
-            .get(&key)
-            .filter(|(sha, _)| Some(sha) == in_flight)
-            .map(|(_, why)| why.clone())
-    });
     let windows = env.spec.windows.as_ref().and_then(|w| Windows::new(w).ok());
-    let observations = Observations {
-        now,
-        desired,
-        workload: observed.clone(),
-        ci,
-        upstream: upstream(ctx, r, &env),
-        hooks,
-        artifact_pending,
-    };
-    let decision = decide(&Input {
+    let upstream = upstream(ctx, r, &env);
+    let subject = Subject {
+        key: &key,
         spec: &r.spec,
         generation: r.metadata.generation,
         environment: &env.spec,
         windows: windows.as_ref(),
-        status: &status,
-        observed: &observations,
-    });
-    // Recorded before acting: the rollback point is in the API before the workload moves.
-    let mut recorded = decision.status.clone();
-    if recorded != status {
-        write_status(&api, &name, &recorded).await?;
-    }
-    if recorded.validated_sha != status.validated_sha
-        || recorded.suspect != status.suspect
-        || recorded.history.len() != status.history.len()
-    {
+        workload: &workload,
+        ci: &loc.spec.ci,
+        upstream: upstream.as_ref(),
+    };
+    let store = StatusStore {
+        api: &api,
+        release: r,
+    };
+    let ci = Verdicts {
+        polls: &ctx.polls,
+        store: LocationVerdicts {
+            ctx,
+            location: &loc,
+        },
+    };
+    let notifier = EventNotifier {
+        ctx,
+        release: r,
+        environment: &env,
+        location: &loc,
+    };
+    let ports = Ports {
+        backend: backend.as_ref().map_err(Clone::clone),
+        store: &store,
+        ci: &ci,
+        revisions: &ctx.revisions,
+        notifier: &notifier,
+        clock: &SystemClock,
+        memory: &ctx.memory,
+        metrics: &ctx.shared.metrics,
+    };
+    let mut done = reconcile::release(&subject, &ports).await?;
+    if done.upstream_changed {
         downstream(ctx, r);
     }
-    publish(ctx, r, &decision.notifications).await;
-    notify(ctx, r, &env, &loc, &decision.notifications);
-    write_back_rollback(ctx, r, &recorded);
+    write_back_rollback(ctx, r, &done.status);
+    if let Some(e) = done.failed.take() {
+        return Err(Error::Reconcile(e));
+    }
+    Ok(Action::requeue(requeue(&env, &loc, &done)))
+}
 
-    // Act.
-    let mut apply_error = None;
-    if let Ok(b) = &backend {
-        if !decision.hooks.is_empty()
-            && let Err(e) = b
-                .run_hooks(&workload, &decision.hooks, &env.spec.hooks)
-                .await
-        {
-            apply_error = Some(e.to_string());
-        }
-        if apply_error.is_none()
-            && let Some(target) = decision.workload.clone()
-        {
-            let settled = ctx.memory.lock().is_ok_and(|m| {
-                m.applied
-                    .get(&key)
-                    .is_some_and(|(t, w)| t == &target && w == &workload)
-            }) && observed.sha.as_ref() == Some(&target.sha)
-                && matches!(
-                    observed.health,
-                    HealthState::Healthy | HealthState::Progressing
-                );
-            if !settled {
-                match b.apply(&workload, &target).await {
-                    Ok(()) => {
-                        if let Ok(mut m) = ctx.memory.lock() {
-                            m.artifact_missing.remove(&key);
-                            m.applied.insert(key.clone(), (target, workload.clone()));
-                        }
-                    }
-                    Err(e) => {
-                        if let Ok(mut m) = ctx.memory.lock() {
-                            m.applied.remove(&key);
-                            if matches!(e, crate::backend::BackendError::Image { .. }) {
-                                m.artifact_missing
-                                    .insert(key.clone(), (target.sha.clone(), e.to_string()));
-                            }
-                        }
-                        apply_error = Some(e.to_string());
-                    }
-                }
-            }
-        }
-    }
-    if let Some(e) = apply_error {
-        recorded.message = Some(format!("failed to apply: {e}"));
-        write_status(&api, &name, &recorded).await?;
-        publish_raw(ctx, r, EventType::Warning, "ApplyFailed", &e).await;
-        return Err(Error::Apply(e));
-    }
+/// When to look at a Release again although no watch event comes.
+fn requeue(env: &Environment, loc: &CodeLocation, done: &reconcile::Reconciled) -> Duration {
     let busy = matches!(
-        recorded.phase,
+        done.status.phase,
         Phase::Deploying | Phase::Verifying | Phase::RollingBack
     );
     let polled = loc.spec.ci.github.is_some() || loc.spec.ci.gitlab.is_some();
-    let mut after = match env.spec.backend {
+    let after = match env.spec.backend {
         // Watches bring Deployment changes, CI verdicts (the CodeLocation's status) and
         // spec changes: only deadlines and CI polls need a timer.
         // Hook Jobs are not watched: look again while one runs.
         BackendSpec::Kubernetes(_)
-            if !crate::lifecycle::decide::pending_hooks(&env.spec, &recorded).is_empty() =>
+            if !crate::lifecycle::decide::pending_hooks(&env.spec, &done.status).is_empty() =>
         {
             HOOK_POLL
         }
@@ -747,10 +572,10 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
         BackendSpec::Docker(_) if busy => IN_FLIGHT,
         BackendSpec::Docker(_) => STEADY_DOCKER,
     };
-    if let Some(d) = decision.requeue_after {
-        after = after.min(d.max(Duration::from_millis(500)));
+    match done.requeue_after {
+        Some(d) => after.min(d.max(Duration::from_millis(500))),
+        None => after,
     }
-    Ok(Action::requeue(after))
 }
 
 async fn cleanup(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
@@ -767,16 +592,16 @@ async fn cleanup(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
         return Ok(Action::await_change());
     };
     let workload = workload(ctx, r, &loc, &env);
-    let b = backend_of(ctx, &env).await.map_err(Error::Apply)?;
+    let b = backend_of(ctx, &env).await.map_err(Error::Backend)?;
     if orphan {
         // Owner references would let the garbage collector take them anyway.
         if let AnyBackend::Kubernetes(k) = &b {
             k.orphan(&workload)
                 .await
-                .map_err(|e| Error::Apply(e.to_string()))?;
+                .map_err(|e| Error::Reconcile(reconcile::Error::Apply(e)))?;
         }
         tracing::info!(release = %r.name_any(), namespace = %ns, "deleted with {ORPHAN_ANNOTATION}: its workloads stay");
-        publish_raw(
+        publish(
             ctx,
             r,
             EventType::Normal,
@@ -787,104 +612,11 @@ async fn cleanup(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
     } else {
         b.delete(&workload)
             .await
-            .map_err(|e| Error::Apply(e.to_string()))?;
+            .map_err(|e| Error::Reconcile(reconcile::Error::Apply(e)))?;
         tracing::info!(release = %r.name_any(), namespace = %ns, "deleted: its workloads were removed");
     }
-    if let Ok(mut m) = ctx.memory.lock() {
-        let key = format!("{ns}/{}", r.name_any());
-        m.applied.remove(&key);
-        m.artifact_missing.remove(&key);
-    }
+    ctx.memory.forget(&ReleaseKey::new(&ns, r.name_any()));
     Ok(Action::await_change())
-}
-
-fn event_type(kind: EventKind) -> EventType {
-    match kind {
-        EventKind::VerificationFailed
-        | EventKind::RolledBack
-        | EventKind::Failed
-        | EventKind::Suspect
-        | EventKind::HealthDown
-        | EventKind::HookFailed => EventType::Warning,
-        _ => EventType::Normal,
-    }
-}
-
-async fn publish(ctx: &Ctx, r: &Release, notifications: &[crate::lifecycle::Notification]) {
-    for n in notifications {
-        let name = event_name(n.event);
-        ctx.shared
-            .metrics
-            .transitions
-            .get_or_create(&EventLabel { event: name })
-            .inc();
-        let note = event_note(&r.spec.code_location, n);
-        tracing::info!(event = name, release = %r.name_any(), namespace = r.namespace().as_deref().unwrap_or(""), "{note}");
-        super::transition_event(
-            ctx,
-            r.object_ref(&()),
-            event_type(n.event),
-            name,
-            &note,
-            "Reconcile",
-        )
-        .await;
-    }
-}
-
-/// The Event's note: location, short SHA, the other SHA, why, who, and the CI link.
-#[must_use]
-pub fn event_note(location: &str, n: &crate::lifecycle::Notification) -> String {
-    use std::fmt::Write;
-    let mut note = format!("{location} {}", n.sha.short());
-    if let Some(p) = &n.previous {
-        let _ = write!(note, " (previous {})", p.short());
-    }
-    if let Some(reason) = &n.reason {
-        let _ = write!(note, ": {reason}");
-    }
-    if let Some(by) = &n.by {
-        let _ = write!(note, " — by {by}");
-    }
-    if let Some(url) = &n.url {
-        let _ = write!(note, " {url}");
-    }
-    note
-}
-
-/// Queues the transitions' notifications for the Environment's sinks (sent in the
-/// background; the reconcile does not wait).
-fn notify(
-    ctx: &Ctx,
-    r: &Release,
-    env: &Environment,
-    loc: &CodeLocation,
-    notifications: &[crate::lifecycle::Notification],
-) {
-    let sinks = &env.spec.notifications;
-    if sinks.is_empty() {
-        return;
-    }
-    let ns = r.namespace().unwrap_or_default();
-    let repo = (
-        loc.spec.repo.url.clone(),
-        crate::gitops::repo::Credentials::from_spec(loc.spec.repo.credentials.as_ref(), |s| {
-            ctx.secrets.get(&ns, s)
-        }),
-    );
-    for n in notifications {
-        ctx.dispatcher.send(crate::notify::deliver::Job {
-            namespace: ns.clone(),
-            sinks: sinks.clone(),
-            message: crate::notify::Message::of(
-                n,
-                &r.spec.environment,
-                &r.spec.code_location,
-                format!("{ns}/{}", r.name_any()),
-            ),
-            repo: Some(repo.clone()),
-        });
-    }
 }
 
 /// A rollback of a Release that git manages, committed to the GitOps repository when
@@ -901,7 +633,7 @@ fn write_back_rollback(ctx: &Arc<Ctx>, r: &Release, status: &ReleaseStatus) {
         return;
     };
     let ns = r.namespace().unwrap_or_default();
-    let key = format!("{ns}/{}", r.name_any());
+    let key = ReleaseKey::new(&ns, r.name_any()).to_string();
     if !writer.due(&key, &to) {
         return;
     }
@@ -956,21 +688,6 @@ fn write_back_rollback(ctx: &Arc<Ctx>, r: &Release, status: &ReleaseStatus) {
             }
         }
     });
-}
-
-async fn publish_raw(ctx: &Ctx, r: &Release, type_: EventType, reason: &str, note: &str) {
-    let mut note = note.to_owned();
-    note.truncate(1000);
-    let event = KubeEvent {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &r.object_ref(&())).await {
-        tracing::warn!(error = %e, "failed to publish an Event");
-    }
 }
 
 #[cfg(test)]

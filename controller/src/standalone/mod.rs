@@ -2,6 +2,7 @@
 //! directory of manifests, recording status in a state file.
 
 pub mod control;
+mod ports;
 pub mod run;
 pub mod server;
 pub mod state;

@@ -1,10 +1,10 @@
-//! `vigie run`: the reconciler on one VM. Each round observes every Release (the
-//! workload, CI verdicts, the upstream environment, hook runs), decides with the same
-//! pure `decide` as the operator, records the decided status in the state file, then
-//! applies it (workload targets, hook runs) and reports the transitions.
+//! `vigie run`: the reconciler on one VM. Each round loads the manifests (a directory
+//! or a git branch), applies tracking rules, sends every Release through the same
+//! pipeline as the operator ([`crate::reconcile`]) with the state file as its store,
+//! then writes back rollbacks and removes what no Release wants any more.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, atomic::Ordering},
@@ -16,31 +16,27 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 
 use super::{
+    ports::{Sinks, StateStore, StateVerdicts},
     server::{self, Shared},
     state::{self, ReleaseRecord, StateError},
 };
 use crate::{
     api::{
-        Phase, Release, ReleaseStatus, Sha,
+        Phase, Release, Sha,
         environment::{Backend as BackendSpec, EnvironmentSpec},
-        release::HealthState,
     },
-    backend::{Backend, Probe, Workload, docker::DockerBackend},
+    backend::{Backend, Workload, docker::DockerBackend},
+    error::Category,
     gitops::source::Source,
-    lifecycle::{
-        BackendState, Decision, Desired, Input, Observations, Upstream, Windows,
-        WorkloadObservation, WorkloadTarget, decide,
-    },
+    lifecycle::{Upstream, Windows},
     manifest::{self, Manifests},
-    metrics::{EventLabel, ResultLabel, event_name},
+    metrics::CategoryLabel,
+    reconcile::{
+        self, Memory, Ports, Reconciled, ReleaseKey, Subject, SystemClock,
+        revisions::Git,
+        verdicts::{Polls, Verdicts},
+    },
 };
-
-/// How a `git ls-remote` resolution is reused before asking again.
-const RESOLVE_TTL: Duration = Duration::from_secs(30);
-/// Marks an apply error caused by a missing artifact (an image not available yet).
-const MISSING_ARTIFACT: &str = "artifact not available: ";
-/// The longest a revision's resolution may take before the round goes on without it.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Options of `vigie run`.
 #[derive(Clone, Debug)]
@@ -212,16 +208,12 @@ pub struct Runner {
     fingerprint: Option<String>,
     backends: BTreeMap<String, Result<DockerBackend, String>>,
     windows: BTreeMap<String, Windows>,
-    /// What was last applied per Release: the target and the workload's spec (a spec
-    /// change re-applies even when the SHA stays).
-    applied: HashMap<String, (WorkloadTarget, Workload)>,
-    /// GitHub/GitLab API client, with its ETag cache.
-    ci_client: crate::ci::poll::Client,
-    /// When each (code location, SHA) in flight is polled next, and its backoff.
-    next_poll: HashMap<(String, Sha), (Instant, backon::ExponentialBackoff)>,
-    /// Per Release, the SHA whose artifact was missing at the last apply, and why.
-    artifact_missing: HashMap<String, (Sha, String)>,
-    resolved: HashMap<(String, String), (Instant, Result<Sha, String>)>,
+    /// What the pipeline applied, per Release.
+    memory: Memory,
+    /// When each SHA in flight may be polled again (GitHub, GitLab).
+    polls: Polls,
+    /// Revisions resolved with git, reused for a while.
+    revisions: Git,
     /// A git source: when it was last fetched, and the last commit looked at.
     git_fetched: Option<Instant>,
     git_seen: Option<Sha>,
@@ -235,19 +227,11 @@ pub struct Runner {
 
 /// One Release, ready to be reconciled.
 struct Item {
-    key: String,
+    key: ReleaseKey,
     release: Release,
     environment: EnvironmentSpec,
     workload: Workload,
     ci: crate::api::code_location::CiSpec,
-}
-
-/// What a Release's round produced.
-struct Outcome {
-    key: String,
-    record: ReleaseRecord,
-    decision: Decision,
-    observed: WorkloadObservation,
 }
 
 impl Runner {
@@ -286,11 +270,9 @@ impl Runner {
             fingerprint: None,
             backends: BTreeMap::new(),
             windows: BTreeMap::new(),
-            applied: HashMap::new(),
-            artifact_missing: HashMap::new(),
-            ci_client: crate::ci::poll::Client::new(),
-            next_poll: HashMap::new(),
-            resolved: HashMap::new(),
+            memory: Memory::default(),
+            polls: Polls::default(),
+            revisions: Git::default(),
             git_fetched: None,
             git_seen: None,
             track_checked: None,
@@ -482,81 +464,36 @@ impl Runner {
         rest
     }
 
-    /// Queues the notifications of one Release's transitions for its Environment's sinks.
-    fn notify(&self, o: &Outcome) {
-        let (Some(dispatcher), Some(m)) = (&self.dispatcher, &self.manifests) else {
-            return;
-        };
-        let (ns, _) = o.key.split_once('/').unwrap_or(("default", ""));
-        let key = |name: &str| (ns.to_owned(), name.to_owned());
-        let Some(env) = m.environments.get(&key(&o.record.environment)) else {
-            return;
-        };
-        let sinks = &env.object.spec.notifications;
-        if sinks.is_empty() {
-            return;
-        }
-        let repo = m
-            .code_locations
-            .get(&key(&o.record.code_location))
-            .map(|l| {
-                let spec = &l.object.spec.repo;
-                (
-                    spec.url.clone(),
-                    crate::gitops::repo::Credentials::from_spec(
-                        spec.credentials.as_ref(),
-                        crate::secrets::resolve,
-                    ),
-                )
-            });
-        for n in &o.decision.notifications {
-            dispatcher.send(crate::notify::deliver::Job {
-                namespace: ns.to_owned(),
-                sinks: sinks.clone(),
-                message: crate::notify::Message::of(
-                    n,
-                    &o.record.environment,
-                    &o.record.code_location,
-                    o.key.clone(),
-                ),
-                repo: repo.clone(),
-            });
-        }
-    }
-
     /// With write-back of rollbacks on, each rollback's revision is committed to the
     /// manifests repository, in the background (the rollback does not wait for git).
     /// Read from the status: a rollback not written back before a restart is after it.
-    fn write_back_rollbacks(&self, outcomes: &[Outcome]) {
+    fn write_back_rollbacks(&self, items: &[Item], outcomes: &[Option<Reconciled>]) {
         let Some(writer) = self.writer.clone().filter(|w| w.target.scope.rollbacks) else {
             return;
         };
-        for o in outcomes {
-            let Some((from, to, reason)) =
-                crate::gitops::writeback::pending_rollback(&o.decision.status)
+        for (item, done) in items.iter().zip(outcomes) {
+            let Some(done) = done else { continue };
+            let Some((from, to, reason)) = crate::gitops::writeback::pending_rollback(&done.status)
             else {
                 continue;
             };
-            let Some((ns, name)) = o.key.split_once('/') else {
-                continue;
-            };
-            if !writer.due(&o.key, &to) {
+            let key = item.key.to_string();
+            if !writer.due(&key, &to) {
                 continue;
             }
             let message = crate::gitops::writeback::rollback_message(
-                &o.record.code_location,
-                &o.record.environment,
-                &o.key,
+                &item.release.spec.code_location,
+                &item.release.spec.environment,
+                &key,
                 &from,
                 &to,
                 Some(&reason),
             );
-            let (writer, shared, ns, name, key) = (
+            let (writer, shared, ns, name) = (
                 writer.clone(),
                 self.shared.clone(),
-                ns.to_owned(),
-                name.to_owned(),
-                o.key.clone(),
+                item.key.namespace.clone(),
+                item.key.name.clone(),
             );
             tokio::spawn(async move {
                 let result = writer.set_revision(&ns, &name, &to, message).await;
@@ -859,17 +796,18 @@ impl Runner {
                 let environment = m
                     .environments
                     .get(&(ns.clone(), r.object.spec.environment.clone()))?;
-                let key = format!("{ns}/{name}");
+                let key = ReleaseKey::new(ns, name);
+                let shown = key.to_string();
                 let mut release = r.object.clone();
                 // A person's promotion or rollback is laid over the manifest; then a
                 // tracking rule's move replaces the revision (unless the person's is newer).
-                let track = tracked.get(&key);
-                if let Some(req) = requests.get(&key) {
+                let track = tracked.get(&shown);
+                if let Some(req) = requests.get(&shown) {
                     req.apply(&mut release.spec, track.and_then(|t| t.at));
                 }
                 if let Some(t) = track
                     && let Some(sha) = &t.sha
-                    && requests.get(&key).is_none_or(|req| {
+                    && requests.get(&shown).is_none_or(|req| {
                         t.at.is_some_and(|at| at > req.at) || r.object.spec.revision != req.over
                     })
                 {
@@ -892,106 +830,35 @@ impl Runner {
             .collect()
     }
 
-    async fn resolve(&mut self, items: &[Item]) -> HashMap<String, Desired> {
-        let mut out = HashMap::new();
-        for item in items {
-            let Some(revision) = item.release.spec.revision.clone() else {
-                out.insert(item.key.clone(), Desired::None);
-                continue;
-            };
-            let cache_key = (item.workload.repo_url.clone(), revision.clone());
-            let fresh = self
-                .resolved
-                .get(&cache_key)
-                .filter(|(at, _)| at.elapsed() < RESOLVE_TTL)
-                .map(|(_, r)| r.clone());
-            let result = if let Some(r) = fresh {
-                r
-            } else {
-                let (url, rev) = cache_key.clone();
-                let resolving =
-                    tokio::task::spawn_blocking(move || crate::git::resolve(&url, &rev));
-                let r = match tokio::time::timeout(RESOLVE_TIMEOUT, resolving).await {
-                    Ok(joined) => joined.unwrap_or_else(|e| Err(e.to_string())),
-                    Err(_) => Err(format!(
-                        "no answer from the repository within {}s",
-                        RESOLVE_TIMEOUT.as_secs()
-                    )),
-                };
-                self.resolved.insert(cache_key, (Instant::now(), r.clone()));
-                r
-            };
-            out.insert(
-                item.key.clone(),
-                match result {
-                    Ok(sha) => Desired::Sha(sha),
-                    Err(reason) => Desired::Unresolved { revision, reason },
-                },
-            );
-        }
-        out
-    }
-
-    /// One round over every Release.
+    /// One round over every Release: each goes through the pipeline, concurrently.
     pub async fn round(&mut self) {
         let started = Instant::now();
         self.reload().await;
         self.track().await;
         let items = self.items();
-        self.poll_ci(&items).await;
-        let desired = self.resolve(&items).await;
-        let snapshot = self.shared.state.lock().expect("state lock").clone();
-        let now = Timestamp::now();
-        let rounds = items.iter().map(|item| {
-            let record = snapshot
-                .releases
-                .get(&item.key)
-                .cloned()
-                .unwrap_or_else(|| ReleaseRecord {
-                    code_location: item.release.spec.code_location.clone(),
-                    environment: item.release.spec.environment.clone(),
-                    status: ReleaseStatus::default(),
-                    removed_at: None,
-                });
-            let upstream = upstream(
-                &snapshot.releases,
-                &item.environment,
-                &item.release.spec.code_location,
-            );
-            let ci = snapshot
-                .verdicts
-                .for_location(&item.release.spec.code_location);
-            let desired = desired.get(&item.key).cloned().unwrap_or(Desired::None);
-            self.reconcile(item, record, desired, ci, upstream, now)
-        });
-        let outcomes: Vec<Outcome> = join_all(rounds).await;
-        // Record what was decided before acting on it: the rollback point is on disk
-        // before the workload moves.
-        if let Err(e) = self.record(&items, &outcomes) {
+        // Releases that left the manifests are marked (their containers go after the
+        // grace period); those back are unmarked.
+        if let Err(e) = self.mark_removed(&items) {
             tracing::error!(error = %e, "failed to record the state; nothing is applied this round");
             self.shared
                 .metrics
-                .reconciles
-                .get_or_create(&ResultLabel { result: "error" })
+                .reconcile_errors
+                .get_or_create(&CategoryLabel {
+                    category: Category::Store.as_str(),
+                })
                 .inc();
             return;
         }
-        let errors = self.apply_all(&items, &outcomes).await;
-        self.report(&outcomes);
-        self.write_back_rollbacks(&outcomes);
+        let outcomes: Vec<Option<Reconciled>> =
+            join_all(items.iter().map(|item| self.reconcile(item))).await;
+        let errors = outcomes
+            .iter()
+            .filter(|o| o.as_ref().is_none_or(|d| d.failed.is_some()))
+            .count();
+        self.write_back_rollbacks(&items, &outcomes);
         self.prune(&items).await;
         let phases: Vec<Phase> = self.records().iter().map(|r| r.status.phase).collect();
         self.shared.metrics.set_phases(phases.into_iter());
-        self.shared
-            .metrics
-            .reconcile_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let result = if errors == 0 { "ok" } else { "error" };
-        self.shared
-            .metrics
-            .reconciles
-            .get_or_create(&ResultLabel { result })
-            .inc();
         if self.manifests.is_some() {
             self.shared.ready.store(true, Ordering::Relaxed);
         }
@@ -1003,24 +870,26 @@ impl Runner {
         );
     }
 
-    /// Saves the decided statuses (and forgets Releases no longer in the manifests).
-    fn record(&self, items: &[Item], outcomes: &[Outcome]) -> Result<(), StateError> {
+    /// Marks the Releases no longer in the manifests as removed (now), and those in
+    /// them as not.
+    fn mark_removed(&self, items: &[Item]) -> Result<(), StateError> {
+        if self.manifests.is_none() {
+            return Ok(());
+        }
         let mut current = self.shared.state.lock().expect("state lock");
         let mut next = current.clone();
-        for o in outcomes {
-            next.releases.insert(o.key.clone(), o.record.clone());
-        }
-        if self.manifests.is_some() {
-            let now = Timestamp::now();
-            for (key, record) in &mut next.releases {
-                if record.removed_at.is_none() && !items.iter().any(|i| &i.key == key) {
-                    tracing::info!(
-                        release = %key,
-                        "left the manifests; its containers go in {}s unless it comes back",
-                        self.options.removal_grace.as_secs()
-                    );
-                    record.removed_at = Some(now);
-                }
+        let now = Timestamp::now();
+        for (key, record) in &mut next.releases {
+            let present = items.iter().any(|i| i.key.to_string() == *key);
+            if present {
+                record.removed_at = None;
+            } else if record.removed_at.is_none() {
+                tracing::info!(
+                    release = %key,
+                    "left the manifests; its containers go in {}s unless it comes back",
+                    self.options.removal_grace.as_secs()
+                );
+                record.removed_at = Some(now);
             }
         }
         if next != *current {
@@ -1030,82 +899,47 @@ impl Runner {
         Ok(())
     }
 
-    /// Applies every decision; returns how many failed (their status says why).
-    async fn apply_all(&mut self, items: &[Item], outcomes: &[Outcome]) -> usize {
-        let applies = outcomes.iter().filter_map(|o| {
-            items
-                .iter()
-                .find(|i| i.key == o.key)
-                .map(|item| self.apply(item, o))
-        });
-        let results: Vec<(String, Option<WorkloadTarget>, Result<(), String>)> =
-            join_all(applies).await;
-        let mut errors = 0;
-        for (key, target, result) in results {
-            match result {
-                Ok(()) => {
-                    self.artifact_missing.remove(&key);
-                    if let Some(t) = target {
-                        let workload = items
-                            .iter()
-                            .find(|i| i.key == key)
-                            .map(|i| i.workload.clone());
-                        if let Some(w) = workload {
-                            self.applied.insert(key, (t, w));
-                        }
-                    }
-                }
-                Err(e) => {
-                    errors += 1;
-                    self.applied.remove(&key);
-                    if let (Some(why), Some(t)) =
-                        (e.strip_prefix(MISSING_ARTIFACT), target.as_ref())
-                    {
-                        self.artifact_missing
-                            .insert(key.clone(), (t.sha.clone(), why.to_owned()));
-                    }
-                    tracing::error!(release = %key, error = %e, "failed to apply");
-                    let mut current = self.shared.state.lock().expect("state lock");
-                    let mut next = current.clone();
-                    if let Some(r) = next.releases.get_mut(&key) {
-                        r.status.message = Some(format!("failed to apply: {e}"));
-                    }
-                    if self.shared.save(&next).is_ok() {
-                        *current = next;
-                    }
-                }
-            }
-        }
-        errors
-    }
-
-    /// Logs, counts and notifies the transitions made.
-    fn report(&self, outcomes: &[Outcome]) {
-        for o in outcomes {
-            self.notify(o);
-            for n in &o.decision.notifications {
-                self.shared
-                    .metrics
-                    .transitions
-                    .get_or_create(&EventLabel {
-                        event: event_name(n.event),
-                    })
-                    .inc();
-                tracing::info!(
-                    event = event_name(n.event),
-                    release = %o.key,
-                    environment = %o.record.environment,
-                    code_location = %o.record.code_location,
-                    sha = %n.sha.short(),
-                    previous = n.previous.as_ref().map_or("-", Sha::short),
-                    reason = n.reason.as_deref().unwrap_or(""),
-                    url = n.url.as_deref().unwrap_or(""),
-                    by = n.by.as_deref().unwrap_or(""),
-                    "{}",
-                    event_name(n.event)
-                );
-            }
-        }
+    /// One Release through the pipeline; `None` when its status could not be recorded.
+    async fn reconcile(&self, item: &Item) -> Option<Reconciled> {
+        let upstream = {
+            let state = self.shared.state.lock().expect("state lock");
+            upstream(
+                &state.releases,
+                &item.environment,
+                &item.release.spec.code_location,
+            )
+        };
+        let subject = Subject {
+            key: &item.key,
+            spec: &item.release.spec,
+            generation: None,
+            environment: &item.environment,
+            windows: self.windows.get(&item.workload.environment),
+            workload: &item.workload,
+            ci: &item.ci,
+            upstream: upstream.as_ref(),
+        };
+        let store = StateStore(&self.shared);
+        let ci = Verdicts {
+            polls: &self.polls,
+            store: StateVerdicts(&self.shared),
+        };
+        let manifests = self.manifests.as_ref()?;
+        let notifier = Sinks {
+            dispatcher: self.dispatcher.as_ref(),
+            manifests,
+        };
+        let ports = Ports {
+            backend: self.backend(&item.workload.environment),
+            store: &store,
+            ci: &ci,
+            revisions: &self.revisions,
+            notifier: &notifier,
+            clock: &SystemClock,
+            memory: &self.memory,
+            metrics: &self.shared.metrics,
+        };
+        reconcile::release(&subject, &ports).await.ok()
     }
 
     fn backend(&self, environment: &str) -> Result<&DockerBackend, String> {
@@ -1113,217 +947,6 @@ impl Runner {
             Some(Ok(b)) => Ok(b),
             Some(Err(e)) => Err(e.clone()),
             None => Err(format!("no backend for environment {environment}")),
-        }
-    }
-
-    async fn reconcile(
-        &self,
-        item: &Item,
-        mut record: ReleaseRecord,
-        desired: Desired,
-        ci: BTreeMap<Sha, crate::lifecycle::CiVerdict>,
-        upstream: Option<Upstream>,
-        now: Timestamp,
-    ) -> Outcome {
-        // Back in the manifests (or never gone): not removed.
-        record.removed_at = None;
-        let status = &record.status;
-        let probe = if crate::lifecycle::decide::health_check_due(&item.environment, status, now) {
-            Probe::Full
-        } else {
-            Probe::State
-        };
-        let (observed, hooks) = match self.backend(&item.workload.environment) {
-            Ok(backend) => {
-                let runs = crate::lifecycle::decide::pending_hooks(&item.environment, status);
-                let hooks = if runs.is_empty() {
-                    BTreeMap::new()
-                } else {
-                    backend
-                        .run_hooks(&item.workload, &runs, &item.environment.hooks)
-                        .await
-                        .unwrap_or_default()
-                };
-                (backend.observe(&item.workload, probe).await, hooks)
-            }
-            Err(reason) => (
-                WorkloadObservation {
-                    backend: BackendState::Unreachable { reason },
-                    sha: None,
-                    health: HealthState::Unknown,
-                    reason: None,
-                },
-                BTreeMap::new(),
-            ),
-        };
-        let in_flight = record.status.rollout.as_ref().map(|r| &r.sha);
-        let artifact_pending = self
-            .artifact_missing
-            .get(&item.key)
-            .filter(|(sha, _)| Some(sha) == in_flight)
-            .map(|(_, why)| why.clone());
-        let observations = Observations {
-            now,
-            desired,
-            workload: observed.clone(),
-            ci,
-            upstream,
-            hooks,
-            artifact_pending,
-        };
-        let decision = decide(&Input {
-            spec: &item.release.spec,
-            generation: None,
-            environment: &item.environment,
-            windows: self.windows.get(&item.workload.environment),
-            status: &record.status,
-            observed: &observations,
-        });
-        record.status = decision.status.clone();
-        Outcome {
-            key: item.key.clone(),
-            record,
-            decision,
-            observed,
-        }
-    }
-
-    async fn apply(
-        &self,
-        item: &Item,
-        o: &Outcome,
-    ) -> (String, Option<WorkloadTarget>, Result<(), String>) {
-        let key = o.key.clone();
-        let Ok(backend) = self.backend(&item.workload.environment) else {
-            return (key, None, Ok(()));
-        };
-        if !o.decision.hooks.is_empty()
-            && let Err(e) = backend
-                .run_hooks(&item.workload, &o.decision.hooks, &item.environment.hooks)
-                .await
-        {
-            return (key, None, Err(e.to_string()));
-        }
-        let Some(target) = o.decision.workload.clone() else {
-            return (key, None, Ok(()));
-        };
-        let settled = self
-            .applied
-            .get(&key)
-            .is_some_and(|(t, w)| t == &target && w == &item.workload)
-            && o.observed.sha.as_ref() == Some(&target.sha)
-            && matches!(
-                o.observed.health,
-                HealthState::Healthy | HealthState::Progressing
-            );
-        if settled {
-            return (key, Some(target), Ok(()));
-        }
-        let result = backend
-            .apply(&item.workload, &target)
-            .await
-            .map_err(|e| match e {
-                crate::backend::BackendError::Image { .. } => format!("{MISSING_ARTIFACT}{e}"),
-                other => other.to_string(),
-            });
-        (key, Some(target), result)
-    }
-
-    /// Polls GitHub or GitLab for the SHAs in flight whose turn has come, and records
-    /// the verdicts (webhooks and polling feed the same verdicts; the latest wins).
-    async fn poll_ci(&mut self, items: &[Item]) {
-        use backon::BackoffBuilder;
-        let records = self.records();
-        let now = Instant::now();
-        for item in items {
-            if item.ci.github.is_none() && item.ci.gitlab.is_none() {
-                continue;
-            }
-            let Some(record) = records.iter().find(|r| {
-                r.code_location == item.release.spec.code_location
-                    && r.environment == item.release.spec.environment
-            }) else {
-                continue;
-            };
-            let in_flight = matches!(
-                record.status.phase,
-                Phase::Deploying | Phase::Verifying | Phase::Failed
-            );
-            let Some(sha) = record
-                .status
-                .rollout
-                .as_ref()
-                .map(|r| r.sha.clone())
-                .filter(|_| in_flight)
-            else {
-                continue;
-            };
-            let location = item.release.spec.code_location.clone();
-            let key = (location.clone(), sha.clone());
-            let interval = item.ci.poll_interval.get();
-            let backoff = || {
-                backon::ExponentialBuilder::default()
-                    .with_min_delay(interval)
-                    .with_max_delay(Duration::from_secs(300))
-                    .with_jitter()
-                    .without_max_times()
-                    .build()
-            };
-            if self.next_poll.get(&key).is_some_and(|(due, _)| *due > now) {
-                continue;
-            }
-            let Some(result) = crate::ci::poll::verdict(
-                &self.ci_client,
-                &item.ci,
-                sha.as_str(),
-                &crate::secrets::resolve,
-            )
-            .await
-            else {
-                continue;
-            };
-            let entry = self
-                .next_poll
-                .entry(key)
-                .or_insert_with(|| (now, backoff()));
-            match result {
-                Ok(v) => {
-                    entry.0 = Instant::now() + interval;
-                    entry.1 = backoff();
-                    self.record_polled(&location, &sha, v);
-                }
-                Err(crate::ci::poll::PollError::RateLimited { retry_after, .. }) => {
-                    tracing::warn!(code_location = %location, "CI rate limit: polling again in {}s", retry_after.as_secs());
-                    entry.0 = Instant::now() + retry_after;
-                }
-                Err(e) => {
-                    let delay = entry.1.next().unwrap_or(Duration::from_secs(300));
-                    tracing::warn!(code_location = %location, sha = %sha.short(), error = %e, "CI poll failed; again in {}s", delay.as_secs());
-                    entry.0 = Instant::now() + delay;
-                }
-            }
-        }
-        let in_flight: Vec<(String, Sha)> = records
-            .iter()
-            .filter_map(|r| {
-                r.status
-                    .rollout
-                    .as_ref()
-                    .map(|o| (r.code_location.clone(), o.sha.clone()))
-            })
-            .collect();
-        self.next_poll.retain(|k, _| in_flight.contains(k));
-    }
-
-    fn record_polled(&self, location: &str, sha: &Sha, v: crate::lifecycle::CiVerdict) {
-        let mut current = self.shared.state.lock().expect("state lock");
-        let mut next = current.clone();
-        let stored = crate::ci::StoredVerdict::new(v, Timestamp::now());
-        if next.verdicts.record(location, sha.clone(), stored) {
-            match self.shared.save(&next) {
-                Ok(()) => *current = next,
-                Err(e) => tracing::error!(error = %e, "failed to record a polled CI verdict"),
-            }
         }
     }
 

@@ -1,0 +1,241 @@
+//! The pipeline's ports in the operator: the Release's status subresource as the
+//! [`Store`], the CodeLocation's status as the verdict store, Kubernetes Events and
+//! the notification sinks as the [`Notifier`].
+
+use std::collections::BTreeMap;
+
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event as KubeEvent, EventType},
+};
+
+use super::Ctx;
+use crate::{
+    api::{
+        CodeLocation, Environment, Release, ReleaseStatus, SecretSource, Sha,
+        environment::EventKind,
+    },
+    ci::StoredVerdict,
+    error::Category,
+    lifecycle::{CiVerdict, Notification},
+    metrics::event_name,
+    reconcile::{Error, Notifier, Store, Subject, verdicts::VerdictStore},
+};
+
+/// A Release's status subresource, written by server-side apply with one field manager.
+pub struct StatusStore<'a> {
+    /// The Releases of the namespace.
+    pub api: &'a Api<Release>,
+    /// The Release as the watch brought it (its status is the record).
+    pub release: &'a Release,
+}
+
+/// Writes `status` to the Release's status subresource.
+pub(super) async fn write_status(
+    api: &Api<Release>,
+    name: &str,
+    status: &ReleaseStatus,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({
+        "apiVersion": "vigie.dev/v1alpha1",
+        "kind": "Release",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(crate::backend::kubernetes::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+impl Store for StatusStore<'_> {
+    async fn status(&self, _: &Subject<'_>) -> ReleaseStatus {
+        self.release.status.clone().unwrap_or_default()
+    }
+
+    async fn record(&self, _: &Subject<'_>, status: &ReleaseStatus) -> Result<(), Error> {
+        write_status(self.api, &self.release.name_any(), status)
+            .await
+            .map_err(|e| Error::Record {
+                category: match &e {
+                    kube::Error::Api(s) if s.code == 409 => Category::Conflict,
+                    _ => Category::Transient,
+                },
+                source: Box::new(e),
+            })
+    }
+}
+
+/// Verdicts kept in the CodeLocation's `status.verdicts`.
+pub struct LocationVerdicts<'a> {
+    /// The controller's context (the persister, the Secret cache).
+    pub ctx: &'a Ctx,
+    /// The CodeLocation as the watch brought it.
+    pub location: &'a CodeLocation,
+}
+
+impl VerdictStore for LocationVerdicts<'_> {
+    fn stored(&self, _: &Subject<'_>) -> BTreeMap<Sha, CiVerdict> {
+        self.location
+            .status
+            .as_ref()
+            .map(|s| {
+                s.verdicts
+                    .iter()
+                    .map(|v| {
+                        let (sha, stored) = StoredVerdict::from_recorded(v);
+                        (sha, stored.verdict())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn record(
+        &self,
+        subject: &Subject<'_>,
+        sha: &Sha,
+        verdict: &CiVerdict,
+    ) -> Result<(), String> {
+        let Some(persist) = &self.ctx.shared.persist else {
+            return Ok(());
+        };
+        let stored = BTreeMap::from([(
+            sha.clone(),
+            StoredVerdict::new(verdict.clone(), jiff::Timestamp::now()),
+        )]);
+        persist
+            .persist(vec![(subject.location_key(), stored)])
+            .await
+    }
+
+    fn secret(&self, subject: &Subject<'_>, source: &SecretSource) -> Result<Vec<u8>, String> {
+        self.ctx.secrets.get(&subject.key.namespace, source)
+    }
+}
+
+/// One Kubernetes Event per transition on the Release, and the Environment's sinks.
+pub struct EventNotifier<'a> {
+    /// The controller's context (Event recorder, dispatcher, Secret cache).
+    pub ctx: &'a Ctx,
+    /// The Release.
+    pub release: &'a Release,
+    /// Its Environment (the sinks).
+    pub environment: &'a Environment,
+    /// Its CodeLocation (the repository, for commit subjects).
+    pub location: &'a CodeLocation,
+}
+
+fn event_type(kind: EventKind) -> EventType {
+    match kind {
+        EventKind::VerificationFailed
+        | EventKind::RolledBack
+        | EventKind::Failed
+        | EventKind::Suspect
+        | EventKind::HealthDown
+        | EventKind::HookFailed => EventType::Warning,
+        _ => EventType::Normal,
+    }
+}
+
+/// The Event's note: location, short SHA, the other SHA, why, who, and the CI link.
+#[must_use]
+pub fn event_note(location: &str, n: &Notification) -> String {
+    use std::fmt::Write;
+    let mut note = format!("{location} {}", n.sha.short());
+    if let Some(p) = &n.previous {
+        let _ = write!(note, " (previous {})", p.short());
+    }
+    if let Some(reason) = &n.reason {
+        let _ = write!(note, ": {reason}");
+    }
+    if let Some(by) = &n.by {
+        let _ = write!(note, " — by {by}");
+    }
+    if let Some(url) = &n.url {
+        let _ = write!(note, " {url}");
+    }
+    note
+}
+
+impl Notifier for EventNotifier<'_> {
+    async fn transitions(&self, subject: &Subject<'_>, notifications: &[Notification]) {
+        let r = self.release;
+        for n in notifications {
+            super::transition_event(
+                self.ctx,
+                r.object_ref(&()),
+                event_type(n.event),
+                event_name(n.event),
+                &event_note(&r.spec.code_location, n),
+                "Reconcile",
+            )
+            .await;
+        }
+        let sinks = &self.environment.spec.notifications;
+        if sinks.is_empty() {
+            return;
+        }
+        let ns = &subject.key.namespace;
+        let repo = (
+            self.location.spec.repo.url.clone(),
+            crate::gitops::repo::Credentials::from_spec(
+                self.location.spec.repo.credentials.as_ref(),
+                |s| self.ctx.secrets.get(ns, s),
+            ),
+        );
+        for n in notifications {
+            self.ctx.dispatcher.send(crate::notify::deliver::Job {
+                namespace: ns.clone(),
+                sinks: sinks.clone(),
+                message: crate::notify::Message::of(
+                    n,
+                    &r.spec.environment,
+                    &r.spec.code_location,
+                    subject.key.to_string(),
+                ),
+                repo: Some(repo.clone()),
+            });
+        }
+    }
+
+    async fn action_failed(&self, _: &Subject<'_>, error: &Error) {
+        let note = match error {
+            Error::Apply(e) => e.to_string(),
+            other @ Error::Record { .. } => other.to_string(),
+        };
+        publish(
+            self.ctx,
+            self.release,
+            EventType::Warning,
+            "ApplyFailed",
+            &note,
+        )
+        .await;
+    }
+}
+
+/// Publishes one Event on a Release (notes over 1000 bytes are cut).
+pub(super) async fn publish(ctx: &Ctx, r: &Release, type_: EventType, reason: &str, note: &str) {
+    let mut note = note.to_owned();
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &r.object_ref(&())).await {
+        tracing::warn!(error = %e, "failed to publish an Event");
+    }
+}

@@ -1,0 +1,83 @@
+//! The ports of the pipeline, one small trait each. The real implementations live with
+//! their mode (`standalone::ports`, `operator::ports`) or their subject
+//! ([`crate::backend`], [`super::verdicts::Verdicts`], [`super::revisions::Git`]); the
+//! in-memory fakes of the pipeline's tests are in `reconcile/fake.rs`.
+
+use std::{collections::BTreeMap, future::Future};
+
+use jiff::Timestamp;
+
+use super::{Error, Subject};
+use crate::{
+    api::{ReleaseStatus, Sha},
+    lifecycle::{CiVerdict, Notification},
+};
+
+/// A Release's recorded status and history: the state file (`vigie run`) or the
+/// Release's status subresource (`vigie controller`).
+pub trait Store: Send + Sync {
+    /// The status last recorded for the Release (the default when none is).
+    fn status(&self, subject: &Subject<'_>) -> impl Future<Output = ReleaseStatus> + Send;
+
+    /// Records `status`, durably, before anything acts on it.
+    fn record(
+        &self,
+        subject: &Subject<'_>,
+        status: &ReleaseStatus,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// The CI verdicts of a code location's SHAs: those stored (webhooks, earlier polls),
+/// plus a poll of the provider for the SHA in flight when its turn has come.
+pub trait Ci: Send + Sync {
+    /// Every verdict known for the Release's code location, by SHA; `in_flight` is the
+    /// SHA being verified, which may be polled for.
+    fn verdicts(
+        &self,
+        subject: &Subject<'_>,
+        in_flight: Option<&Sha>,
+    ) -> impl Future<Output = BTreeMap<Sha, CiVerdict>> + Send;
+}
+
+/// Turns a revision (a branch, a tag, a full SHA) into a commit.
+pub trait Revisions: Send + Sync {
+    /// The commit `revision` names in `repo`, or why it cannot be known now.
+    fn resolve(
+        &self,
+        repo: &str,
+        revision: &str,
+    ) -> impl Future<Output = Result<Sha, String>> + Send;
+}
+
+/// Tells people what happened: notification sinks, Kubernetes Events.
+pub trait Notifier: Send + Sync {
+    /// The transitions `decide` made (already recorded).
+    fn transitions(
+        &self,
+        subject: &Subject<'_>,
+        notifications: &[Notification],
+    ) -> impl Future<Output = ()> + Send;
+
+    /// An action failed after its decision was recorded (the status says why).
+    fn action_failed(
+        &self,
+        subject: &Subject<'_>,
+        error: &Error,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// The time, passed in: never read inside the rules.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}

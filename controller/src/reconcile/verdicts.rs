@@ -1,0 +1,221 @@
+//! The real [`Ci`] port: the verdicts stored for a code location (webhooks, earlier
+//! polls) plus a poll of GitHub or GitLab for the SHA in flight when its turn has come.
+//! One polling policy for both modes: every `ci.pollInterval` after an answer, the
+//! provider's `Retry-After` when it asks to wait, and exponential backoff with jitter
+//! (from the interval up to 5 minutes) after failures.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+use super::{Subject, ports::Ci};
+use crate::{
+    api::{SecretSource, Sha},
+    lifecycle::CiVerdict,
+};
+
+/// The longest wait between two polls of a failing provider.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A poll schedule not asked about for this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// Where a mode keeps verdicts: the state file, or the CodeLocation's status.
+pub trait VerdictStore: Send + Sync {
+    /// The verdicts recorded for the subject's code location.
+    fn stored(&self, subject: &Subject<'_>) -> BTreeMap<Sha, CiVerdict>;
+
+    /// Records a polled verdict (webhooks and polls feed the same verdicts).
+    fn record(
+        &self,
+        subject: &Subject<'_>,
+        sha: &Sha,
+        verdict: &CiVerdict,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Reads a secret the CI settings name (a token).
+    fn secret(&self, subject: &Subject<'_>, source: &SecretSource) -> Result<Vec<u8>, String>;
+}
+
+/// When each (code location, SHA) may be polled again: long-lived, one per process.
+#[derive(Default)]
+pub struct Polls {
+    client: crate::ci::poll::Client,
+    turns: Mutex<HashMap<(String, Sha), Turn>>,
+}
+
+struct Turn {
+    due: Instant,
+    backoff: ExponentialBackoff,
+    asked: Instant,
+}
+
+/// What a poll's outcome means for the next one.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// An answer: the regular interval, backoff reset.
+    Interval,
+    /// The provider asked to wait this long.
+    Wait(Duration),
+    /// A failure: the next step of the backoff.
+    Backoff,
+}
+
+fn backoff(interval: Duration) -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(interval)
+        .with_max_delay(MAX_BACKOFF)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+impl Polls {
+    /// The HTTP client of GitHub and GitLab requests.
+    #[must_use]
+    pub fn client(&self) -> &crate::ci::poll::Client {
+        &self.client
+    }
+
+    /// Whether the (location, SHA) may be polled now.
+    fn due(&self, key: &(String, Sha), now: Instant) -> bool {
+        let Ok(mut turns) = self.turns.lock() else {
+            return true;
+        };
+        turns.retain(|_, t| now.duration_since(t.asked) < FORGET_AFTER);
+        match turns.get_mut(key) {
+            Some(t) => {
+                t.asked = now;
+                t.due <= now
+            }
+            None => true,
+        }
+    }
+
+    /// Sets the next turn after an outcome; returns the delay chosen.
+    fn schedule(&self, key: (String, Sha), interval: Duration, next: &Next) -> Duration {
+        let now = Instant::now();
+        let Ok(mut turns) = self.turns.lock() else {
+            return interval;
+        };
+        let turn = turns.entry(key).or_insert_with(|| Turn {
+            due: now,
+            backoff: backoff(interval),
+            asked: now,
+        });
+        let delay = match next {
+            Next::Interval => {
+                turn.backoff = backoff(interval);
+                interval
+            }
+            Next::Wait(d) => *d,
+            Next::Backoff => turn.backoff.next().unwrap_or(MAX_BACKOFF),
+        };
+        turn.due = now + delay;
+        delay
+    }
+}
+
+/// Stored verdicts plus polling, for one reconcile.
+pub struct Verdicts<'a, S> {
+    /// The process's poll schedule and HTTP client.
+    pub polls: &'a Polls,
+    /// Where verdicts are kept.
+    pub store: S,
+}
+
+impl<S: VerdictStore> Ci for Verdicts<'_, S> {
+    async fn verdicts(
+        &self,
+        subject: &Subject<'_>,
+        in_flight: Option<&Sha>,
+    ) -> BTreeMap<Sha, CiVerdict> {
+        let mut known = self.store.stored(subject);
+        let spec = subject.ci;
+        let Some(sha) = in_flight.filter(|_| spec.github.is_some() || spec.gitlab.is_some()) else {
+            return known;
+        };
+        let key = (subject.location_key(), sha.clone());
+        if !self.polls.due(&key, Instant::now()) {
+            return known;
+        }
+        let resolve = |s: &SecretSource| self.store.secret(subject, s);
+        let Some(result) =
+            crate::ci::poll::verdict(&self.polls.client, spec, sha.as_str(), &resolve).await
+        else {
+            return known;
+        };
+        let interval = spec.poll_interval.get();
+        let next = match result {
+            Ok(verdict) => {
+                if let Err(e) = self.store.record(subject, sha, &verdict).await {
+                    tracing::warn!(error = %e, "failed to record a polled CI verdict");
+                }
+                known.insert(sha.clone(), verdict);
+                Next::Interval
+            }
+            Err(crate::ci::poll::PollError::RateLimited { retry_after, .. }) => {
+                Next::Wait(retry_after)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "CI poll failed");
+                Next::Backoff
+            }
+        };
+        let delay = self.polls.schedule(key, interval, &next);
+        if next != Next::Interval {
+            tracing::debug!(delay_s = delay.as_secs(), "CI polled again after a delay");
+        }
+        known
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> (String, Sha) {
+        ("default/app".into(), "a".repeat(40).parse().unwrap())
+    }
+
+    #[test]
+    fn a_new_sha_is_polled_at_once_then_every_interval() {
+        let polls = Polls::default();
+        let now = Instant::now();
+        assert!(polls.due(&key(), now));
+        let d = polls.schedule(key(), Duration::from_secs(10), &Next::Interval);
+        assert_eq!(d, Duration::from_secs(10));
+        assert!(!polls.due(&key(), Instant::now()));
+        assert!(polls.due(&key(), Instant::now() + Duration::from_secs(11)));
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_five_minutes_and_an_answer_resets() {
+        let polls = Polls::default();
+        let interval = Duration::from_secs(10);
+        let delays: Vec<Duration> = (0..12)
+            .map(|_| polls.schedule(key(), interval, &Next::Backoff))
+            .collect();
+        assert!(delays[0] >= interval, "{delays:?}");
+        assert!(delays[3] > delays[0], "{delays:?}");
+        // With jitter a delay may pass the cap by up to its own size, never more.
+        assert!(delays.iter().all(|d| *d <= MAX_BACKOFF * 2), "{delays:?}");
+        assert_eq!(polls.schedule(key(), interval, &Next::Interval), interval);
+        assert!(polls.schedule(key(), interval, &Next::Backoff) < Duration::from_secs(21));
+    }
+
+    #[test]
+    fn a_rate_limit_waits_what_the_provider_asks() {
+        let polls = Polls::default();
+        let d = polls.schedule(
+            key(),
+            Duration::from_secs(10),
+            &Next::Wait(Duration::from_secs(42)),
+        );
+        assert_eq!(d, Duration::from_secs(42));
+    }
+}
