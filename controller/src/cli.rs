@@ -244,6 +244,43 @@ impl HttpArgs {
     }
 }
 
+/// The manifests repository's access and write-back, spelled the same in both modes
+/// (the operator's former `--gitops-…` spellings stay as hidden aliases).
+#[derive(Debug, clap::Args)]
+pub struct GitArgs {
+    /// Seconds between fetches of the manifests repository (a signed push webhook
+    /// fetches at once).
+    #[arg(long, alias = "gitops-interval", default_value_t = 60)]
+    pub git_interval: u64,
+    /// File holding the token for an HTTPS manifests repository.
+    #[arg(long, alias = "gitops-token-file")]
+    pub git_token_file: Option<PathBuf>,
+    /// File holding the SSH private key for an SSH manifests repository.
+    #[arg(long, alias = "gitops-ssh-key-file")]
+    pub git_ssh_key_file: Option<PathBuf>,
+    /// known_hosts file the SSH server's key must be listed in.
+    #[arg(long, alias = "gitops-known-hosts-file")]
+    pub git_known_hosts_file: Option<PathBuf>,
+    /// What is committed back to the manifests repository instead of kept in the state
+    /// (or set in the cluster): `tracking` (tracked updates), `rollbacks`, both
+    /// (comma-separated) or `none`.
+    #[arg(
+        long,
+        alias = "gitops-write-back",
+        env = "VIGIE_WRITE_BACK",
+        default_value = "none"
+    )]
+    pub write_back: String,
+    /// Author and committer of write-back commits, `Name <email>`.
+    #[arg(
+        long,
+        alias = "gitops-author",
+        env = "VIGIE_GIT_AUTHOR",
+        default_value = "Vigie <vigie@localhost>"
+    )]
+    pub git_author: String,
+}
+
 /// Options of `vigie run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -252,32 +289,12 @@ pub struct RunArgs {
     /// every --git-interval and at once on a signed push webhook.
     #[arg(long, env = "VIGIE_MANIFESTS")]
     pub manifests: String,
-    /// Seconds between fetches of a git source of manifests.
-    #[arg(long, default_value_t = 60)]
-    pub git_interval: u64,
+    /// The manifests repository's access and write-back.
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Seconds between checks of the refs that CodeLocations' `track` rules follow.
     #[arg(long, default_value_t = 60)]
     pub track_interval: u64,
-    /// File holding the token for an HTTPS manifests repository.
-    #[arg(long)]
-    pub git_token_file: Option<PathBuf>,
-    /// File holding the SSH private key for an SSH manifests repository.
-    #[arg(long)]
-    pub git_ssh_key_file: Option<PathBuf>,
-    /// known_hosts file the SSH server's key must be listed in.
-    #[arg(long)]
-    pub git_known_hosts_file: Option<PathBuf>,
-    /// With a git source of manifests: what is committed back to it instead of kept in
-    /// the state: `tracking` (tracked updates), `rollbacks`, both (comma-separated) or `none`.
-    #[arg(long, env = "VIGIE_WRITE_BACK", default_value = "none")]
-    pub write_back: String,
-    /// Author and committer of write-back commits, `Name <email>`.
-    #[arg(
-        long,
-        env = "VIGIE_GIT_AUTHOR",
-        default_value = "Vigie <vigie@localhost>"
-    )]
-    pub git_author: String,
     /// State file, written atomically.
     #[arg(long, env = "VIGIE_STATE", default_value = "vigie-state.json")]
     pub state: PathBuf,
@@ -355,35 +372,15 @@ pub struct ControllerArgs {
     /// GitOps: the folder of the manifests in the repository.
     #[arg(long, env = "VIGIE_GITOPS_PATH", default_value = "")]
     pub gitops_path: String,
-    /// GitOps: seconds between fetches (a signed push webhook fetches at once).
-    #[arg(long, default_value_t = 60)]
-    pub gitops_interval: u64,
     /// GitOps: namespace of the objects that name none.
     #[arg(long, default_value = "default")]
     pub gitops_namespace: String,
-    /// GitOps: file holding the HTTPS token.
-    #[arg(long)]
-    pub gitops_token_file: Option<PathBuf>,
-    /// GitOps: file holding the SSH private key.
-    #[arg(long)]
-    pub gitops_ssh_key_file: Option<PathBuf>,
-    /// GitOps: known_hosts file the SSH server's key must be listed in.
-    #[arg(long)]
-    pub gitops_known_hosts_file: Option<PathBuf>,
     /// Where git repositories (the GitOps one, tracked code repositories) are mirrored.
     #[arg(long, alias = "git-cache", default_value = "/tmp/vigie-gitops")]
     pub gitops_cache: PathBuf,
-    /// GitOps: what is committed back to the repository instead of set in the cluster:
-    /// `tracking` (tracked updates), `rollbacks`, both (comma-separated) or `none`.
-    #[arg(long, env = "VIGIE_GITOPS_WRITE_BACK", default_value = "none")]
-    pub gitops_write_back: String,
-    /// GitOps: author and committer of write-back commits, `Name <email>`.
-    #[arg(
-        long,
-        env = "VIGIE_GITOPS_AUTHOR",
-        default_value = "Vigie <vigie@localhost>"
-    )]
-    pub gitops_author: String,
+    /// The manifests repository's access and write-back.
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Seconds between checks of the refs that CodeLocations' `track` rules follow.
     #[arg(long, default_value_t = 60)]
     pub track_interval: u64,
@@ -700,8 +697,8 @@ fn gitops_options(
     args: &ControllerArgs,
 ) -> Result<Option<crate::operator::gitops::Options>, String> {
     let Some(repo) = args.gitops_repo.as_deref() else {
-        if args.gitops_write_back.trim() != "none" {
-            return Err("--gitops-write-back needs --gitops-repo".into());
+        if args.git.write_back.trim() != "none" {
+            return Err("--write-back needs --gitops-repo".into());
         }
         return Ok(None);
     };
@@ -714,17 +711,17 @@ fn gitops_options(
         Err(e) => return Err(format!("--gitops-repo {e}")),
     };
     let credentials = git_credentials(
-        args.gitops_token_file.as_ref(),
-        args.gitops_ssh_key_file.as_ref(),
-        args.gitops_known_hosts_file.as_ref(),
+        args.git.git_token_file.as_ref(),
+        args.git.git_ssh_key_file.as_ref(),
+        args.git.git_known_hosts_file.as_ref(),
     )?;
-    let write_back = crate::gitops::writeback::Scope::parse(&args.gitops_write_back)
-        .map_err(|e| format!("--gitops-{e}"))?;
-    let author = crate::gitops::writeback::Author::parse(&args.gitops_author)
-        .map_err(|e| format!("--gitops-author {e}"))?;
+    let write_back = crate::gitops::writeback::Scope::parse(&args.git.write_back)
+        .map_err(|e| format!("--{e}"))?;
+    let author = crate::gitops::writeback::Author::parse(&args.git.git_author)
+        .map_err(|e| format!("--git-author {e}"))?;
     Ok(Some(crate::operator::gitops::Options {
         source,
-        interval: std::time::Duration::from_secs(args.gitops_interval.max(1)),
+        interval: std::time::Duration::from_secs(args.git.git_interval.max(1)),
         credentials,
         cache: args.gitops_cache.clone(),
         default_namespace: args.gitops_namespace.clone(),
@@ -831,9 +828,9 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     let git_credentials = match git_credentials(
-        args.git_token_file.as_ref(),
-        args.git_ssh_key_file.as_ref(),
-        args.git_known_hosts_file.as_ref(),
+        args.git.git_token_file.as_ref(),
+        args.git.git_ssh_key_file.as_ref(),
+        args.git.git_known_hosts_file.as_ref(),
     ) {
         Ok(c) => c,
         Err(e) => {
@@ -841,7 +838,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let write_back = match crate::gitops::writeback::Scope::parse(&args.write_back) {
+    let write_back = match crate::gitops::writeback::Scope::parse(&args.git.write_back) {
         Ok(s) if s.any() && !matches!(manifests, crate::gitops::source::Source::Git(_)) => {
             eprintln!(
                 "vigie: --write-back needs a git source of manifests (--manifests URL#BRANCH:DIR)"
@@ -854,7 +851,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let git_author = match crate::gitops::writeback::Author::parse(&args.git_author) {
+    let git_author = match crate::gitops::writeback::Author::parse(&args.git.git_author) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("vigie: --git-author {e}");
@@ -865,7 +862,7 @@ fn run(args: RunArgs) -> ExitCode {
     git_cache.push(".git-cache");
     let options = crate::standalone::run::Options {
         manifests,
-        git_interval: std::time::Duration::from_secs(args.git_interval.max(1)),
+        git_interval: std::time::Duration::from_secs(args.git.git_interval.max(1)),
         track_interval: std::time::Duration::from_secs(args.track_interval.max(1)),
         git_cache: PathBuf::from(git_cache),
         git_credentials,
@@ -1001,4 +998,56 @@ fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runt
         .build()
         .map_err(|e| eprintln!("vigie: failed to start the runtime: {e}"))
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Command, GitArgs};
+
+    fn git_args(command: Command) -> GitArgs {
+        match command {
+            Command::Run(a) => a.git,
+            Command::Controller(a) => a.git,
+            _ => panic!("not run or controller"),
+        }
+    }
+
+    /// Both modes spell the manifests repository's options the same; the operator's
+    /// former spellings are still taken.
+    #[test]
+    fn the_git_options_have_one_spelling_in_both_modes() {
+        let new = [
+            "--git-token-file=/t",
+            "--git-ssh-key-file=/k",
+            "--git-known-hosts-file=/h",
+            "--write-back=tracking",
+            "--git-author=Bot <b@example.com>",
+            "--git-interval=7",
+        ];
+        let old = [
+            "--gitops-token-file=/t",
+            "--gitops-ssh-key-file=/k",
+            "--gitops-known-hosts-file=/h",
+            "--gitops-write-back=tracking",
+            "--gitops-author=Bot <b@example.com>",
+            "--gitops-interval=7",
+        ];
+        let parse = |mode: &str, flags: &[&str]| {
+            let mut argv = vec!["vigie", mode];
+            if mode == "run" {
+                argv.push("--manifests=/m");
+            }
+            argv.extend_from_slice(flags);
+            format!("{:?}", git_args(Cli::try_parse_from(argv).unwrap().command))
+        };
+        let run = parse("run", &new);
+        assert_eq!(parse("controller", &new), run);
+        assert_eq!(parse("controller", &old), run);
+        assert!(
+            run.contains("tracking") && run.contains("git_interval: 7"),
+            "{run}"
+        );
+    }
 }

@@ -158,6 +158,13 @@ fn the_vm_scenario() {
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
+    // Reconciles count Releases, as in the operator (e2e_k8s.rs), not rounds.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vigie_reconciles_total{result=\"ok\"}") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 
     // Labels for docker compose, and the state for `vigie status -o json`.
     let out = std::process::Command::new("docker")

@@ -287,6 +287,27 @@ async fn under_the_charts_service_account_a_red_verdict_rolls_the_deployment_bac
     for reason in ["DeployStarted", "Deployed", "Validated", "RolledBack"] {
         assert!(events.contains(reason), "no {reason} Event:\n{events}");
     }
+    // The same metrics, with the same meaning, as `vigie run` shows for the same story
+    // (e2e_docker.rs): transitions, Releases by phase, reconciles of a Release.
+    let metrics = eventually(T, "the phases counted", || async {
+        controller
+            .metrics()
+            .filter(|m| m.contains("vigie_releases{phase=\"RolledBack\"} 1"))
+    })
+    .await;
+    for line in [
+        "vigie_transitions_total{event=\"RolledBack\"} 1",
+        "vigie_transitions_total{event=\"Validated\"} 1",
+        "vigie_webhook_deliveries_total{outcome=\"accepted\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vigie_reconciles_total{result=\"ok\"}") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 
     // The chart grants what the controller used, and no more.
     let can = |args: &[&str]| {

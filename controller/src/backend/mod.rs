@@ -1,6 +1,9 @@
 //! The Backend port: drives a Release's workload to a SHA and reports what runs.
-//! Implementations: Docker (through bollard). The lifecycle never sees them: it
-//! receives a [`WorkloadObservation`] and returns a [`WorkloadTarget`].
+//! Implementations: Docker through bollard ([`docker`]: containers, compose services,
+//! git checkouts) and Kubernetes Deployments ([`kubernetes`]); [`AnyBackend`] picks one
+//! per Environment. The pipeline ([`crate::reconcile`]) is generic over it; the
+//! lifecycle never sees it: it receives a [`WorkloadObservation`] and returns a
+//! [`WorkloadTarget`].
 
 pub mod docker;
 pub mod health;

@@ -1,7 +1,8 @@
-//! The CI port: verdicts for a SHA, kept per code location and SHA. Sources: the
-//! generic signed webhook ([`webhook`]); the verdict rules of GitHub ([`github`]) and
-//! GitLab ([`gitlab`]) — pure mappings of their API payloads (fetching them by polling
-//! and their webhooks are not wired in yet).
+//! CI verdicts for a SHA, kept per code location and SHA. Sources: the generic signed
+//! webhook ([`webhook`]); GitHub ([`github`]) and GitLab ([`gitlab`]) — pure mappings of
+//! their webhook and API payloads, received at `/hooks/github` and `/hooks/gitlab`
+//! ([`crate::http::server`]) or polled ([`poll`], scheduled by
+//! [`crate::reconcile::verdicts::Verdicts`]).
 
 pub mod github;
 pub mod gitlab;

@@ -1,3 +1,6 @@
-//! The HTTP side of both modes: the listener every outsider reaches, bounded.
+//! The HTTP side, mounted by both modes: `/healthz`, `/readyz`, `/metrics` and the CI
+//! webhooks ([`server`]), served by a listener that bounds every connection
+//! ([`listener`]).
 
 pub mod listener;
+pub mod server;

@@ -261,7 +261,8 @@ pub struct Notification {
 /// The result of a decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
-    /// The status to record once the rest is applied.
+    /// The status to record before anything is applied (`reconcile::record` writes it;
+    /// `reconcile::act` acts only on what was recorded).
     pub status: ReleaseStatus,
     /// What the workload should run; `None` leaves it as it is.
     pub workload: Option<WorkloadTarget>,

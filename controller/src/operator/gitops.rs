@@ -141,6 +141,11 @@ async fn once(ctx: &Ctx, options: &Options, synced: &mut Synced) {
         }
     };
     let report = manifest::load_sources(&files);
+    // As `vigie run` does for its manifests: 1 while the last commit looked at is valid.
+    ctx.shared
+        .metrics
+        .manifests_valid
+        .set(i64::from(report.problems.is_empty()));
     if !report.problems.is_empty() {
         ctx.shared.metrics.git_sync_errors.inc();
         let problems: Vec<String> = report

@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use crate::{
     api::{CodeLocation, Environment, Release, Sha},
     ci::StoredVerdict,
-    standalone::server::{self, Persist, Shared},
+    http::server::{self, Persist, Shared},
 };
 
 /// Field manager of the CI verdicts written to CodeLocation statuses.
@@ -151,6 +151,23 @@ impl Ctx {
 
     fn release_store(&self) -> Option<Store<Release>> {
         self.releases.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+/// Keeps `vigie_releases{phase}` at the count of the watched Releases in each phase,
+/// as `vigie run` does after each round (read from the cache: no request).
+async fn count_phases(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        if let Some(store) = ctx.release_store() {
+            ctx.shared.metrics.set_phases(
+                store
+                    .state()
+                    .iter()
+                    .map(|r| r.status.as_ref().map(|s| s.phase).unwrap_or_default()),
+            );
+        }
     }
 }
 
@@ -530,6 +547,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         options.track_interval,
         options.git_cache.clone(),
     ));
+    let phases = tokio::spawn(count_phases(ctx.clone()));
     let relayed = options.leader_election.then(|| {
         tokio::spawn(relay::leader(
             client.clone(),
@@ -553,6 +571,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         g.abort();
     }
     tracker.abort();
+    phases.abort();
     if let Some(r) = &relayed {
         r.abort();
     }

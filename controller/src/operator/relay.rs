@@ -18,7 +18,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 
-use crate::standalone::server::Shared;
+use crate::http::server::Shared;
 
 /// The ConfigMap pushes are relayed through.
 pub const CONFIGMAP: &str = "vigie-push";

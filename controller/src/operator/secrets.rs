@@ -12,7 +12,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::{
     api::{CodeLocation, SecretSource, common::SecretKeyRef},
-    standalone::server::SecretResolver,
+    http::server::SecretResolver,
 };
 
 /// `(namespace, secret, key)` → value, or why it is unavailable.

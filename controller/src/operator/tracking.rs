@@ -3,7 +3,7 @@
 //! Release's `spec.revision` (field manager `vigie-tracking`), with a `Tracked` Event;
 //! a refusal (a force-push, a quarantined SHA) is a `TrackingRefused` Warning, once.
 //! Releases that GitOps manages are not patched (git is their source of truth): with
-//! `--gitops-write-back=tracking` the move is committed to the GitOps repository, which
+//! `--write-back=tracking` the move is committed to the GitOps repository, which
 //! the sync then applies (`WrittenBack` Event); without it, it is reported.
 
 use std::{
@@ -167,7 +167,7 @@ async fn write_back(
     let key = format!("{ns}/{}", r.name_any());
     let Some(writer) = ctx.writer.as_ref().filter(|w| w.target.scope.tracking) else {
         let why = format!(
-            "{reference} is at {}, but GitOps manages this Release: commit the revision to the manifests repository, or turn on --gitops-write-back=tracking",
+            "{reference} is at {}, but GitOps manages this Release: commit the revision to the manifests repository, or turn on --write-back=tracking",
             sha.short()
         );
         if reported.get(&key) != Some(&why) {

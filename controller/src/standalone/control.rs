@@ -30,7 +30,8 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use super::{server::Shared, state::Requests};
+use super::state::Requests;
+use crate::http::server::Shared;
 use crate::{
     api::ReleaseStatus,
     promote::{self, Ask, Done, Kind, Plan},
@@ -227,18 +228,16 @@ impl Control {
     }
 
     /// Records a person's request for a Release, then wakes the reconciler.
-    fn record(&self, key: &str, requests: Requests) -> Result<(), Response> {
-        let mut current = self.shared.state.lock().expect("state lock");
-        let mut next = current.clone();
-        next.requests.insert(key.to_owned(), requests);
-        self.shared.save(&next).map_err(|e| {
-            refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("not recorded: {e}"),
-            )
-        })?;
-        *current = next;
-        drop(current);
+    async fn record(&self, key: &str, requests: Requests) -> Result<(), Response> {
+        self.shared
+            .update(|next| next.requests.insert(key.to_owned(), requests))
+            .await
+            .map_err(|e| {
+                refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("not recorded: {e}"),
+                )
+            })?;
         self.shared.wake.notify_one();
         Ok(())
     }
@@ -323,7 +322,7 @@ async fn decide(
         release = %found.key, sha = %plan.sha, by = %peer.user, ?kind,
         break_glass = requests.break_glass.is_some(), "decision recorded"
     );
-    if let Err(r) = c.record(&found.key, requests) {
+    if let Err(r) = c.record(&found.key, requests).await {
         return r;
     }
     Json(Done {

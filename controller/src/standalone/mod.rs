@@ -4,6 +4,5 @@
 pub mod control;
 mod ports;
 pub mod run;
-pub mod server;
 pub mod state;
 pub mod status;

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use super::{server::Shared, state::ReleaseRecord};
+use super::state::ReleaseRecord;
+use crate::http::server::Shared;
 use crate::{
     api::{ReleaseStatus, SecretSource, Sha},
     error::Category,
@@ -28,23 +29,20 @@ impl Store for StateStore<'_> {
     }
 
     async fn record(&self, subject: &Subject<'_>, status: &ReleaseStatus) -> Result<(), Error> {
-        let mut current = self.0.state.lock().expect("state lock");
-        let mut next = current.clone();
-        next.releases.insert(
-            subject.key.to_string(),
-            ReleaseRecord {
-                code_location: subject.spec.code_location.clone(),
-                environment: subject.spec.environment.clone(),
-                status: status.clone(),
-                removed_at: None,
-            },
-        );
-        self.0.save(&next).map_err(|e| Error::Record {
-            category: Category::Store,
-            source: Box::new(e),
-        })?;
-        *current = next;
-        Ok(())
+        let record = ReleaseRecord {
+            code_location: subject.spec.code_location.clone(),
+            environment: subject.spec.environment.clone(),
+            status: status.clone(),
+            removed_at: None,
+        };
+        self.0
+            .update(|next| next.releases.insert(subject.key.to_string(), record))
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Record {
+                category: Category::Store,
+                source: Box::new(e),
+            })
     }
 }
 
@@ -67,17 +65,15 @@ impl VerdictStore for StateVerdicts<'_> {
         sha: &Sha,
         verdict: &CiVerdict,
     ) -> Result<(), String> {
-        let mut current = self.0.state.lock().expect("state lock");
-        let mut next = current.clone();
         let stored = crate::ci::StoredVerdict::new(verdict.clone(), Timestamp::now());
-        if next
-            .verdicts
-            .record(&subject.spec.code_location, sha.clone(), stored)
-        {
-            self.0.save(&next).map_err(|e| e.to_string())?;
-            *current = next;
-        }
-        Ok(())
+        self.0
+            .update(|next| {
+                next.verdicts
+                    .record(&subject.spec.code_location, sha.clone(), stored)
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn secret(&self, _: &Subject<'_>, source: &SecretSource) -> Result<Vec<u8>, String> {

@@ -17,7 +17,6 @@ use tokio::net::TcpListener;
 
 use super::{
     ports::{Sinks, StateStore, StateVerdicts},
-    server::{self, Shared},
     state::{self, ReleaseRecord, StateError},
 };
 use crate::{
@@ -28,6 +27,7 @@ use crate::{
     backend::{Backend, Workload, docker::DockerBackend},
     error::Category,
     gitops::source::Source,
+    http::server::{self, Shared},
     lifecycle::{Upstream, Windows},
     manifest::{self, Manifests},
     metrics::CategoryLabel,
@@ -285,7 +285,7 @@ impl Runner {
         match self.options.manifests.clone() {
             Source::Path(path) => {
                 let report = manifest::load_paths(std::slice::from_ref(&path));
-                self.load(report, None);
+                self.load(report, None).await;
             }
             Source::Git(g) => self.reload_git(&g).await,
         }
@@ -324,7 +324,8 @@ impl Runner {
                 self.record_sync(|s| {
                     s.error = Some(e.clone());
                     s.checked_at = Some(now);
-                });
+                })
+                .await;
             }
             Ok((sha, files)) => {
                 if self.git_seen.as_ref() == Some(&sha) {
@@ -333,13 +334,14 @@ impl Runner {
                             s.error = None;
                         }
                         s.checked_at = Some(now);
-                    });
+                    })
+                    .await;
                     return;
                 }
                 self.git_seen = Some(sha.clone());
                 let report = manifest::load_sources(&files);
                 let valid = report.problems.is_empty();
-                self.load(report, Some(&sha));
+                self.load(report, Some(&sha)).await;
                 let problems = self
                     .shared
                     .state
@@ -360,7 +362,8 @@ impl Runner {
                             s.commit.as_ref().map_or("nothing", Sha::short)
                         ));
                     }
-                });
+                })
+                .await;
                 if valid {
                     self.shared.metrics.git_synced.set(now.as_second());
                 } else {
@@ -391,7 +394,7 @@ impl Runner {
             moves.extend(self.track_location(&m, &snapshot, ns, name).await);
         }
         let moves = self.write_back_tracked(&m, moves).await;
-        self.record_tracking(moves);
+        self.record_tracking(moves).await;
     }
 
     /// With write-back of tracked updates on, each move is committed to the manifests
@@ -448,17 +451,21 @@ impl Runner {
             };
             if let Some(line) = line {
                 let now = Timestamp::now();
-                self.record_sync(|s| s.write_back = Some(format!("{line} ({now})")));
+                self.record_sync(|s| s.write_back = Some(format!("{line} ({now})")))
+                    .await;
             }
             // What the status shows for the Release: the ref followed, or why not.
             let refused = result.err().map(|e| format!("not written back: {e}"));
-            let mut current = self.shared.state.lock().expect("state lock");
-            let mut next = current.clone();
-            let entry = next.tracked.entry(key.clone()).or_default();
-            entry.reference = Some(reference.clone());
-            entry.refused = refused;
-            if next != *current && self.shared.save(&next).is_ok() {
-                *current = next;
+            let recorded = self
+                .shared
+                .update(|next| {
+                    let entry = next.tracked.entry(key.clone()).or_default();
+                    entry.reference = Some(reference.clone());
+                    entry.refused = refused;
+                })
+                .await;
+            if let Err(e) = recorded {
+                tracing::error!(error = %e, "failed to record a tracked revision");
             }
         }
         rest
@@ -519,13 +526,14 @@ impl Runner {
                     }
                 };
                 let now = Timestamp::now();
-                let mut current = shared.state.lock().expect("state lock");
-                let mut next = current.clone();
-                let mut sync = next.git_sync.clone().unwrap_or_default();
-                sync.write_back = Some(format!("{line} ({now})"));
-                next.git_sync = Some(sync);
-                if shared.save(&next).is_ok() {
-                    *current = next;
+                let recorded = shared
+                    .update(|next| {
+                        next.git_sync.get_or_insert_default().write_back =
+                            Some(format!("{line} ({now})"));
+                    })
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::error!(error = %e, "failed to record a write-back");
                 }
             });
         }
@@ -612,63 +620,72 @@ impl Runner {
     }
 
     /// Records the tracking moves (and refusals) in the state.
-    fn record_tracking(&self, moves: Vec<(String, crate::gitops::track::Step)>) {
-        let mut current = self.shared.state.lock().expect("state lock");
-        let mut next = current.clone();
+    async fn record_tracking(&self, moves: Vec<(String, crate::gitops::track::Step)>) {
         let now = Timestamp::now();
-        for (key, step) in moves {
-            let entry = next.tracked.entry(key.clone()).or_default();
-            match step {
-                crate::gitops::track::Step::Move { sha, reference } => {
-                    tracing::info!(release = %key, sha = %sha.short(), reference = %reference, previous = entry.sha.as_ref().map_or("-", Sha::short), "tracking: moving the Release");
-                    *entry = state::Tracked {
-                        sha: Some(sha),
-                        reference: Some(reference),
-                        at: Some(now),
-                        refused: None,
-                    };
-                }
-                crate::gitops::track::Step::Refuse { reason, .. } => {
-                    if entry.refused.as_ref() != Some(&reason) {
-                        tracing::warn!(release = %key, "tracking: not followed: {reason}");
-                        entry.refused = Some(reason);
-                    }
-                }
-                crate::gitops::track::Step::Stay => {}
-            }
-        }
-        if next != *current {
-            match self.shared.save(&next) {
-                Ok(()) => *current = next,
-                Err(e) => tracing::error!(error = %e, "failed to record the tracked revisions"),
-            }
+        let recorded = self
+            .shared
+            .update(|next| tracking_moves(next, moves, now))
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "failed to record the tracked revisions");
         }
     }
 
     /// Updates the record of the git source's synchronisation in the state.
-    fn record_sync(&self, update: impl FnOnce(&mut state::GitSync)) {
-        let mut current = self.shared.state.lock().expect("state lock");
-        let mut next = current.clone();
-        let mut sync = next.git_sync.clone().unwrap_or_default();
-        if let Source::Git(g) = &self.options.manifests {
-            sync.source = g.to_string();
-        }
-        update(&mut sync);
-        next.git_sync = Some(sync);
-        if next == *current {
-            return;
-        }
-        match self.shared.save(&next) {
-            Ok(()) => *current = next,
-            Err(e) => {
-                tracing::error!(error = %e, "failed to record the manifests' synchronisation");
-            }
+    async fn record_sync(&self, update: impl FnOnce(&mut state::GitSync)) {
+        let source = match &self.options.manifests {
+            Source::Git(g) => Some(g.to_string()),
+            Source::Path(_) => None,
+        };
+        let recorded = self
+            .shared
+            .update(|next| {
+                let sync = next.git_sync.get_or_insert_default();
+                if let Some(source) = source {
+                    sync.source = source;
+                }
+                update(sync);
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "failed to record the manifests' synchronisation");
         }
     }
+}
 
+/// Applies tracking moves (and refusals) to the state.
+fn tracking_moves(
+    next: &mut state::State,
+    moves: Vec<(String, crate::gitops::track::Step)>,
+    now: Timestamp,
+) {
+    for (key, step) in moves {
+        let entry = next.tracked.entry(key.clone()).or_default();
+        match step {
+            crate::gitops::track::Step::Move { sha, reference } => {
+                tracing::info!(release = %key, sha = %sha.short(), reference = %reference, previous = entry.sha.as_ref().map_or("-", Sha::short), "tracking: moving the Release");
+                *entry = state::Tracked {
+                    sha: Some(sha),
+                    reference: Some(reference),
+                    at: Some(now),
+                    refused: None,
+                };
+            }
+            crate::gitops::track::Step::Refuse { reason, .. } => {
+                if entry.refused.as_ref() != Some(&reason) {
+                    tracing::warn!(release = %key, "tracking: not followed: {reason}");
+                    entry.refused = Some(reason);
+                }
+            }
+            crate::gitops::track::Step::Stay => {}
+        }
+    }
+}
+
+impl Runner {
     /// Takes a loaded set when it differs from the current one (`commit`: the git
     /// commit it was read from, named in every problem).
-    fn load(&mut self, report: manifest::LoadReport, commit: Option<&Sha>) {
+    async fn load(&mut self, report: manifest::LoadReport, commit: Option<&Sha>) {
         let fingerprint = report.fingerprint.clone();
         if self.fingerprint.as_deref() == Some(fingerprint.as_str()) {
             return;
@@ -682,7 +699,8 @@ impl Runner {
                 .iter()
                 .map(|p| format!("{prefix}{p}"))
                 .collect(),
-        );
+        )
+        .await;
         if !report.problems.is_empty() {
             self.shared.metrics.manifests_valid.set(0);
             let kept = if self.manifests.is_some() {
@@ -714,7 +732,7 @@ impl Runner {
                 listed.join(", ")
             );
             tracing::error!("{problem}; keeping the last valid set");
-            self.record_manifest_problems(vec![problem]);
+            self.record_manifest_problems(vec![problem]).await;
             self.shared.metrics.manifests_valid.set(0);
             return;
         }
@@ -766,16 +784,13 @@ impl Runner {
     }
 
     /// Keeps the manifests' problems in the state, for `vigie status`.
-    fn record_manifest_problems(&self, problems: Vec<String>) {
-        let mut current = self.shared.state.lock().expect("state lock");
-        if current.manifest_problems == problems {
-            return;
-        }
-        let mut next = current.clone();
-        next.manifest_problems = problems;
-        match self.shared.save(&next) {
-            Ok(()) => *current = next,
-            Err(e) => tracing::error!(error = %e, "failed to record the manifests' problems"),
+    async fn record_manifest_problems(&self, problems: Vec<String>) {
+        let recorded = self
+            .shared
+            .update(|next| next.manifest_problems = problems)
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "failed to record the manifests' problems");
         }
     }
 
@@ -838,7 +853,7 @@ impl Runner {
         let items = self.items();
         // Releases that left the manifests are marked (their containers go after the
         // grace period); those back are unmarked.
-        if let Err(e) = self.mark_removed(&items) {
+        if let Err(e) = self.mark_removed(&items).await {
             tracing::error!(error = %e, "failed to record the state; nothing is applied this round");
             self.shared
                 .metrics
@@ -872,33 +887,36 @@ impl Runner {
 
     /// Marks the Releases no longer in the manifests as removed (now), and those in
     /// them as not.
-    fn mark_removed(&self, items: &[Item]) -> Result<(), StateError> {
+    async fn mark_removed(&self, items: &[Item]) -> Result<(), StateError> {
         if self.manifests.is_none() {
             return Ok(());
         }
-        let mut current = self.shared.state.lock().expect("state lock");
-        let mut next = current.clone();
         let now = Timestamp::now();
-        for (key, record) in &mut next.releases {
-            let present = items.iter().any(|i| i.key.to_string() == *key);
-            if present {
-                record.removed_at = None;
-            } else if record.removed_at.is_none() {
-                tracing::info!(
-                    release = %key,
-                    "left the manifests; its containers go in {}s unless it comes back",
-                    self.options.removal_grace.as_secs()
-                );
-                record.removed_at = Some(now);
-            }
-        }
-        if next != *current {
-            self.shared.save(&next)?;
-            *current = next;
-        }
-        Ok(())
+        let grace = self.options.removal_grace;
+        self.shared
+            .update(|next| mark_removed(next, items, now, grace))
+            .await
     }
+}
 
+/// Marks the Releases not among `items` as removed at `now`, and those among them as not.
+fn mark_removed(next: &mut state::State, items: &[Item], now: Timestamp, grace: Duration) {
+    for (key, record) in &mut next.releases {
+        let present = items.iter().any(|i| i.key.to_string() == *key);
+        if present {
+            record.removed_at = None;
+        } else if record.removed_at.is_none() {
+            tracing::info!(
+                release = %key,
+                "left the manifests; its containers go in {}s unless it comes back",
+                grace.as_secs()
+            );
+            record.removed_at = Some(now);
+        }
+    }
+}
+
+impl Runner {
     /// One Release through the pipeline; `None` when its status could not be recorded.
     async fn reconcile(&self, item: &Item) -> Option<Reconciled> {
         let upstream = {

@@ -25,7 +25,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use super::state::{self, State};
+use crate::standalone::state::{self, State};
 use crate::{
     api::{Sha, code_location::CiSpec},
     ci::{
@@ -82,6 +82,8 @@ pub struct Shared {
     pub track_pushed: AtomicBool,
     /// The manifests in force (`vigie run`), for `vigie promote` and `vigie rollback`.
     pub manifests: RwLock<Option<Arc<crate::manifest::Manifests>>>,
+    /// One writer of the state at a time (see [`Shared::update`]).
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -103,6 +105,7 @@ impl Shared {
             tracked_repos: RwLock::new(Vec::new()),
             track_pushed: AtomicBool::new(false),
             manifests: RwLock::new(None),
+            writer: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -117,15 +120,37 @@ impl Shared {
         }
     }
 
-    /// Saves `next` to the state file, when there is one.
+    /// The one way to change the state: `change` edits a copy, which is saved (written
+    /// and fsynced off the async runtime, when there is a file and anything changed)
+    /// before it replaces the state. Writers take turns; readers see the state before
+    /// or after, never half. On a failed save nothing changes. Returns what `change`
+    /// returns.
     ///
     /// # Errors
     /// When the file cannot be written.
-    pub fn save(&self, next: &State) -> Result<(), state::StateError> {
-        match &self.state_path {
-            Some(path) => state::save(path, next),
-            None => Ok(()),
+    pub async fn update<T>(
+        &self,
+        change: impl FnOnce(&mut State) -> T,
+    ) -> Result<T, state::StateError> {
+        let _turn = self.writer.lock().await;
+        let current = self.state.lock().expect("state lock").clone();
+        let mut next = current.clone();
+        let out = change(&mut next);
+        if next == current {
+            return Ok(out);
         }
+        if let Some(path) = self.state_path.clone() {
+            let saved = next.clone();
+            tokio::task::spawn_blocking(move || state::save(&path, &saved))
+                .await
+                .map_err(|e| state::StateError::Io {
+                    action: "write",
+                    path: self.state_path.clone().unwrap_or_default(),
+                    source: std::io::Error::other(e),
+                })??;
+        }
+        *self.state.lock().expect("state lock") = next;
+        Ok(out)
     }
 
     /// The CodeLocation keys a delivery naming `name` reaches: the exact key, else
@@ -159,8 +184,10 @@ impl Shared {
         };
         let result = persist.persist(verdicts).await;
         if result.is_err() {
-            let mut state = self.state.lock().expect("state lock");
-            state.deliveries.retain(|d| d != delivery);
+            // In memory only (the operator has no state file): nothing to fail.
+            let _ = self
+                .update(|state| state.deliveries.retain(|d| d != delivery))
+                .await;
         }
         result
     }
@@ -270,7 +297,7 @@ async fn ci_hook(
         );
     }
     let digest = hex::encode(Sha256::digest(&body));
-    let result = record_verdict(&shared, &report, &locations, &digest);
+    let result = record_verdict(&shared, &report, &locations, &digest).await;
     if matches!(result, Ok(true))
         && let Err(e) = shared.persist_verdicts(&locations, &digest).await
     {
@@ -317,17 +344,13 @@ async fn ci_hook(
 }
 
 /// Records a verified verdict in the state file; `Ok(false)` for a replayed delivery.
-fn record_verdict(
+/// Saved before it is acknowledged: a crash after the 202 loses nothing.
+async fn record_verdict(
     shared: &Shared,
     report: &webhook::Report,
     locations: &[String],
     digest: &str,
 ) -> Result<bool, state::StateError> {
-    let mut current = shared.state.lock().expect("state lock");
-    let mut next = current.clone();
-    if !next.remember_delivery(digest.to_owned()) {
-        return Ok(false);
-    }
     let verdict = StoredVerdict::new(
         crate::lifecycle::CiVerdict {
             state: report.state.into(),
@@ -337,14 +360,18 @@ fn record_verdict(
         },
         Timestamp::now(),
     );
-    for location in locations {
-        next.verdicts
-            .record(location, report.sha.clone(), verdict.clone());
-    }
-    // Saved before it is acknowledged: a crash after the 202 loses nothing.
-    shared.save(&next)?;
-    *current = next;
-    Ok(true)
+    shared
+        .update(|next| {
+            if !next.remember_delivery(digest.to_owned()) {
+                return false;
+            }
+            for location in locations {
+                next.verdicts
+                    .record(location, report.sha.clone(), verdict.clone());
+            }
+            true
+        })
+        .await
 }
 
 /// Locations whose secret (from `pick`) verifies the delivery, with their CI settings.
@@ -377,19 +404,32 @@ fn verified<'a>(
 }
 
 /// Records what a provider reported for `(location, sha)` and the verdict it gives.
-fn record_reported(
+async fn record_reported(
     shared: &Shared,
     delivery: &str,
     targets: &[(String, Vec<String>)],
     sha: &Sha,
-    update: impl Fn(&mut Reported),
-    judge: impl Fn(&Reported, &[String]) -> crate::lifecycle::CiVerdict,
+    update: impl Fn(&mut Reported) + Send + Sync,
+    judge: impl Fn(&Reported, &[String]) -> crate::lifecycle::CiVerdict + Send + Sync,
 ) -> Result<bool, state::StateError> {
-    let mut current = shared.state.lock().expect("state lock");
-    let mut next = current.clone();
-    if !next.remember_delivery(delivery.to_owned()) {
-        return Ok(false);
-    }
+    shared
+        .update(|next| {
+            if !next.remember_delivery(delivery.to_owned()) {
+                return false;
+            }
+            reported(next, targets, sha, &update, &judge);
+            true
+        })
+        .await
+}
+
+fn reported(
+    next: &mut State,
+    targets: &[(String, Vec<String>)],
+    sha: &Sha,
+    update: &impl Fn(&mut Reported),
+    judge: &impl Fn(&Reported, &[String]) -> crate::lifecycle::CiVerdict,
+) {
     for (location, required) in targets {
         let reported = next
             .reported
@@ -410,9 +450,6 @@ fn record_reported(
             by_sha.retain(|s, _| kept.contains_key(s));
         }
     }
-    shared.save(&next)?;
-    *current = next;
-    Ok(true)
 }
 
 async fn github_hook(
@@ -501,7 +538,7 @@ async fn github_hook(
         )
     };
     let delivery = format!("github:{delivery}");
-    let result = record_reported(&shared, &delivery, &targets, &sha, update, judge);
+    let result = record_reported(&shared, &delivery, &targets, &sha, update, judge).await;
     finish(&shared, result, &targets, &delivery, &sha).await
 }
 
@@ -580,7 +617,7 @@ async fn gitlab_hook(
     );
     let update = move |r: &mut Reported| r.pipeline(pipeline.clone());
     let judge = |r: &Reported, _: &[String]| gitlab::verdict(sha.as_str(), &r.pipelines);
-    let result = record_reported(&shared, &delivery, &targets, &sha, update, judge);
+    let result = record_reported(&shared, &delivery, &targets, &sha, update, judge).await;
     finish(&shared, result, &targets, &delivery, &sha).await
 }
 
@@ -715,7 +752,7 @@ fn push_hook(
 }
 
 /// A change to what a provider reported for one SHA.
-type Update = Box<dyn Fn(&mut Reported) + Send>;
+type Update = Box<dyn Fn(&mut Reported) + Send + Sync>;
 
 /// What a GitHub event changes: `(repository, sha, update)`, or the reply when it
 /// changes nothing.
