@@ -138,9 +138,131 @@ pub fn tags(pattern: &TagPattern, tags: &[(String, Sha)], current: &Current<'_>)
     }
 }
 
+/// Who may set a Release's revision when a tracking rule moves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// Vigie: the Release in the API, or the state's overlay of a manifest file.
+    Vigie,
+    /// Git only (the manifests repository is the source of truth): the move is
+    /// committed there when write-back of tracked updates is on, else only reported.
+    Git {
+        /// Whether `--write-back` includes `tracking`.
+        write_back: bool,
+    },
+}
+
+/// Why a tracking step is reported instead of carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The rule refuses the commit (a force-push, a quarantined SHA).
+    NotFollowed,
+    /// The commit would be followed, but git holds the revision and write-back is off.
+    NotApplied,
+}
+
+/// What to do with one Release's tracking step: the one plan of both modes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing.
+    Stay,
+    /// Set the revision to `sha`.
+    Move {
+        /// The commit.
+        sha: Sha,
+        /// The branch or tag that names it.
+        reference: String,
+    },
+    /// Commit the revision `sha` to the manifests repository.
+    WriteBack {
+        /// The commit.
+        sha: Sha,
+        /// The branch or tag that names it.
+        reference: String,
+    },
+    /// Tell people why nothing moves (once per reason).
+    Report {
+        /// Which kind of refusal.
+        refusal: Refusal,
+        /// Why, for a person.
+        reason: String,
+    },
+}
+
+/// Plans a step for a Release whose revision `holder` holds.
+#[must_use]
+pub fn plan(step: Step, holder: Holder) -> Action {
+    match (step, holder) {
+        (Step::Stay, _) => Action::Stay,
+        (Step::Refuse { reason, .. }, _) => Action::Report {
+            refusal: Refusal::NotFollowed,
+            reason,
+        },
+        (Step::Move { sha, reference }, Holder::Vigie) => Action::Move { sha, reference },
+        (Step::Move { sha, reference }, Holder::Git { write_back: true }) => {
+            Action::WriteBack { sha, reference }
+        }
+        (Step::Move { sha, reference }, Holder::Git { write_back: false }) => Action::Report {
+            refusal: Refusal::NotApplied,
+            reason: format!(
+                "{reference} is at {}, but git holds this Release's revision: commit it to the manifests repository, or turn on --write-back=tracking",
+                sha.short()
+            ),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_step_is_planned_by_who_holds_the_revision() {
+        let a = sha('a');
+        let step = || Step::Move {
+            sha: a.clone(),
+            reference: "main".into(),
+        };
+        assert_eq!(
+            plan(step(), Holder::Vigie),
+            Action::Move {
+                sha: a.clone(),
+                reference: "main".into()
+            }
+        );
+        assert_eq!(
+            plan(step(), Holder::Git { write_back: true }),
+            Action::WriteBack {
+                sha: a.clone(),
+                reference: "main".into()
+            }
+        );
+        let Action::Report { refusal, reason } = plan(step(), Holder::Git { write_back: false })
+        else {
+            panic!("reported")
+        };
+        assert_eq!(refusal, Refusal::NotApplied);
+        assert!(reason.contains("--write-back=tracking"), "{reason}");
+        for holder in [
+            Holder::Vigie,
+            Holder::Git { write_back: true },
+            Holder::Git { write_back: false },
+        ] {
+            assert_eq!(plan(Step::Stay, holder), Action::Stay);
+            assert_eq!(
+                plan(
+                    Step::Refuse {
+                        sha: a.clone(),
+                        reason: "no".into()
+                    },
+                    holder
+                ),
+                Action::Report {
+                    refusal: Refusal::NotFollowed,
+                    reason: "no".into()
+                }
+            );
+        }
+    }
 
     fn sha(c: char) -> Sha {
         std::iter::repeat_n(c, 40)

@@ -2,7 +2,7 @@
 //! directory of manifests, recording status in a state file.
 
 pub mod control;
-mod ports;
+pub(crate) mod ports;
 pub mod run;
 pub mod state;
 pub mod status;

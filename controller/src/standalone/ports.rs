@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use super::state::ReleaseRecord;
+use super::state::{ReleaseRecord, Tracked};
 use crate::http::server::Shared;
 use crate::{
     api::{ReleaseStatus, SecretSource, Sha},
     error::Category,
+    gitops::{
+        track::Refusal,
+        tracking::{Bound, Tracking},
+    },
     lifecycle::{CiVerdict, Notification},
     manifest::Manifests,
     reconcile::{Error, Notifier, Store, Subject, verdicts::VerdictStore},
@@ -131,5 +135,75 @@ impl Notifier for Sinks<'_> {
 
     async fn action_failed(&self, _: &Subject<'_>, _: &Error) {
         // The status says why and the pipeline logs it; no sink is told of a retry.
+    }
+}
+
+/// Tracking in `vigie run`: a move is kept in the state over the manifest (or, with
+/// write-back, committed to git and shown in `vigie status`); a refusal is kept for
+/// `vigie status`.
+pub struct StateTracking<'a>(pub &'a Shared);
+
+impl Tracking for StateTracking<'_> {
+    async fn move_to(&self, release: &Bound, sha: &Sha, reference: &str) -> Result<(), String> {
+        let now = Timestamp::now();
+        let tracked = Tracked {
+            sha: Some(sha.clone()),
+            reference: Some(reference.to_owned()),
+            at: Some(now),
+            refused: None,
+        };
+        self.0
+            .update(|next| next.tracked.insert(release.key.to_string(), tracked))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn report(&self, release: &Bound, _: Refusal, reason: &str) {
+        let recorded = self
+            .0
+            .update(|next| {
+                next.tracked
+                    .entry(release.key.to_string())
+                    .or_default()
+                    .refused = Some(reason.to_owned());
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "failed to record a tracking refusal");
+        }
+    }
+
+    async fn written_back(
+        &self,
+        release: &Bound,
+        sha: &Sha,
+        reference: &str,
+        outcome: Result<String, String>,
+    ) {
+        let now = Timestamp::now();
+        let (line, refused) = match outcome {
+            Ok(how) => (
+                format!("{} → {} ({reference}): {how}", release.key, sha.short()),
+                None,
+            ),
+            Err(e) => (
+                format!("{} → {} failed: {e}", release.key, sha.short()),
+                Some(format!("not written back: {e}")),
+            ),
+        };
+        let recorded = self
+            .0
+            .update(|next| {
+                next.git_sync.get_or_insert_default().write_back = Some(format!("{line} ({now})"));
+                // What the status shows for the Release: the ref followed, or why not.
+                let entry = next.tracked.entry(release.key.to_string()).or_default();
+                entry.reference = Some(reference.to_owned());
+                entry.refused = refused;
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "failed to record a write-back");
+        }
     }
 }

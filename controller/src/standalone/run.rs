@@ -26,7 +26,7 @@ use crate::{
     },
     backend::{Backend, Workload, docker::DockerBackend},
     error::Category,
-    gitops::source::Source,
+    gitops::{source::Source, track::Holder},
     http::server::{self, Shared},
     lifecycle::{Upstream, Windows},
     manifest::{self, Manifests},
@@ -219,6 +219,8 @@ pub struct Runner {
     git_seen: Option<Sha>,
     /// When the tracked refs were last checked.
     track_checked: Option<Instant>,
+    /// What tracking last reported per Release.
+    tracking_reported: crate::gitops::tracking::Reported,
     /// Write-back to a git source of manifests, when it is on.
     writer: Option<Arc<crate::gitops::writeback::Writer>>,
     /// Sends the Environments' notifications in the background.
@@ -276,6 +278,7 @@ impl Runner {
             git_fetched: None,
             git_seen: None,
             track_checked: None,
+            tracking_reported: crate::gitops::tracking::Reported::default(),
         }
     }
 
@@ -386,89 +389,40 @@ impl Runner {
         };
         self.track_checked = Some(Instant::now());
         let snapshot = self.shared.state.lock().expect("state lock").clone();
-        let mut moves: Vec<(String, crate::gitops::track::Step)> = Vec::new();
-        for ((ns, name), location) in &m.code_locations {
-            if location.object.spec.track.is_empty() {
-                continue;
-            }
-            moves.extend(self.track_location(&m, &snapshot, ns, name).await);
-        }
-        let moves = self.write_back_tracked(&m, moves).await;
-        self.record_tracking(moves).await;
-    }
-
-    /// With write-back of tracked updates on, each move is committed to the manifests
-    /// repository (the next fetch applies it) instead of recorded; the other steps
-    /// are returned.
-    async fn write_back_tracked(
-        &self,
-        m: &Manifests,
-        moves: Vec<(String, crate::gitops::track::Step)>,
-    ) -> Vec<(String, crate::gitops::track::Step)> {
-        let Some(writer) = self.writer.clone().filter(|w| w.target.scope.tracking) else {
-            return moves;
+        // With write-back of tracked updates, git holds the revisions: moves are
+        // committed there; else the state holds them over the manifests.
+        let writer = self.writer.clone().filter(|w| w.target.scope.tracking);
+        let holder = match writer {
+            Some(_) => Holder::Git { write_back: true },
+            None => Holder::Vigie,
         };
-        let mut rest = Vec::new();
-        for (key, step) in moves {
-            let crate::gitops::track::Step::Move { sha, reference } = &step else {
-                rest.push((key, step));
+        let port = super::ports::StateTracking(&self.shared);
+        for ((ns, name), location) in &m.code_locations {
+            let spec = &location.object.spec;
+            if spec.track.is_empty() {
                 continue;
-            };
-            let Some((ns, name)) = key.split_once('/') else {
-                continue;
-            };
-            let Some(r) = m.releases.get(&(ns.to_owned(), name.to_owned())) else {
-                continue;
-            };
-            let spec = &r.object.spec;
-            let message = crate::gitops::writeback::tracking_message(
-                &spec.code_location,
-                &spec.environment,
-                &key,
-                spec.revision.as_deref(),
-                sha,
-                reference,
-            );
-            let result = writer.set_revision(ns, name, sha, message).await;
-            let line = match &result {
-                Ok(crate::gitops::writeback::Outcome::Unchanged) => None,
-                Ok(outcome) => {
-                    let line = format!(
-                        "{key} → {} ({reference}): {}",
-                        sha.short(),
-                        crate::gitops::writeback::describe(outcome, &writer.target.source)
-                    );
-                    tracing::info!(release = %key, "tracking written back: {line}");
-                    self.shared.metrics.write_backs.inc();
-                    self.shared.git_pushed.store(true, Ordering::Relaxed);
-                    Some(line)
-                }
-                Err(e) => {
-                    tracing::warn!(release = %key, error = %e, "tracking: write-back failed");
-                    self.shared.metrics.write_back_errors.inc();
-                    Some(format!("{key} → {} failed: {e}", sha.short()))
-                }
-            };
-            if let Some(line) = line {
-                let now = Timestamp::now();
-                self.record_sync(|s| s.write_back = Some(format!("{line} ({now})")))
-                    .await;
             }
-            // What the status shows for the Release: the ref followed, or why not.
-            let refused = result.err().map(|e| format!("not written back: {e}"));
-            let recorded = self
-                .shared
-                .update(|next| {
-                    let entry = next.tracked.entry(key.clone()).or_default();
-                    entry.reference = Some(reference.clone());
-                    entry.refused = refused;
-                })
-                .await;
-            if let Err(e) = recorded {
-                tracing::error!(error = %e, "failed to record a tracked revision");
-            }
+            let bound = bound(&m, &snapshot, ns, name, holder);
+            let place = crate::gitops::tracking::Location {
+                name,
+                url: &spec.repo.url,
+                credentials: crate::gitops::repo::Credentials::from_spec(
+                    spec.repo.credentials.as_ref(),
+                    crate::secrets::resolve,
+                ),
+                rules: &spec.track,
+                cache: self.options.git_cache.clone(),
+            };
+            crate::gitops::tracking::check(
+                place,
+                &bound,
+                writer.as_deref(),
+                &self.shared,
+                &port,
+                &self.tracking_reported,
+            )
+            .await;
         }
-        rest
     }
 
     /// With write-back of rollbacks on, each rollback's revision is committed to the
@@ -539,98 +493,6 @@ impl Runner {
         }
     }
 
-    /// Decides the tracking rules of one code location: `(Release key, step)`.
-    async fn track_location(
-        &self,
-        m: &Manifests,
-        snapshot: &state::State,
-        ns: &str,
-        name: &str,
-    ) -> Vec<(String, crate::gitops::track::Step)> {
-        let Some(location) = m.code_locations.get(&(ns.to_owned(), name.to_owned())) else {
-            return Vec::new();
-        };
-        let spec = &location.object.spec;
-        // Per environment: the Release binding this location to it, and what it knows.
-        let mut bound: BTreeMap<String, String> = BTreeMap::new();
-        let mut known: BTreeMap<String, crate::gitops::tracker::Known> = BTreeMap::new();
-        for ((rns, rname), r) in &m.releases {
-            if rns != ns || r.object.spec.code_location != name {
-                continue;
-            }
-            let key = format!("{rns}/{rname}");
-            let revision = snapshot
-                .tracked
-                .get(&key)
-                .and_then(|t| t.sha.clone())
-                .or_else(|| r.object.spec.revision.as_ref()?.parse().ok());
-            let quarantined = snapshot
-                .releases
-                .get(&key)
-                .map(|rec| {
-                    rec.status
-                        .quarantine
-                        .iter()
-                        .map(|q| q.sha.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            known.insert(r.object.spec.environment.clone(), (revision, quarantined));
-            bound.insert(r.object.spec.environment.clone(), key);
-        }
-        let creds = crate::gitops::repo::Credentials::from_spec(
-            spec.repo.credentials.as_ref(),
-            crate::secrets::resolve,
-        );
-        let (cache, url, rules) = (
-            self.options.git_cache.clone(),
-            spec.repo.url.clone(),
-            spec.track.clone(),
-        );
-        let evaluating = tokio::task::spawn_blocking(move || {
-            crate::gitops::tracker::evaluate(&cache, &url, &creds, &rules, &|env| {
-                known.get(env).cloned().unwrap_or_default()
-            })
-        });
-        let outcomes = match tokio::time::timeout(Duration::from_secs(120), evaluating).await {
-            Ok(Ok(Ok(o))) => o,
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(code_location = %name, error = %e, "cannot check the tracked refs");
-                return Vec::new();
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(code_location = %name, error = %e, "cannot check the tracked refs");
-                return Vec::new();
-            }
-            Err(_) => {
-                tracing::warn!(code_location = %name, "no answer from the repository within 120 s");
-                return Vec::new();
-            }
-        };
-        outcomes
-            .into_iter()
-            .filter_map(|o| {
-                let key = bound.get(&o.environment);
-                if key.is_none() {
-                    tracing::debug!(code_location = %name, environment = %o.environment, "a tracking rule names an environment with no Release");
-                }
-                Some((key?.clone(), o.step))
-            })
-            .collect()
-    }
-
-    /// Records the tracking moves (and refusals) in the state.
-    async fn record_tracking(&self, moves: Vec<(String, crate::gitops::track::Step)>) {
-        let now = Timestamp::now();
-        let recorded = self
-            .shared
-            .update(|next| tracking_moves(next, moves, now))
-            .await;
-        if let Err(e) = recorded {
-            tracing::error!(error = %e, "failed to record the tracked revisions");
-        }
-    }
-
     /// Updates the record of the git source's synchronisation in the state.
     async fn record_sync(&self, update: impl FnOnce(&mut state::GitSync)) {
         let source = match &self.options.manifests {
@@ -649,35 +511,6 @@ impl Runner {
             .await;
         if let Err(e) = recorded {
             tracing::error!(error = %e, "failed to record the manifests' synchronisation");
-        }
-    }
-}
-
-/// Applies tracking moves (and refusals) to the state.
-fn tracking_moves(
-    next: &mut state::State,
-    moves: Vec<(String, crate::gitops::track::Step)>,
-    now: Timestamp,
-) {
-    for (key, step) in moves {
-        let entry = next.tracked.entry(key.clone()).or_default();
-        match step {
-            crate::gitops::track::Step::Move { sha, reference } => {
-                tracing::info!(release = %key, sha = %sha.short(), reference = %reference, previous = entry.sha.as_ref().map_or("-", Sha::short), "tracking: moving the Release");
-                *entry = state::Tracked {
-                    sha: Some(sha),
-                    reference: Some(reference),
-                    at: Some(now),
-                    refused: None,
-                };
-            }
-            crate::gitops::track::Step::Refuse { reason, .. } => {
-                if entry.refused.as_ref() != Some(&reason) {
-                    tracing::warn!(release = %key, "tracking: not followed: {reason}");
-                    entry.refused = Some(reason);
-                }
-            }
-            crate::gitops::track::Step::Stay => {}
         }
     }
 }
@@ -1017,6 +850,49 @@ impl Runner {
             }
         }
     }
+}
+
+/// The Releases binding the code location `ns/name`, as tracking sees them: at the
+/// revision the state's overlay or the manifest gives.
+fn bound(
+    m: &Manifests,
+    snapshot: &state::State,
+    ns: &str,
+    name: &str,
+    holder: Holder,
+) -> Vec<crate::gitops::tracking::Bound> {
+    m.releases
+        .iter()
+        .filter(|((rns, _), r)| rns == ns && r.object.spec.code_location == name)
+        .map(|((rns, rname), r)| {
+            let key = ReleaseKey::new(rns, rname);
+            let shown = key.to_string();
+            let current = snapshot
+                .tracked
+                .get(&shown)
+                .and_then(|t| t.sha.clone())
+                .or_else(|| r.object.spec.revision.as_ref()?.parse().ok());
+            let quarantined = snapshot
+                .releases
+                .get(&shown)
+                .map(|rec| {
+                    rec.status
+                        .quarantine
+                        .iter()
+                        .map(|q| q.sha.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            crate::gitops::tracking::Bound {
+                key,
+                environment: r.object.spec.environment.clone(),
+                revision: r.object.spec.revision.clone(),
+                current,
+                quarantined,
+                holder,
+            }
+        })
+        .collect()
 }
 
 /// A stable id of this Vigie (from its state file's absolute path), labelled on every
