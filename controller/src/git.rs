@@ -3,7 +3,41 @@
 
 use git2::{Direction, Remote};
 
-use crate::api::Sha;
+use crate::{api::Sha, error::Category};
+
+/// Why git could not answer. Each variant carries the message for people (credentials
+/// redacted); the variant says what kind of fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The remote did not answer, refused the credentials, or its host key is not
+    /// trusted.
+    #[error("{0}")]
+    Remote(String),
+    /// A branch, tag, commit or folder is not where it was looked for.
+    #[error("{0}")]
+    NotFound(String),
+    /// The local mirror could not be created or read.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl GitError {
+    /// The kind of fault.
+    #[must_use]
+    pub fn category(&self) -> Category {
+        match self {
+            Self::Remote(_) => Category::Forge,
+            Self::NotFound(_) => Category::InvalidSpec,
+            Self::Local(_) => Category::Store,
+        }
+    }
+}
+
+impl From<GitError> for String {
+    fn from(e: GitError) -> Self {
+        e.to_string()
+    }
+}
 
 /// `url` with any user and password replaced by `***`, for messages.
 #[must_use]
@@ -19,19 +53,22 @@ pub fn redact(url: &str) -> String {
 
 /// Resolves `revision` on the repository at `url`: a full SHA is itself; otherwise
 /// `refs/heads/<revision>`, then `refs/tags/<revision>` (annotated tags peeled).
-pub fn resolve(url: &str, revision: &str) -> Result<Sha, String> {
+///
+/// # Errors
+/// The remote cannot be reached, or names no such branch or tag.
+pub fn resolve(url: &str, revision: &str) -> Result<Sha, GitError> {
     if let Ok(sha) = revision.parse::<Sha>() {
         return Ok(sha);
     }
     let shown = redact(url);
-    let mut remote =
-        Remote::create_detached(url).map_err(|e| format!("{shown}: {}", e.message()))?;
+    let mut remote = Remote::create_detached(url)
+        .map_err(|e| GitError::Remote(format!("{shown}: {}", e.message())))?;
     remote
         .connect(Direction::Fetch)
-        .map_err(|e| format!("cannot reach {shown}: {}", e.message()))?;
+        .map_err(|e| GitError::Remote(format!("cannot reach {shown}: {}", e.message())))?;
     let heads = remote
         .list()
-        .map_err(|e| format!("{shown}: {}", e.message()))?;
+        .map_err(|e| GitError::Remote(format!("{shown}: {}", e.message())))?;
     let find = |name: &str| {
         heads
             .iter()
@@ -42,8 +79,9 @@ pub fn resolve(url: &str, revision: &str) -> Result<Sha, String> {
     let sha = find(&format!("refs/heads/{revision}"))
         .or(peeled)
         .or_else(|| find(&format!("refs/tags/{revision}")))
-        .ok_or_else(|| format!("no branch or tag {revision:?} in {shown}"))?;
-    sha.parse().map_err(|e| format!("{e}"))
+        .ok_or_else(|| GitError::NotFound(format!("no branch or tag {revision:?} in {shown}")))?;
+    sha.parse()
+        .map_err(|e| GitError::Remote(format!("{shown} answered {e}")))
 }
 
 #[cfg(test)]
@@ -66,7 +104,8 @@ mod tests {
             "ssh://***@git.example/org/app.git"
         );
         let e = resolve("https://user:t0ken@127.0.0.1:1/org/app.git", "main").unwrap_err();
-        assert!(!e.contains("t0ken"), "{e}");
+        assert!(!e.to_string().contains("t0ken"), "{e}");
+        assert_eq!(e.category(), Category::Forge);
     }
 
     #[test]
@@ -87,15 +126,16 @@ mod tests {
             "annotated tags are peeled"
         );
         assert_eq!(resolve(&url, &one).unwrap().to_string(), one);
+        let missing = resolve(&url, "nope").unwrap_err();
         assert!(
-            resolve(&url, "nope")
-                .unwrap_err()
-                .contains("no branch or tag \"nope\"")
+            matches!(&missing, GitError::NotFound(m) if m.contains("no branch or tag \"nope\"")),
+            "{missing:?}"
         );
+        assert_eq!(missing.category(), Category::InvalidSpec);
+        let unreachable = resolve("file:///nonexistent/repo", "main").unwrap_err();
         assert!(
-            resolve("file:///nonexistent/repo", "main")
-                .unwrap_err()
-                .contains("cannot reach")
+            matches!(&unreachable, GitError::Remote(m) if m.contains("cannot reach")),
+            "{unreachable:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

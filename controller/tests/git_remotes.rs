@@ -51,13 +51,13 @@ fn an_https_style_remote_takes_the_token_and_refuses_without_it() {
     let mirror = Mirror::open(&cache, &url).unwrap();
     let main = vec!["refs/heads/main".to_owned()];
 
-    let e = mirror.fetch(&main, &Credentials::default()).unwrap_err();
+    let e = mirror.fetch(&main, &Credentials::default()).unwrap_err().to_string();
     assert!(e.contains("cannot fetch from"), "{e}");
     let wrong = Credentials {
         token: Some("not-it".into()),
         ..Credentials::default()
     };
-    let e = mirror.fetch(&main, &wrong).unwrap_err();
+    let e = mirror.fetch(&main, &wrong).unwrap_err().to_string();
     assert!(!e.contains("not-it"), "a token in a message: {e}");
 
     let right = Credentials {
@@ -98,7 +98,7 @@ fn an_ssh_remote_is_trusted_only_with_its_known_host_key() {
         ssh_key: Some(server.client_key.clone()),
         ..Credentials::default()
     };
-    let e = mirror.fetch(&main, &unknown).unwrap_err();
+    let e = mirror.fetch(&main, &unknown).unwrap_err().to_string();
     assert!(e.contains("is not in knownHosts"), "{e}");
 
     let impostor = Credentials {
@@ -106,7 +106,7 @@ fn an_ssh_remote_is_trusted_only_with_its_known_host_key() {
         known_hosts: Some(server.wrong_known_hosts.clone()),
         ..Credentials::default()
     };
-    let e = mirror.fetch(&main, &impostor).unwrap_err();
+    let e = mirror.fetch(&main, &impostor).unwrap_err().to_string();
     assert!(e.contains("differs from the one in knownHosts"), "{e}");
     assert!(!e.contains("PRIVATE KEY"), "{e}");
 

@@ -9,7 +9,7 @@ use git2::{
     CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository,
 };
 
-use crate::api::Sha;
+use crate::{api::Sha, git::GitError};
 
 /// Credentials for a remote.
 #[derive(Clone, Default)]
@@ -215,14 +215,15 @@ impl Mirror {
     ///
     /// # Errors
     /// When the cache cannot be written.
-    pub fn open(cache: &Path, url: &str) -> Result<Self, String> {
+    pub fn open(cache: &Path, url: &str) -> Result<Self, GitError> {
         use sha2::Digest;
         let name = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..8]);
         let path: PathBuf = cache.join(name);
         let repo = match Repository::open_bare(&path) {
             Ok(r) => r,
-            Err(_) => Repository::init_bare(&path)
-                .map_err(|e| format!("cannot create {}: {}", path.display(), e.message()))?,
+            Err(_) => Repository::init_bare(&path).map_err(|e| {
+                GitError::Local(format!("cannot create {}: {}", path.display(), e.message()))
+            })?,
         };
         Ok(Self {
             repo,
@@ -241,7 +242,7 @@ impl Mirror {
     ///
     /// # Errors
     /// The remote is unreachable, refuses the credentials, or its host key is unknown.
-    pub fn fetch(&self, refspecs: &[String], creds: &Credentials) -> Result<(), String> {
+    pub fn fetch(&self, refspecs: &[String], creds: &Credentials) -> Result<(), GitError> {
         let shown = crate::git::redact(&self.url);
         let refused = std::cell::RefCell::new(None);
         let mut options = FetchOptions::new();
@@ -251,50 +252,52 @@ impl Mirror {
         let mut remote = self
             .repo
             .remote_anonymous(&self.url)
-            .map_err(|e| format!("{shown}: {}", e.message()))?;
+            .map_err(|e| GitError::Remote(format!("{shown}: {}", e.message())))?;
         let specs: Vec<String> = refspecs.iter().map(|r| format!("+{r}:{r}")).collect();
-        remote
-            .fetch(&specs, Some(&mut options), None)
-            .map_err(|e| match refused.borrow().clone() {
+        remote.fetch(&specs, Some(&mut options), None).map_err(|e| {
+            GitError::Remote(match refused.borrow().clone() {
                 Some(why) => format!("{shown}: {why}"),
                 None => format!("cannot fetch from {shown}: {}", e.message()),
             })
+        })
     }
 
     /// The commit a local ref points to.
     ///
     /// # Errors
     /// The ref does not exist (the branch is not on the remote).
-    pub fn tip(&self, reference: &str) -> Result<Sha, String> {
-        let r = self
-            .repo
-            .find_reference(reference)
-            .map_err(|_| format!("{reference} is not on {}", crate::git::redact(&self.url)))?;
+    pub fn tip(&self, reference: &str) -> Result<Sha, GitError> {
+        let r = self.repo.find_reference(reference).map_err(|_| {
+            GitError::NotFound(format!(
+                "{reference} is not on {}",
+                crate::git::redact(&self.url)
+            ))
+        })?;
         let commit = r
             .peel_to_commit()
-            .map_err(|e| format!("{reference}: {}", e.message()))?;
-        commit.id().to_string().parse().map_err(|e| format!("{e}"))
+            .map_err(|e| GitError::NotFound(format!("{reference}: {}", e.message())))?;
+        Ok(sha_of(commit.id()))
     }
 
     /// Every `.yaml`/`.yml` file under `dir` at `sha`, with its path in the repository.
     ///
     /// # Errors
     /// The commit or folder is missing, or a file is not UTF-8.
-    pub fn files(&self, sha: &Sha, dir: &str) -> Result<Vec<(PathBuf, String)>, String> {
+    pub fn files(&self, sha: &Sha, dir: &str) -> Result<Vec<(PathBuf, String)>, GitError> {
         let commit = self
             .repo
-            .find_commit(Oid::from_str(sha.as_str()).map_err(|e| e.message().to_owned())?)
-            .map_err(|e| format!("commit {}: {}", sha.short(), e.message()))?;
-        let root = commit.tree().map_err(|e| e.message().to_owned())?;
+            .find_commit(oid(sha)?)
+            .map_err(|e| GitError::NotFound(format!("commit {}: {}", sha.short(), e.message())))?;
+        let root = commit.tree().map_err(local)?;
         let tree = if dir.is_empty() {
             root
         } else {
-            let entry = root
-                .get_path(Path::new(dir))
-                .map_err(|_| format!("commit {}: no folder {dir:?}", sha.short()))?;
-            self.repo
-                .find_tree(entry.id())
-                .map_err(|_| format!("commit {}: {dir:?} is not a folder", sha.short()))?
+            let entry = root.get_path(Path::new(dir)).map_err(|_| {
+                GitError::NotFound(format!("commit {}: no folder {dir:?}", sha.short()))
+            })?;
+            self.repo.find_tree(entry.id()).map_err(|_| {
+                GitError::NotFound(format!("commit {}: {dir:?} is not a folder", sha.short()))
+            })?
         };
         let mut out = Vec::new();
         let mut error = None;
@@ -317,9 +320,9 @@ impl Mirror {
             }
             git2::TreeWalkResult::Ok
         })
-        .map_err(|e| e.message().to_owned())?;
+        .map_err(local)?;
         if let Some(e) = error {
-            return Err(e);
+            return Err(GitError::NotFound(e));
         }
         out.sort();
         Ok(out)
@@ -359,29 +362,25 @@ impl Mirror {
         tip: &Sha,
         hide: Option<&Sha>,
         limit: usize,
-    ) -> Result<(Vec<crate::promote::Commit>, bool), String> {
-        let oid = |s: &Sha| Oid::from_str(s.as_str()).map_err(|e| e.message().to_owned());
-        let mut walk = self.repo.revwalk().map_err(|e| e.message().to_owned())?;
+    ) -> Result<(Vec<crate::promote::Commit>, bool), GitError> {
+        let missing =
+            |s: &Sha| GitError::NotFound(format!("commit {} is not in the repository", s.short()));
+        let mut walk = self.repo.revwalk().map_err(local)?;
         walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
-            .map_err(|e| e.message().to_owned())?;
-        walk.push(oid(tip)?)
-            .map_err(|_| format!("commit {} is not in the repository", tip.short()))?;
+            .map_err(local)?;
+        walk.push(oid(tip)?).map_err(|_| missing(tip))?;
         if let Some(h) = hide {
-            walk.hide(oid(h)?)
-                .map_err(|_| format!("commit {} is not in the repository", h.short()))?;
+            walk.hide(oid(h)?).map_err(|_| missing(h))?;
         }
         let mut out = Vec::new();
         for id in walk {
-            let id = id.map_err(|e| e.message().to_owned())?;
+            let id = id.map_err(local)?;
             if out.len() == limit {
                 return Ok((out, true));
             }
-            let commit = self
-                .repo
-                .find_commit(id)
-                .map_err(|e| e.message().to_owned())?;
+            let commit = self.repo.find_commit(id).map_err(local)?;
             out.push(crate::promote::Commit {
-                sha: id.to_string().parse().map_err(|e| format!("{e}"))?,
+                sha: sha_of(id),
                 subject: commit
                     .summary()
                     .ok()
@@ -422,7 +421,7 @@ pub fn commits_between(
     tip: &Sha,
     hide: Option<&Sha>,
     limit: usize,
-) -> Result<(Vec<crate::promote::Commit>, bool), String> {
+) -> Result<(Vec<crate::promote::Commit>, bool), GitError> {
     let mirror = Mirror::open(cache, url)?;
     if !mirror.has(tip) || hide.is_some_and(|h| !mirror.has(h)) {
         mirror.fetch(&["refs/heads/*".into(), "refs/tags/*".into()], creds)?;
@@ -439,13 +438,34 @@ pub fn fetch_folder(
     cache: &Path,
     source: &super::source::GitSource,
     creds: &Credentials,
-) -> Result<(Sha, Vec<(PathBuf, String)>), String> {
+) -> Result<(Sha, Vec<(PathBuf, String)>), GitError> {
     let mirror = Mirror::open(cache, &source.url)?;
     let reference = format!("refs/heads/{}", source.branch);
     mirror.fetch(std::slice::from_ref(&reference), creds)?;
     let sha = mirror.tip(&reference)?;
     let files = mirror.files(&sha, &source.dir)?;
     Ok((sha, files))
+}
+
+/// A libgit2 failure on the local mirror.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "used as map_err(local), which passes the error by value"
+)]
+fn local(e: git2::Error) -> GitError {
+    GitError::Local(e.message().to_owned())
+}
+
+/// The object id of a SHA.
+fn oid(sha: &Sha) -> Result<Oid, GitError> {
+    Oid::from_str(sha.as_str()).map_err(local)
+}
+
+/// The SHA of an object id (40 hex digits: always one).
+fn sha_of(id: Oid) -> Sha {
+    id.to_string()
+        .parse()
+        .expect("a git object id is 40 hex digits")
 }
 
 #[cfg(test)]

@@ -126,7 +126,7 @@ async fn once(ctx: &Ctx, options: &Options, synced: &mut Synced) {
         crate::gitops::repo::fetch_folder(&cache, &source, &creds)
     });
     let fetched = match tokio::time::timeout(Duration::from_secs(120), fetching).await {
-        Ok(Ok(r)) => r,
+        Ok(Ok(r)) => r.map_err(String::from),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer from {} within 120 s", options.source)),
     };

@@ -39,7 +39,9 @@ impl Revisions for Git {
             return r;
         }
         let (url, rev) = key.clone();
-        let resolving = tokio::task::spawn_blocking(move || crate::git::resolve(&url, &rev));
+        let resolving = tokio::task::spawn_blocking(move || {
+            crate::git::resolve(&url, &rev).map_err(String::from)
+        });
         let result = match tokio::time::timeout(TIMEOUT, resolving).await {
             Ok(joined) => joined.unwrap_or_else(|e| Err(e.to_string())),
             Err(_) => Err(format!(
