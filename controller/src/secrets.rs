@@ -1,14 +1,64 @@
 //! Secret values at the edge: from an environment variable or a file (standalone),
 //! or a Kubernetes Secret (operator). Values are never logged nor put in errors.
 
-use crate::api::SecretSource;
+use crate::{api::SecretSource, error::Category};
+
+/// Why a secret is unavailable: where it was looked for, never its value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// The environment variable is not set.
+    #[error("environment variable {0} is not set")]
+    Unset(String),
+    /// The file cannot be read.
+    #[error("cannot read secret file {path}: {kind}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        kind: std::io::ErrorKind,
+    },
+    /// A Secret named where only the operator can read it (standalone).
+    #[error("Secret {name}/{key} is read by the operator only; standalone, use env or file")]
+    OperatorOnly {
+        /// The Secret.
+        name: String,
+        /// The key.
+        key: String,
+    },
+    /// A Kubernetes Secret is missing, lacks the key, is forbidden, or was not read yet.
+    #[error("{0}")]
+    Kubernetes(String),
+    /// The Kubernetes API did not answer: it may work on the next attempt.
+    #[error("{0}")]
+    Unanswered(String),
+}
+
+impl SecretError {
+    /// The kind of fault.
+    #[must_use]
+    pub fn category(&self) -> Category {
+        match self {
+            Self::Unanswered(_) => Category::Transient,
+            _ => Category::InvalidSpec,
+        }
+    }
+}
+
+impl From<SecretError> for String {
+    fn from(e: SecretError) -> Self {
+        e.to_string()
+    }
+}
 
 /// Reads a secret. The error names where it was looked for, never the value.
-pub fn resolve(source: &SecretSource) -> Result<Vec<u8>, String> {
+///
+/// # Errors
+/// The variable is not set, the file cannot be read, or a Kubernetes Secret is named.
+pub fn resolve(source: &SecretSource) -> Result<Vec<u8>, SecretError> {
     match source {
         SecretSource::Env(name) => std::env::var(name)
             .map(std::string::String::into_bytes)
-            .map_err(|_| format!("environment variable {name} is not set")),
+            .map_err(|_| SecretError::Unset(name.clone())),
         SecretSource::File(path) => std::fs::read(path)
             .map(|mut v| {
                 while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -16,11 +66,14 @@ pub fn resolve(source: &SecretSource) -> Result<Vec<u8>, String> {
                 }
                 v
             })
-            .map_err(|e| format!("cannot read secret file {path}: {}", e.kind())),
-        SecretSource::SecretKeyRef(r) => Err(format!(
-            "Secret {}/{} is read by the operator only; standalone, use env or file",
-            r.name, r.key
-        )),
+            .map_err(|e| SecretError::Unreadable {
+                path: path.clone(),
+                kind: e.kind(),
+            }),
+        SecretSource::SecretKeyRef(r) => Err(SecretError::OperatorOnly {
+            name: r.name.clone(),
+            key: r.key.clone(),
+        }),
     }
 }
 
@@ -38,9 +91,11 @@ mod tests {
         );
         std::fs::remove_file(&path).unwrap();
         let e = resolve(&SecretSource::File(path.display().to_string())).unwrap_err();
-        assert!(e.starts_with("cannot read secret file"), "{e}");
+        assert!(e.to_string().starts_with("cannot read secret file"), "{e}");
         assert_eq!(
-            resolve(&SecretSource::Env("VIGIE_TEST_UNSET_VARIABLE".into())).unwrap_err(),
+            resolve(&SecretSource::Env("VIGIE_TEST_UNSET_VARIABLE".into()))
+                .unwrap_err()
+                .to_string(),
             "environment variable VIGIE_TEST_UNSET_VARIABLE is not set"
         );
     }

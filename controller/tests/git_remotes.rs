@@ -51,7 +51,10 @@ fn an_https_style_remote_takes_the_token_and_refuses_without_it() {
     let mirror = Mirror::open(&cache, &url).unwrap();
     let main = vec!["refs/heads/main".to_owned()];
 
-    let e = mirror.fetch(&main, &Credentials::default()).unwrap_err().to_string();
+    let e = mirror
+        .fetch(&main, &Credentials::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cannot fetch from"), "{e}");
     let wrong = Credentials {
         token: Some("not-it".into()),

@@ -65,8 +65,8 @@ fn resolver() -> Resolve {
         SecretSource::File(f) => f
             .strip_prefix("literal:")
             .map(|v| v.as_bytes().to_vec())
-            .ok_or_else(|| format!("no {f}")),
-        _ => Err("unsupported".into()),
+            .ok_or_else(|| vigie::secrets::SecretError::Unset(format!("no {f}"))),
+        _ => Err(vigie::secrets::SecretError::Unset("unsupported".into())),
     })
 }
 

@@ -262,7 +262,10 @@ impl Client {
     pub async fn check_access(
         &self,
         ci: &crate::api::code_location::CiSpec,
-        resolve: &(dyn Fn(&crate::api::SecretSource) -> Result<Vec<u8>, String> + Sync),
+        resolve: &(
+             dyn Fn(&crate::api::SecretSource) -> Result<Vec<u8>, crate::secrets::SecretError>
+                 + Sync
+         ),
     ) -> Option<Result<(), PollError>> {
         let token = |source: Option<&crate::api::SecretSource>| {
             source
@@ -329,7 +332,9 @@ pub async fn verdict(
     client: &Client,
     ci: &crate::api::code_location::CiSpec,
     sha: &str,
-    resolve: &(dyn Fn(&crate::api::SecretSource) -> Result<Vec<u8>, String> + Sync),
+    resolve: &(
+         dyn Fn(&crate::api::SecretSource) -> Result<Vec<u8>, crate::secrets::SecretError> + Sync
+     ),
 ) -> Option<Result<crate::lifecycle::CiVerdict, PollError>> {
     let token = |source: Option<&crate::api::SecretSource>| {
         source.and_then(|s| match resolve(s) {

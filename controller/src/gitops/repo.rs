@@ -28,7 +28,7 @@ impl Credentials {
     /// be read is left out, with a warning naming where it was looked for.
     pub fn from_spec(
         spec: Option<&crate::api::code_location::GitCredentials>,
-        resolve: impl Fn(&crate::api::SecretSource) -> Result<Vec<u8>, String>,
+        resolve: impl Fn(&crate::api::SecretSource) -> Result<Vec<u8>, crate::secrets::SecretError>,
     ) -> Self {
         let Some(c) = spec else {
             return Self::default();

@@ -33,11 +33,12 @@ use crate::{
         webhook::{self, MAX_BODY, SIGNATURE_HEADER, WebhookError},
     },
     metrics::{Metrics, OutcomeLabel},
+    secrets::SecretError,
 };
 
 /// Reads a secret a code location names (`location key`, source).
 pub type SecretResolver =
-    Arc<dyn Fn(&str, &crate::api::SecretSource) -> Result<Vec<u8>, String> + Send + Sync>;
+    Arc<dyn Fn(&str, &crate::api::SecretSource) -> Result<Vec<u8>, SecretError> + Send + Sync>;
 
 /// Makes verdicts durable somewhere other than the state file (the operator: the
 /// CodeLocation status), before a delivery is acknowledged.

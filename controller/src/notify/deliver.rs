@@ -60,11 +60,14 @@ pub enum SecretError {
 
 /// A [`Resolve`] from a synchronous function; every error is permanent.
 pub fn resolve_with(
-    f: impl Fn(&str, &SecretSource) -> Result<Vec<u8>, String> + Send + Sync + 'static,
+    f: impl Fn(&str, &SecretSource) -> Result<Vec<u8>, crate::secrets::SecretError>
+    + Send
+    + Sync
+    + 'static,
 ) -> Resolve {
     Arc::new(move |ns, source| {
         Box::pin(futures::future::ready(
-            f(&ns, &source).map_err(SecretError::Permanent),
+            f(&ns, &source).map_err(|e| SecretError::Permanent(e.to_string())),
         ))
     })
 }

@@ -50,7 +50,7 @@ async fn problems(ctx: &Ctx, loc: &CodeLocation) -> Result<String, String> {
     let mut errors = Vec::new();
     for r in secrets::references(loc) {
         if let Err(e) = secrets::read(&ctx.client, &ns, &r).await {
-            errors.push(e);
+            errors.push(e.to_string());
         }
     }
     if !errors.is_empty() {

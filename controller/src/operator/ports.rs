@@ -112,7 +112,11 @@ impl VerdictStore for LocationVerdicts<'_> {
             .await
     }
 
-    fn secret(&self, subject: &Subject<'_>, source: &SecretSource) -> Result<Vec<u8>, String> {
+    fn secret(
+        &self,
+        subject: &Subject<'_>,
+        source: &SecretSource,
+    ) -> Result<Vec<u8>, crate::secrets::SecretError> {
         self.ctx.secrets.get(&subject.key.namespace, source)
     }
 }

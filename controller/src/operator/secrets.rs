@@ -13,10 +13,11 @@ use kube::{Api, Client, ResourceExt};
 use crate::{
     api::{CodeLocation, SecretSource, common::SecretKeyRef},
     http::server::SecretResolver,
+    secrets::SecretError,
 };
 
 /// `(namespace, secret, key)` → value, or why it is unavailable.
-type Entries = HashMap<(String, String, String), Result<Vec<u8>, String>>;
+type Entries = HashMap<(String, String, String), Result<Vec<u8>, SecretError>>;
 
 /// The cache.
 #[derive(Clone, Default)]
@@ -53,10 +54,20 @@ pub fn references(location: &CodeLocation) -> Vec<SecretKeyRef> {
 ///
 /// # Errors
 /// Names the Secret and key and why (missing, forbidden, no such key).
-pub async fn read(client: &Client, namespace: &str, r: &SecretKeyRef) -> Result<Vec<u8>, String> {
+pub async fn read(
+    client: &Client,
+    namespace: &str,
+    r: &SecretKeyRef,
+) -> Result<Vec<u8>, SecretError> {
     read_classified(client, namespace, r)
         .await
-        .map_err(|(why, _)| why)
+        .map_err(|(why, transient)| {
+            if transient {
+                SecretError::Unanswered(why)
+            } else {
+                SecretError::Kubernetes(why)
+            }
+        })
 }
 
 /// [`read`], saying whether the failure may pass (`true`: the API server did not
@@ -130,19 +141,19 @@ impl SecretCache {
     ///
     /// # Errors
     /// Why it is unavailable.
-    pub fn get(&self, namespace: &str, source: &SecretSource) -> Result<Vec<u8>, String> {
+    pub fn get(&self, namespace: &str, source: &SecretSource) -> Result<Vec<u8>, SecretError> {
         match source {
             SecretSource::SecretKeyRef(r) => self
                 .0
                 .read()
-                .map_err(|_| "secret cache poisoned".to_owned())?
+                .map_err(|_| SecretError::Kubernetes("secret cache poisoned".to_owned()))?
                 .get(&(namespace.to_owned(), r.name.clone(), r.key.clone()))
                 .cloned()
                 .unwrap_or_else(|| {
-                    Err(format!(
+                    Err(SecretError::Unanswered(format!(
                         "Secret {namespace}/{} (key {:?}) not read yet",
                         r.name, r.key
-                    ))
+                    )))
                 }),
             other => crate::secrets::resolve(other),
         }

@@ -38,7 +38,11 @@ pub trait VerdictStore: Send + Sync {
     ) -> impl Future<Output = Result<(), String>> + Send;
 
     /// Reads a secret the CI settings name (a token).
-    fn secret(&self, subject: &Subject<'_>, source: &SecretSource) -> Result<Vec<u8>, String>;
+    fn secret(
+        &self,
+        subject: &Subject<'_>,
+        source: &SecretSource,
+    ) -> Result<Vec<u8>, crate::secrets::SecretError>;
 }
 
 /// When each (code location, SHA) may be polled again: long-lived, one per process.

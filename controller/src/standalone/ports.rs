@@ -80,7 +80,11 @@ impl VerdictStore for StateVerdicts<'_> {
             .map_err(|e| e.to_string())
     }
 
-    fn secret(&self, _: &Subject<'_>, source: &SecretSource) -> Result<Vec<u8>, String> {
+    fn secret(
+        &self,
+        _: &Subject<'_>,
+        source: &SecretSource,
+    ) -> Result<Vec<u8>, crate::secrets::SecretError> {
         crate::secrets::resolve(source)
     }
 }
