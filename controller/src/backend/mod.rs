@@ -208,6 +208,13 @@ pub trait Backend: Send + Sync {
         hooks: &Hooks,
     ) -> impl Future<Output = Result<BTreeMap<String, HookOutcome>>> + Send;
 
+    /// Removes what runs for the workload: its Release was deleted. Idempotent.
+    fn delete(&self, workload: &Workload) -> impl Future<Output = Result<()>> + Send;
+
+    /// Leaves what runs for the workload running without its Release (deleted with
+    /// `vigie.dev/orphan: "true"`): nothing that would remove it with the Release stays.
+    fn orphan(&self, workload: &Workload) -> impl Future<Output = Result<()>> + Send;
+
     /// Removes every container of `environment` labelled as this instance's whose code
     /// location is not in `keep`.
     fn prune(
@@ -235,19 +242,6 @@ pub enum AnyBackend {
     Kubernetes(kubernetes::KubernetesBackend),
 }
 
-impl AnyBackend {
-    /// Removes what runs for a workload (its Release was deleted).
-    ///
-    /// # Errors
-    /// When the backend refuses.
-    pub async fn delete(&self, workload: &Workload) -> Result<()> {
-        match self {
-            Self::Docker(b) => b.remove_workload(workload).await.map(|_| ()),
-            Self::Kubernetes(b) => b.delete(workload).await,
-        }
-    }
-}
-
 impl Backend for AnyBackend {
     async fn observe(&self, workload: &Workload, probe: Probe) -> WorkloadObservation {
         match self {
@@ -272,6 +266,20 @@ impl Backend for AnyBackend {
         match self {
             Self::Docker(b) => b.run_hooks(workload, runs, hooks).await,
             Self::Kubernetes(b) => b.run_hooks(workload, runs, hooks).await,
+        }
+    }
+
+    async fn delete(&self, workload: &Workload) -> Result<()> {
+        match self {
+            Self::Docker(b) => b.delete(workload).await,
+            Self::Kubernetes(b) => Backend::delete(b, workload).await,
+        }
+    }
+
+    async fn orphan(&self, workload: &Workload) -> Result<()> {
+        match self {
+            Self::Docker(b) => b.orphan(workload).await,
+            Self::Kubernetes(b) => Backend::orphan(b, workload).await,
         }
     }
 

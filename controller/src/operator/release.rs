@@ -34,7 +34,9 @@ use crate::{
         CodeLocation, ConditionStatus, Environment, Phase, Release, ReleaseStatus,
         environment::Backend as BackendSpec,
     },
-    backend::{AnyBackend, Owner, Workload, docker::DockerBackend, kubernetes::KubernetesBackend},
+    backend::{
+        AnyBackend, Backend, Owner, Workload, docker::DockerBackend, kubernetes::KubernetesBackend,
+    },
     error::Category,
     lifecycle::{Upstream, Windows, set_condition},
     metrics::CategoryLabel,
@@ -594,12 +596,10 @@ async fn cleanup(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
     let workload = workload(ctx, r, &loc, &env);
     let b = backend_of(ctx, &env).await.map_err(Error::Backend)?;
     if orphan {
-        // Owner references would let the garbage collector take them anyway.
-        if let AnyBackend::Kubernetes(k) = &b {
-            k.orphan(&workload)
-                .await
-                .map_err(|e| Error::Reconcile(reconcile::Error::Apply(e)))?;
-        }
+        // On Kubernetes, owner references would let the garbage collector take them.
+        b.orphan(&workload)
+            .await
+            .map_err(|e| Error::Reconcile(reconcile::Error::Apply(e)))?;
         tracing::info!(release = %r.name_any(), namespace = %ns, "deleted with {ORPHAN_ANNOTATION}: its workloads stay");
         publish(
             ctx,

@@ -137,6 +137,15 @@ impl Backend for FakeBackend {
             .collect())
     }
 
+    async fn delete(&self, _: &Workload) -> crate::backend::Result<()> {
+        *self.running.lock().unwrap() = None;
+        Ok(())
+    }
+
+    async fn orphan(&self, _: &Workload) -> crate::backend::Result<()> {
+        Ok(())
+    }
+
     async fn prune(&self, _: &str, _: &str, _: &[String]) -> crate::backend::Result<Vec<String>> {
         Ok(Vec::new())
     }

@@ -503,6 +503,15 @@ impl DockerBackend {
 }
 
 impl Backend for DockerBackend {
+    async fn delete(&self, w: &Workload) -> Result<()> {
+        self.remove_workload(w).await.map(|_| ())
+    }
+
+    async fn orphan(&self, _: &Workload) -> Result<()> {
+        // Containers are tied to no object that could take them away.
+        Ok(())
+    }
+
     async fn observe(&self, w: &Workload, probe: Probe) -> WorkloadObservation {
         let unreachable = |e: BackendError| WorkloadObservation {
             backend: BackendState::Unreachable {

@@ -124,7 +124,7 @@ impl KubernetesBackend {
     ///
     /// # Errors
     /// When the API refuses.
-    pub async fn delete(&self, workload: &Workload) -> Result<()> {
+    async fn remove(&self, workload: &Workload) -> Result<()> {
         let dp = DeleteParams::background();
         if workload.deployment.is_none() {
             let name = object_name(workload);
@@ -145,7 +145,7 @@ impl KubernetesBackend {
     ///
     /// # Errors
     /// When the API refuses.
-    pub async fn orphan(&self, workload: &Workload) -> Result<()> {
+    async fn disown(&self, workload: &Workload) -> Result<()> {
         if workload.deployment.is_some() {
             return Ok(());
         }
@@ -219,6 +219,14 @@ fn ignore_missing(r: std::result::Result<(), kube::Error>) -> Result<()> {
 }
 
 impl Backend for KubernetesBackend {
+    async fn delete(&self, workload: &Workload) -> Result<()> {
+        self.remove(workload).await
+    }
+
+    async fn orphan(&self, workload: &Workload) -> Result<()> {
+        self.disown(workload).await
+    }
+
     async fn observe(&self, workload: &Workload, _probe: Probe) -> WorkloadObservation {
         let name = deployment_name(workload);
         let cached = self.store.as_ref().and_then(|s| {
