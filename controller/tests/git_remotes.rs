@@ -261,7 +261,9 @@ fn write_back_commits_over_http_and_retries_when_the_branch_moves() {
     );
     assert_eq!(git(&bare, &["rev-parse", "main"]), commit.as_str());
     // A Release that is not in the folder is named, and nothing is pushed.
-    let e = write_revision(&t, "default", "app-prod", &sha(OLD), message).unwrap_err();
+    let e = write_revision(&t, "default", "app-prod", &sha(OLD), message)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("Release default/app-prod is not in"), "{e}");
     assert!(!e.contains("s3cret"), "{e}");
     // Without the token, the push is refused with a clear error.
@@ -270,7 +272,9 @@ fn write_back_commits_over_http_and_retries_when_the_branch_moves() {
         dir.join("cache2"),
         Credentials::default(),
     );
-    let e = write_revision(&t, "default", "app-dev", &sha(OLD), message).unwrap_err();
+    let e = write_revision(&t, "default", "app-dev", &sha(OLD), message)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cannot fetch"), "{e}");
 }
 
@@ -308,7 +312,9 @@ fn write_back_over_ssh_and_file() {
         ..Credentials::default()
     };
     let t = target(server.url(&bare), dir.join("cache"), impostor);
-    let e = write_revision(&t, "default", "app-dev", &sha(NEW), "vigie: ssh").unwrap_err();
+    let e = write_revision(&t, "default", "app-dev", &sha(NEW), "vigie: ssh")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("differs from the one in knownHosts"), "{e}");
     // known_hosts hashed by OpenSSH's own `ssh-keygen -H`.
     let file = dir.join("known_hosts");

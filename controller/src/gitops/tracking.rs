@@ -235,6 +235,7 @@ async fn carry_out<T: Tracking>(
                 }
                 Err(e) => {
                     shared.metrics.write_back_errors.inc();
+                    let e = e.to_string();
                     if !reported.first(key, &e) {
                         return;
                     }

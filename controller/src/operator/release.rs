@@ -681,7 +681,7 @@ fn write_back_rollback(ctx: &Arc<Ctx>, r: &Release, status: &ReleaseStatus) {
                     r.object_ref(&()),
                     EventType::Warning,
                     "WriteBackFailed",
-                    &e,
+                    &e.to_string(),
                     "WriteBack",
                 )
                 .await;

@@ -21,7 +21,47 @@ use super::{
     repo::{Credentials, Mirror},
     source::GitSource,
 };
-use crate::api::Sha;
+use crate::{api::Sha, git::GitError};
+
+/// Why a write-back did not happen. Each variant carries the message for people.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteBackError {
+    /// An option's value does not parse (`--write-back`, `--git-author`).
+    #[error("{0}")]
+    Option(String),
+    /// The manifests repository could not be fetched or read, or the commit made.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The Release is in no file, or in several, or its revision cannot be edited safely.
+    #[error("{0}")]
+    Edit(String),
+    /// The remote refused the push, or the branch moved during every attempt.
+    #[error("{0}")]
+    Push(String),
+    /// The write-back did not finish in time.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl WriteBackError {
+    /// The kind of fault.
+    #[must_use]
+    pub fn category(&self) -> crate::error::Category {
+        use crate::error::Category;
+        match self {
+            Self::Option(_) | Self::Edit(_) => Category::InvalidSpec,
+            Self::Git(e) => e.category(),
+            Self::Push(_) => Category::Forge,
+            Self::Timeout(_) => Category::Transient,
+        }
+    }
+}
+
+impl From<WriteBackError> for String {
+    fn from(e: WriteBackError) -> Self {
+        e.to_string()
+    }
+}
 
 /// Who commits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,15 +77,12 @@ impl Author {
     ///
     /// # Errors
     /// Not of that form.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (name, rest) = s
-            .split_once('<')
-            .ok_or_else(|| format!("{s:?}: expected `Name <email>`"))?;
-        let email = rest
-            .strip_suffix('>')
-            .ok_or_else(|| format!("{s:?}: expected `Name <email>`"))?;
+    pub fn parse(s: &str) -> Result<Self, WriteBackError> {
+        let expected = || WriteBackError::Option(format!("{s:?}: expected `Name <email>`"));
+        let (name, rest) = s.split_once('<').ok_or_else(expected)?;
+        let email = rest.strip_suffix('>').ok_or_else(expected)?;
         if name.trim().is_empty() || !email.contains('@') {
-            return Err(format!("{s:?}: expected `Name <email>`"));
+            return Err(expected());
         }
         Ok(Self {
             name: name.trim().to_owned(),
@@ -77,7 +114,7 @@ impl Scope {
     ///
     /// # Errors
     /// An unknown word.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, WriteBackError> {
         let mut scope = Self::default();
         for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match word {
@@ -85,9 +122,9 @@ impl Scope {
                 "rollbacks" => scope.rollbacks = true,
                 "none" => {}
                 other => {
-                    return Err(format!(
+                    return Err(WriteBackError::Option(format!(
                         "write-back: unknown {other:?} (expected tracking, rollbacks or none)"
-                    ));
+                    )));
                 }
             }
         }
@@ -149,7 +186,7 @@ pub fn write_revision(
     name: &str,
     revision: &Sha,
     message: &str,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, WriteBackError> {
     let mirror = Mirror::open(&target.cache.join("write-back"), &target.source.url)?;
     let branch = format!("refs/heads/{}", target.source.branch);
     let mut last = String::new();
@@ -165,27 +202,27 @@ pub fn write_revision(
                 name,
                 revision.as_str(),
             )
-            .map_err(|e| format!("{}: {e}", file.display()))?
+            .map_err(|e| WriteBackError::Edit(format!("{}: {e}", file.display())))?
             {
                 Edit::NotHere => {}
                 Edit::AlreadySet => return Ok(Outcome::Unchanged),
                 Edit::Edited(new) => {
                     if edited.is_some() {
-                        return Err(format!(
+                        return Err(WriteBackError::Edit(format!(
                             "Release {namespace}/{name} is defined in more than one file of {}",
                             target.source
-                        ));
+                        )));
                     }
                     edited = Some((file, new));
                 }
             }
         }
         let Some((file, text)) = edited else {
-            return Err(format!(
+            return Err(WriteBackError::Edit(format!(
                 "Release {namespace}/{name} is not in {} at {}",
                 target.source,
                 tip.short()
-            ));
+            )));
         };
         let commit = commit(&mirror, &tip, &file, &text, &target.author, message)?;
         match push(
@@ -197,7 +234,8 @@ pub fn write_revision(
         ) {
             Ok(()) => {
                 // The mirror's branch follows what was pushed.
-                let oid = Oid::from_str(commit.as_str()).map_err(|e| e.message().to_owned())?;
+                let oid = Oid::from_str(commit.as_str())
+                    .map_err(|e| GitError::Local(e.message().to_owned()))?;
                 let _ = mirror
                     .repository()
                     .reference(&branch, oid, true, "vigie write-back");
@@ -212,13 +250,13 @@ pub fn write_revision(
                 last = why;
                 std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
             }
-            Err(Push::Failed(why)) => return Err(why),
+            Err(Push::Failed(why)) => return Err(WriteBackError::Push(why)),
         }
     }
-    Err(format!(
+    Err(WriteBackError::Push(format!(
         "{}: the branch moved during each of {ATTEMPTS} attempts (last: {last})",
         target.source
-    ))
+    )))
 }
 
 /// Makes the commit on `tip` (no ref moves).
@@ -229,9 +267,9 @@ fn commit(
     text: &str,
     author: &Author,
     message: &str,
-) -> Result<Sha, String> {
+) -> Result<Sha, GitError> {
     let repo = mirror.repository();
-    let git = |e: git2::Error| format!("write-back commit: {}", e.message());
+    let git = |e: git2::Error| GitError::Local(format!("write-back commit: {}", e.message()));
     let parent = repo
         .find_commit(Oid::from_str(tip.as_str()).map_err(git)?)
         .map_err(git)?;
@@ -253,7 +291,9 @@ fn commit(
     let oid = repo
         .commit(None, &signature, &signature, message, &new_tree, &[&parent])
         .map_err(git)?;
-    oid.to_string().parse().map_err(|e| format!("{e}"))
+    oid.to_string()
+        .parse()
+        .map_err(|e| GitError::Local(format!("write-back commit: {e}")))
 }
 
 enum Push {
@@ -390,7 +430,7 @@ impl Writer {
         name: &str,
         revision: &Sha,
         message: String,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Outcome, WriteBackError> {
         let _one_at_a_time = self.lock.lock().await;
         let (target, namespace, name, revision) = (
             self.target.clone(),
@@ -403,11 +443,11 @@ impl Writer {
         });
         match tokio::time::timeout(Duration::from_secs(300), writing).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(format!("write-back: {e}")),
-            Err(_) => Err(format!(
+            Ok(Err(e)) => Err(WriteBackError::Timeout(format!("write-back: {e}"))),
+            Err(_) => Err(WriteBackError::Timeout(format!(
                 "write-back: no answer from {} within 5 minutes",
                 self.target.source
-            )),
+            ))),
         }
     }
 }
@@ -537,10 +577,11 @@ mod tests {
             }
         );
         assert!(!Scope::parse("none").unwrap().any());
+        let e = Scope::parse("everything").unwrap_err();
         assert!(
-            Scope::parse("everything")
-                .unwrap_err()
-                .contains("everything")
+            matches!(&e, WriteBackError::Option(m) if m.contains("everything")),
+            "{e:?}"
         );
+        assert_eq!(e.category(), crate::error::Category::InvalidSpec);
     }
 }
