@@ -467,8 +467,11 @@ struct WorkflowRunEvent {
 /// Parses a delivery whose signature was verified (`X-Hub-Signature-256`, the same
 /// `sha256=<hex HMAC>` scheme as [`super::webhook::verify`]). `event` is the
 /// `X-GitHub-Event` header.
-pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, String> {
-    let bad = |e: serde_json::Error| format!("invalid {event} payload: {e}");
+///
+/// # Errors
+/// The body is not the payload `event` announces.
+pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, super::PayloadError> {
+    let bad = |e: serde_json::Error| super::PayloadError::new(format!("{event} payload"), e);
     Ok(match event {
         "ping" => Event::Ping,
         "check_run" => {
@@ -570,6 +573,9 @@ mod webhook_tests {
         ));
         assert!(matches!(parse_event("push", b"{}").unwrap(), Event::Ignored(e) if e == "push"));
         let e = parse_event("check_run", br#"{"check_run": {"id": "x"}}"#).unwrap_err();
-        assert!(e.starts_with("invalid check_run payload:"), "{e}");
+        assert!(
+            e.to_string().starts_with("invalid check_run payload:"),
+            "{e}"
+        );
     }
 }

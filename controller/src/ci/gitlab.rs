@@ -206,14 +206,17 @@ struct Project {
 
 /// Parses a Pipeline Hook delivery into `(project path, pipeline)`; `Ok(None)` for
 /// other kinds of events (acknowledged and ignored).
-pub fn parse_pipeline_hook(body: &[u8]) -> Result<Option<(String, Pipeline)>, String> {
+///
+/// # Errors
+/// The body is not JSON, or not a Pipeline Hook though it says it is.
+pub fn parse_pipeline_hook(body: &[u8]) -> Result<Option<(String, Pipeline)>, super::PayloadError> {
     let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("invalid payload: {e}"))?;
+        serde_json::from_slice(body).map_err(|e| super::PayloadError::new("payload", e))?;
     if value.get("object_kind").and_then(serde_json::Value::as_str) != Some("pipeline") {
         return Ok(None);
     }
-    let hook: PipelineHook =
-        serde_json::from_value(value).map_err(|e| format!("invalid pipeline payload: {e}"))?;
+    let hook: PipelineHook = serde_json::from_value(value)
+        .map_err(|e| super::PayloadError::new("pipeline payload", e))?;
     let a = hook.object_attributes;
     let web_url = a.url.or_else(|| {
         hook.project
@@ -264,6 +267,7 @@ mod hook_tests {
         assert!(
             parse_pipeline_hook(br#"{"object_kind": "pipeline"}"#)
                 .unwrap_err()
+                .to_string()
                 .starts_with("invalid pipeline payload")
         );
     }

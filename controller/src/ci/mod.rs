@@ -166,6 +166,29 @@ impl Verdicts {
     }
 }
 
+/// A webhook's body that is not the payload its headers announce (after its signature
+/// was verified).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {what}: {source}")]
+pub struct PayloadError {
+    /// What was expected (`check_run payload`, `Push Hook payload`).
+    pub what: String,
+    /// Why it does not parse.
+    #[source]
+    pub source: serde_json::Error,
+}
+
+impl PayloadError {
+    /// A parse error of `what`.
+    #[must_use]
+    pub fn new(what: impl Into<String>, source: serde_json::Error) -> Self {
+        Self {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

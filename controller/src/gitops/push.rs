@@ -56,9 +56,9 @@ struct GitLabProject {
 ///
 /// # Errors
 /// The payload is not a push event.
-pub fn github(body: &[u8]) -> Result<Push, String> {
-    let p: GitHubPush =
-        serde_json::from_slice(body).map_err(|e| format!("invalid push payload: {e}"))?;
+pub fn github(body: &[u8]) -> Result<Push, crate::ci::PayloadError> {
+    let p: GitHubPush = serde_json::from_slice(body)
+        .map_err(|e| crate::ci::PayloadError::new("push payload", e))?;
     let r = p.repository;
     Ok(Push {
         reference: p.reference,
@@ -74,9 +74,9 @@ pub fn github(body: &[u8]) -> Result<Push, String> {
 ///
 /// # Errors
 /// The payload is not a push hook.
-pub fn gitlab(body: &[u8]) -> Result<Push, String> {
-    let p: GitLabPush =
-        serde_json::from_slice(body).map_err(|e| format!("invalid Push Hook payload: {e}"))?;
+pub fn gitlab(body: &[u8]) -> Result<Push, crate::ci::PayloadError> {
+    let p: GitLabPush = serde_json::from_slice(body)
+        .map_err(|e| crate::ci::PayloadError::new("Push Hook payload", e))?;
     let r = p.project;
     Ok(Push {
         reference: p.reference,

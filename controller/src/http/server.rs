@@ -501,7 +501,14 @@ async fn github_hook(
     let event = header("x-github-event").unwrap_or_default();
     let parsed = match github::parse_event(&event, &body) {
         Ok(e) => e,
-        Err(e) => return reply(&shared, "bad_request", StatusCode::BAD_REQUEST, e),
+        Err(e) => {
+            return reply(
+                &shared,
+                "bad_request",
+                StatusCode::BAD_REQUEST,
+                e.to_string(),
+            );
+        }
     };
     let (repository, sha, update) = match github_update(parsed) {
         Ok(u) => u,
@@ -588,7 +595,14 @@ async fn gitlab_hook(
                 "not a Pipeline Hook",
             );
         }
-        Err(e) => return reply(&shared, "bad_request", StatusCode::BAD_REQUEST, e),
+        Err(e) => {
+            return reply(
+                &shared,
+                "bad_request",
+                StatusCode::BAD_REQUEST,
+                e.to_string(),
+            );
+        }
     };
     let Ok(sha) = pipeline.sha.parse::<Sha>() else {
         return reply(
@@ -692,7 +706,7 @@ fn push_hook(
     shared: &Shared,
     secrets: &[Vec<u8>],
     check: impl Fn(&[u8]) -> bool,
-    parsed: Result<crate::gitops::push::Push, String>,
+    parsed: Result<crate::gitops::push::Push, crate::ci::PayloadError>,
 ) -> Response {
     if secrets.is_empty() {
         return reply(
@@ -712,7 +726,14 @@ fn push_hook(
     }
     let push = match parsed {
         Ok(p) => p,
-        Err(e) => return reply(shared, "bad_request", StatusCode::BAD_REQUEST, e),
+        Err(e) => {
+            return reply(
+                shared,
+                "bad_request",
+                StatusCode::BAD_REQUEST,
+                e.to_string(),
+            );
+        }
     };
     let watched = shared.git_watch.read().ok().and_then(|w| w.clone());
     if let Some(g) = watched
