@@ -12,10 +12,7 @@ use kube::{
 
 use super::Ctx;
 use crate::{
-    api::{
-        CodeLocation, Environment, Release, ReleaseStatus, SecretSource, Sha,
-        environment::EventKind,
-    },
+    api::{CodeLocation, Release, ReleaseStatus, SecretSource, Sha, environment::EventKind},
     ci::StoredVerdict,
     error::Category,
     lifecycle::{CiVerdict, Notification},
@@ -127,8 +124,6 @@ pub struct EventNotifier<'a> {
     pub ctx: &'a Ctx,
     /// The Release.
     pub release: &'a Release,
-    /// Its Environment (the sinks).
-    pub environment: &'a Environment,
     /// Its CodeLocation (the repository, for commit subjects).
     pub location: &'a CodeLocation,
 }
@@ -179,31 +174,15 @@ impl Notifier for EventNotifier<'_> {
             )
             .await;
         }
-        let sinks = &self.environment.spec.notifications;
-        if sinks.is_empty() {
-            return;
-        }
-        let ns = &subject.key.namespace;
-        let repo = (
-            self.location.spec.repo.url.clone(),
-            crate::gitops::repo::Credentials::from_spec(
-                self.location.spec.repo.credentials.as_ref(),
-                |s| self.ctx.secrets.get(ns, s),
-            ),
-        );
-        for n in notifications {
-            self.ctx.dispatcher.send(crate::notify::deliver::Job {
-                namespace: ns.clone(),
-                sinks: sinks.clone(),
-                message: crate::notify::Message::of(
-                    n,
-                    &r.spec.environment,
-                    &r.spec.code_location,
-                    subject.key.to_string(),
-                ),
-                repo: Some(repo.clone()),
-            });
-        }
+        let repo = &self.location.spec.repo;
+        crate::reconcile::send_to_sinks(&self.ctx.dispatcher, subject, notifications, || {
+            Some((
+                repo.url.clone(),
+                crate::gitops::repo::Credentials::from_spec(repo.credentials.as_ref(), |s| {
+                    self.ctx.secrets.get(&subject.key.namespace, s)
+                }),
+            ))
+        });
     }
 
     async fn action_failed(&self, _: &Subject<'_>, error: &Error) {

@@ -528,7 +528,6 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
     let notifier = EventNotifier {
         ctx,
         release: r,
-        environment: &env,
         location: &loc,
     };
     let ports = Ports {

@@ -168,7 +168,64 @@ where
     K: Clock,
 {
     let started = Instant::now();
-    let result = pipeline(subject, ports).await;
+    let result: Result<Reconciled, Error> = async {
+        let status = ports.store.status(subject).await;
+        // One instant for the probe's choice and the decision: a monitoring round due now
+        // gets the full health check it counts.
+        let now = ports.clock.now();
+        let (observed, hooks) = observe(subject, &status, now, ports).await;
+        let desired = resolve(subject, ports.revisions).await;
+        let ci = verdicts(subject, &status, ports.ci).await;
+        let artifact_pending = ports
+            .memory
+            .artifact_pending(subject.key, status.rollout.as_ref().map(|r| &r.sha));
+        let observations = Observations {
+            now,
+            desired,
+            workload: observed.clone(),
+            ci,
+            upstream: subject.upstream.cloned(),
+            hooks,
+            artifact_pending,
+        };
+        let decision = decide(&Input {
+            spec: subject.spec,
+            generation: subject.generation,
+            environment: subject.environment,
+            windows: subject.windows,
+            status: &status,
+            observed: &observations,
+        });
+        let recorded = record(subject, &status, decision, ports.store).await?;
+        if let Some(sha) = recorded
+            .status
+            .rollout
+            .as_ref()
+            .map(|r| &r.sha)
+            .or(recorded.status.deployed_sha.as_ref())
+        {
+            tracing::Span::current().record("sha", sha.short());
+        }
+        let acted = act(subject, &recorded, &observed, ports).await;
+        report(subject, &recorded, ports.notifier, ports.metrics).await;
+        let mut status = recorded.status;
+        let failed = match acted {
+            Ok(()) => None,
+            Err(e) => {
+                status.message = Some(e.to_string());
+                ports.store.record(subject, &status).await?;
+                ports.notifier.action_failed(subject, &e).await;
+                Some(e)
+            }
+        };
+        Ok(Reconciled {
+            status,
+            requeue_after: recorded.requeue_after,
+            upstream_changed: recorded.upstream_changed,
+            failed,
+        })
+    }
+    .await;
     let metrics = ports.metrics;
     metrics
         .reconcile_seconds
@@ -192,75 +249,6 @@ where
         tracing::error!(error = %e, category = e.category().as_str(), "reconcile failed");
     }
     result
-}
-
-async fn pipeline<B, S, C, R, N, K>(
-    subject: &Subject<'_>,
-    ports: &Ports<'_, B, S, C, R, N, K>,
-) -> Result<Reconciled, Error>
-where
-    B: Backend,
-    S: Store,
-    C: Ci,
-    R: Revisions,
-    N: Notifier,
-    K: Clock,
-{
-    let status = ports.store.status(subject).await;
-    // One instant for the probe's choice and the decision: a monitoring round due now
-    // gets the full health check it counts.
-    let now = ports.clock.now();
-    let (observed, hooks) = observe(subject, &status, now, ports).await;
-    let desired = resolve(subject, ports.revisions).await;
-    let ci = verdicts(subject, &status, ports.ci).await;
-    let artifact_pending = ports
-        .memory
-        .artifact_pending(subject.key, status.rollout.as_ref().map(|r| &r.sha));
-    let observations = Observations {
-        now,
-        desired,
-        workload: observed.clone(),
-        ci,
-        upstream: subject.upstream.cloned(),
-        hooks,
-        artifact_pending,
-    };
-    let decision = decide(&Input {
-        spec: subject.spec,
-        generation: subject.generation,
-        environment: subject.environment,
-        windows: subject.windows,
-        status: &status,
-        observed: &observations,
-    });
-    let recorded = record(subject, &status, decision, ports.store).await?;
-    if let Some(sha) = recorded
-        .status
-        .rollout
-        .as_ref()
-        .map(|r| &r.sha)
-        .or(recorded.status.deployed_sha.as_ref())
-    {
-        tracing::Span::current().record("sha", sha.short());
-    }
-    let acted = act(subject, &recorded, &observed, ports).await;
-    report(subject, &recorded, ports.notifier, ports.metrics).await;
-    let mut status = recorded.status;
-    let failed = match acted {
-        Ok(()) => None,
-        Err(e) => {
-            status.message = Some(e.to_string());
-            ports.store.record(subject, &status).await?;
-            ports.notifier.action_failed(subject, &e).await;
-            Some(e)
-        }
-    };
-    Ok(Reconciled {
-        status,
-        requeue_after: recorded.requeue_after,
-        upstream_changed: recorded.upstream_changed,
-        failed,
-    })
 }
 
 /// What runs, how healthy it is (a full health check only when one is due), and the
@@ -428,6 +416,35 @@ where
             ports.memory.forget_applied(subject.key, target, &e);
             Err(Error::Apply(e))
         }
+    }
+}
+
+/// Queues one message per transition for the sinks of the subject's Environment (the
+/// notifier of both modes); `repo` gives the code location's repository, whose commits
+/// the messages name, and is asked only when there are sinks.
+pub fn send_to_sinks(
+    dispatcher: &crate::notify::deliver::Dispatcher,
+    subject: &Subject<'_>,
+    notifications: &[Notification],
+    repo: impl FnOnce() -> Option<(String, crate::gitops::repo::Credentials)>,
+) {
+    let sinks = &subject.environment.notifications;
+    if sinks.is_empty() || notifications.is_empty() {
+        return;
+    }
+    let repo = repo();
+    for n in notifications {
+        dispatcher.send(crate::notify::deliver::Job {
+            namespace: subject.key.namespace.clone(),
+            sinks: sinks.clone(),
+            message: crate::notify::Message::of(
+                n,
+                &subject.spec.environment,
+                &subject.spec.code_location,
+                subject.key.to_string(),
+            ),
+            repo: repo.clone(),
+        });
     }
 }
 

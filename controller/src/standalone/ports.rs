@@ -103,16 +103,12 @@ impl Notifier for Sinks<'_> {
         let Some(dispatcher) = self.dispatcher else {
             return;
         };
-        let sinks = &subject.environment.notifications;
-        if sinks.is_empty() {
-            return;
-        }
-        let ns = &subject.key.namespace;
-        let repo = self
-            .manifests
-            .code_locations
-            .get(&(ns.clone(), subject.spec.code_location.clone()))
-            .map(|l| {
+        crate::reconcile::send_to_sinks(dispatcher, subject, notifications, || {
+            let key = (
+                subject.key.namespace.clone(),
+                subject.spec.code_location.clone(),
+            );
+            self.manifests.code_locations.get(&key).map(|l| {
                 let spec = &l.object.spec.repo;
                 (
                     spec.url.clone(),
@@ -121,20 +117,8 @@ impl Notifier for Sinks<'_> {
                         crate::secrets::resolve,
                     ),
                 )
-            });
-        for n in notifications {
-            dispatcher.send(crate::notify::deliver::Job {
-                namespace: ns.clone(),
-                sinks: sinks.clone(),
-                message: crate::notify::Message::of(
-                    n,
-                    &subject.spec.environment,
-                    &subject.spec.code_location,
-                    subject.key.to_string(),
-                ),
-                repo: repo.clone(),
-            });
-        }
+            })
+        });
     }
 
     async fn action_failed(&self, _: &Subject<'_>, _: &Error) {
