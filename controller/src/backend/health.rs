@@ -20,33 +20,72 @@ pub fn url(host_ip: &str, host_port: u16, path: &str) -> String {
     format!("http://{host}:{host_port}{path}")
 }
 
+/// Why a health check failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HealthError {
+    /// No answer in time, or the connection failed.
+    #[error("GET {url}: {reason}")]
+    Unanswered {
+        /// The URL checked.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// An answer with another status.
+    #[error("GET {url} returned {got}, expected {expected}")]
+    Status {
+        /// The URL checked.
+        url: String,
+        /// The status received.
+        got: u16,
+        /// The status expected.
+        expected: u16,
+    },
+    /// An answer whose body lacks the expected text.
+    #[error("GET {url}: the body does not contain {expected:?}")]
+    Body {
+        /// The URL checked.
+        url: String,
+        /// The text expected.
+        expected: String,
+    },
+}
+
 /// One request: `Ok` when the status and body are as expected, else why not.
-async fn once(client: &reqwest::Client, url: &str, hc: &HealthCheck) -> Result<(), String> {
+async fn once(client: &reqwest::Client, url: &str, hc: &HealthCheck) -> Result<(), HealthError> {
+    let unanswered = |reason: String| HealthError::Unanswered {
+        url: url.to_owned(),
+        reason,
+    };
     let mut response = client
         .get(url)
         .timeout(hc.timeout.get())
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", without_url(&e)))?;
+        .map_err(|e| unanswered(without_url(&e)))?;
     let status = response.status().as_u16();
     let mut body = Vec::new();
     while body.len() < MAX_BODY {
         match response.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break,
-            Err(e) => return Err(format!("GET {url}: reading the body: {}", without_url(&e))),
+            Err(e) => return Err(unanswered(format!("reading the body: {}", without_url(&e)))),
         }
     }
     if status != hc.expected_status {
-        return Err(format!(
-            "GET {url} returned {status}, expected {}",
-            hc.expected_status
-        ));
+        return Err(HealthError::Status {
+            url: url.to_owned(),
+            got: status,
+            expected: hc.expected_status,
+        });
     }
     if let Some(expected) = &hc.expected_body {
         let body = String::from_utf8_lossy(&body);
         if !body.contains(expected.as_str()) {
-            return Err(format!("GET {url}: the body does not contain {expected:?}"));
+            return Err(HealthError::Body {
+                url: url.to_owned(),
+                expected: expected.clone(),
+            });
         }
     }
     Ok(())
@@ -62,7 +101,14 @@ fn without_url(e: &reqwest::Error) -> String {
 
 /// Checks `url` with the retries of `hc`: `Ok` as soon as one request passes, else the
 /// reason of the last failure.
-pub async fn check(client: &reqwest::Client, url: &str, hc: &HealthCheck) -> Result<(), String> {
+///
+/// # Errors
+/// The last request's failure.
+pub async fn check(
+    client: &reqwest::Client,
+    url: &str,
+    hc: &HealthCheck,
+) -> Result<(), HealthError> {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(hc.interval.get())
         .with_factor(2.0)
@@ -133,12 +179,26 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(hits.load(Ordering::SeqCst), 3);
-        assert!(e.ends_with("returned 500, expected 200"), "{e}");
+        assert!(
+            matches!(
+                e,
+                HealthError::Status {
+                    got: 500,
+                    expected: 200,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().ends_with("returned 500, expected 200"), "{e}");
         let (url, _) = server(vec![WRONG_BODY]).await;
         let e = check(&reqwest::Client::new(), &url, &hc(0))
             .await
             .unwrap_err();
-        assert!(e.ends_with("the body does not contain \"ok\""), "{e}");
+        assert!(
+            e.to_string().ends_with("the body does not contain \"ok\""),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -153,8 +213,10 @@ mod tests {
         )
         .await
         .unwrap_err();
+        assert!(matches!(e, HealthError::Unanswered { .. }), "{e}");
         assert!(
-            e.starts_with(&format!("GET http://127.0.0.1:{port}/health:")),
+            e.to_string()
+                .starts_with(&format!("GET http://127.0.0.1:{port}/health:")),
             "{e}"
         );
     }

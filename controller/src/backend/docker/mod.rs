@@ -419,7 +419,7 @@ impl DockerBackend {
             Ok(()) => (HealthState::Healthy, None),
             Err(reason) => {
                 // A container that died during the checks says more than the HTTP error.
-                (HealthState::Unhealthy, Some(reason))
+                (HealthState::Unhealthy, Some(reason.to_string()))
             }
         }
     }
