@@ -62,7 +62,7 @@ pub fn from_state(
     location: &str,
     environment: &str,
 ) -> Result<Vec<HistoryEntry>, String> {
-    let state = crate::standalone::state::load(path)
+    let state = crate::store::load(path)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("no state file at {}", path.display()))?;
     state

@@ -24,5 +24,6 @@ pub mod promote;
 pub mod reconcile;
 pub mod secrets;
 pub mod standalone;
+pub mod store;
 #[cfg(test)]
 mod testing;

@@ -42,7 +42,7 @@ pub(super) fn history(
 
 /// `vigie status`: environments × code locations from the state file.
 pub(super) fn status(path: &std::path::Path, output: Output) -> ExitCode {
-    let state = match crate::standalone::state::load(path) {
+    let state = match crate::store::load(path) {
         Ok(Some(state)) => state,
         Ok(None) => {
             eprintln!(

@@ -20,10 +20,19 @@ use super::{
     writeback::{self, Writer},
 };
 use crate::{
-    api::{Sha, code_location::TrackRule},
-    http::server::Shared,
-    reconcile::ReleaseKey,
+    api::{ReleaseKey, Sha, code_location::TrackRule},
+    metrics::Metrics,
 };
+
+/// What a write-back of a tracked update signals, the same in both modes.
+pub struct Signals<'a> {
+    /// Counts write-backs and their failures.
+    pub metrics: &'a Metrics,
+    /// Set when a commit was pushed: the manifests' sync fetches at once.
+    pub pushed: &'a std::sync::atomic::AtomicBool,
+    /// Wakes the sync.
+    pub wake: &'a tokio::sync::Notify,
+}
 
 /// How long a repository may take to answer a check of the tracked refs.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -119,7 +128,7 @@ pub async fn check<T: Tracking>(
     location: Location<'_>,
     bound: &[Bound],
     writer: Option<&Writer>,
-    shared: &Shared,
+    signals: &Signals<'_>,
     port: &T,
     reported: &Reported,
 ) {
@@ -169,7 +178,7 @@ pub async fn check<T: Tracking>(
             release,
             location.name,
             writer,
-            shared,
+            signals,
             port,
             reported,
         )
@@ -182,7 +191,7 @@ async fn carry_out<T: Tracking>(
     release: &Bound,
     location: &str,
     writer: Option<&Writer>,
-    shared: &Shared,
+    signals: &Signals<'_>,
     port: &T,
     reported: &Reported,
 ) {
@@ -225,16 +234,16 @@ async fn carry_out<T: Tracking>(
                 Ok(outcome) => {
                     let how = writeback::describe(&outcome, &writer.target.source);
                     tracing::info!(release = %key, sha = %sha.short(), reference = %reference, "tracking written back: {how}");
-                    shared.metrics.write_backs.inc();
+                    signals.metrics.write_backs.inc();
                     reported.clear(key);
                     // Sync at once: the commit is what moves the Release.
-                    shared.git_pushed.store(true, Ordering::Relaxed);
-                    shared.wake.notify_one();
-                    shared.wake.notify_waiters();
+                    signals.pushed.store(true, Ordering::Relaxed);
+                    signals.wake.notify_one();
+                    signals.wake.notify_waiters();
                     Ok(how)
                 }
                 Err(e) => {
-                    shared.metrics.write_back_errors.inc();
+                    signals.metrics.write_back_errors.inc();
                     let e = e.to_string();
                     if !reported.first(key, &e) {
                         return;

@@ -25,7 +25,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::standalone::state::{self, State};
+use crate::store::{self as state, State};
 use crate::{
     api::{Sha, code_location::CiSpec},
     ci::{

@@ -100,7 +100,12 @@ async fn check(ctx: &Ctx, loc: &CodeLocation, cache: &std::path::Path, reported:
         location: &name,
         releases: &releases,
     };
-    tracking::check(place, &bound, writer, &ctx.shared, &port, reported).await;
+    let signals = tracking::Signals {
+        metrics: &ctx.shared.metrics,
+        pushed: &ctx.shared.git_pushed,
+        wake: &ctx.shared.wake,
+    };
+    tracking::check(place, &bound, writer, &signals, &port, reported).await;
 }
 
 /// Tracking in the operator: a move patches the Release's `spec.revision` (field

@@ -11,7 +11,6 @@
 //! workload moves. The modes differ only in where Releases come from and which port
 //! implementations they pass.
 
-pub mod key;
 pub mod memory;
 pub mod ports;
 pub mod revisions;
@@ -24,7 +23,7 @@ mod tests;
 
 use std::{collections::BTreeMap, time::Instant};
 
-pub use key::ReleaseKey;
+pub use crate::api::ReleaseKey;
 pub use memory::Memory;
 pub use ports::{Ci, Clock, Notifier, Revisions, Store, SystemClock};
 

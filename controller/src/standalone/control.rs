@@ -30,8 +30,8 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use super::state::Requests;
 use crate::http::server::Shared;
+use crate::store::Requests;
 use crate::{
     api::ReleaseStatus,
     promote::{self, Ask, Done, Kind, Plan},

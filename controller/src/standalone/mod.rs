@@ -4,5 +4,6 @@
 pub mod control;
 pub(crate) mod ports;
 pub mod run;
-pub mod state;
+/// The state file, under its former path.
+pub use crate::store as state;
 pub mod status;

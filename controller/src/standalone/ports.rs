@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use super::state::{ReleaseRecord, Tracked};
 use crate::http::server::Shared;
+use crate::store::{ReleaseRecord, Tracked};
 use crate::{
     api::{ReleaseStatus, SecretSource, Sha},
     error::Category,

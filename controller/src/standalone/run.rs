@@ -15,10 +15,7 @@ use futures::future::join_all;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
-use super::{
-    ports::{Sinks, StateStore, StateVerdicts},
-    state::{self, ReleaseRecord, StateError},
-};
+use super::ports::{Sinks, StateStore, StateVerdicts};
 use crate::{
     api::{
         Phase, Release, Sha,
@@ -36,6 +33,7 @@ use crate::{
         revisions::Git,
         verdicts::{Polls, Verdicts},
     },
+    store::{self as state, ReleaseRecord, StateError},
 };
 
 /// Options of `vigie run`.
@@ -417,7 +415,11 @@ impl Runner {
                 place,
                 &bound,
                 writer.as_deref(),
-                &self.shared,
+                &crate::gitops::tracking::Signals {
+                    metrics: &self.shared.metrics,
+                    pushed: &self.shared.git_pushed,
+                    wake: &self.shared.wake,
+                },
                 &port,
                 &self.tracking_reported,
             )

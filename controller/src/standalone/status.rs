@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::state::State;
 use crate::api::{Sha, release::CiState};
+use crate::store::State;
 
 /// One line of `vigie status -o json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
