@@ -476,3 +476,64 @@ spec: {codeLocation: app, environment: vm, revision: main, deployment: {name: le
         ]
     );
 }
+
+#[test]
+fn a_namespace_that_is_not_a_dns_label_is_refused() {
+    for (namespace, shown) in [
+        ("Apps", "\"Apps\""),
+        ("équipe", "\"équipe\""),
+        ("apps.team", "\"apps.team\""),
+        ("-apps", "\"-apps\""),
+    ] {
+        let yaml = GOOD.replace(
+            "metadata: {name: preprod}",
+            &format!("metadata: {{name: preprod, namespace: '{namespace}'}}"),
+        );
+        let found = problems(&yaml);
+        assert!(
+            found.iter().any(|p| p.contains("metadata.namespace")
+                && p.contains(&format!("{shown} is not a valid namespace"))),
+            "{namespace}: {found:#?}"
+        );
+    }
+    let long = "a".repeat(64);
+    let yaml = GOOD.replace(
+        "metadata: {name: preprod}",
+        &format!("metadata: {{name: preprod, namespace: {long}}}"),
+    );
+    assert!(
+        problems(&yaml)
+            .iter()
+            .any(|p| p.contains("metadata.namespace")),
+        "64 characters"
+    );
+    let yaml = GOOD.replace(
+        "metadata: {name: preprod}",
+        "metadata: {name: preprod, namespace: 42}",
+    );
+    assert!(
+        problems(&yaml).iter().any(
+            |p| p.contains("metadata.namespace") && p.contains("expected a string, got number")
+        ),
+        "{:#?}",
+        problems(&yaml)
+    );
+    // A valid one is taken.
+    let ok = GOOD.replace(
+        "metadata: {name: app-preprod}",
+        "metadata: {name: app-preprod, namespace: team-a1}",
+    );
+    assert!(
+        problems(&ok)
+            .iter()
+            .all(|p| !p.contains("metadata.namespace")),
+        "{:#?}",
+        problems(&ok)
+    );
+}
+
+#[test]
+fn a_byte_order_mark_at_the_start_of_a_file_is_not_content() {
+    let with_bom = format!("\u{feff}{}", GOOD.trim_start());
+    assert_eq!(problems(&with_bom), Vec::<String>::new());
+}

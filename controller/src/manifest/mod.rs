@@ -238,6 +238,8 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Probl
 }
 
 fn load_file(file: &Path, text: &str, manifests: &mut Manifests, problems: &mut Vec<Problem>) {
+    // A UTF-8 byte-order mark (some Windows editors write one) is not content.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let origin = Origin {
             file: file.to_owned(),
@@ -342,6 +344,20 @@ fn check_document(json: &Value) -> Result<Object, FieldProblems> {
         )),
         None => problems.push(("metadata.name".into(), "required field missing".into())),
     }
+    match json.pointer("/metadata/namespace") {
+        None => {}
+        Some(Value::String(ns)) if is_dns_label(ns) => {}
+        Some(Value::String(ns)) => problems.push((
+            "metadata.namespace".into(),
+            format!(
+                "{ns:?} is not a valid namespace (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63)"
+            ),
+        )),
+        Some(other) => problems.push((
+            "metadata.namespace".into(),
+            format!("expected a string, got {}", json_type(other)),
+        )),
+    }
     let checked = match kind {
         Some("Environment") => {
             check_kind::<Environment>(json).map(|o| Object::Environment(Box::new(o)))
@@ -363,6 +379,27 @@ fn check_document(json: &Value) -> Result<Object, FieldProblems> {
             problems.append(&mut more);
             Err(problems)
         }
+    }
+}
+
+/// A namespace's name: an RFC 1123 label, as the API server requires.
+fn is_dns_label(name: &str) -> bool {
+    static RE: OnceLock<regex::Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").expect("valid regex")
+    });
+    name.len() <= 63 && re.is_match(name)
+}
+
+/// The JSON type of a value, for messages.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
     }
 }
 
