@@ -312,6 +312,13 @@ impl Mirror {
             }
             let path = Path::new(dir).join(parent).join(name);
             match self.repo.find_blob(entry.id()) {
+                Ok(blob) if blob.size() as u64 > crate::manifest::yaml::MAX_FILE_BYTES => {
+                    error = Some(format!(
+                        "{}: larger than {} MiB",
+                        path.display(),
+                        crate::manifest::yaml::MAX_FILE_BYTES >> 20
+                    ));
+                }
                 Ok(blob) => match std::str::from_utf8(blob.content()) {
                     Ok(text) => out.push((path, text.to_owned())),
                     Err(_) => error = Some(format!("{}: not UTF-8", path.display())),

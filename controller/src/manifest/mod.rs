@@ -5,6 +5,7 @@
 
 mod references;
 pub mod schema;
+pub mod yaml;
 
 use std::{
     collections::BTreeMap,
@@ -149,26 +150,65 @@ impl LoadReport {
     }
 }
 
-/// Loads every `.yaml`/`.yml` file under `paths` (files or directories, walked in name order).
+/// Loads every `.yaml`/`.yml` file under `paths` (files or directories, walked in name
+/// order, symbolic links followed once). A file that cannot be read (not UTF-8, too
+/// large, a dangling link), a link loop or a walk past its bounds is a problem of the
+/// set, and changes the fingerprint like any edit.
 #[must_use]
 pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
-    let mut files = Vec::new();
-    let mut problems = Vec::new();
+    let mut walk = Walk::default();
     for path in paths {
-        collect_files(path, &mut files, &mut problems);
+        walk.start(path);
     }
+    let Walk {
+        files,
+        mut problems,
+        ..
+    } = walk;
     let mut sources = Vec::new();
     for file in &files {
-        match std::fs::read_to_string(file) {
+        match read_manifest(file) {
             Ok(text) => sources.push((file.clone(), text)),
-            Err(e) => problems.push(file_problem(file, format!("cannot read: {e}"))),
+            Err(message) => problems.push(file_problem(file, message)),
         }
     }
     let mut report = load_sources(&sources);
+    if !problems.is_empty() {
+        // What could not be read is part of what was looked at: a file that turns
+        // unreadable, or a loop that appears, is a change.
+        let mut digest = Sha256::new();
+        digest.update(report.fingerprint.as_bytes());
+        for problem in &problems {
+            digest.update(problem.to_string().as_bytes());
+            digest.update([0]);
+        }
+        report.fingerprint = hex::encode(digest.finalize());
+    }
     problems.append(&mut report.problems);
     report.problems = problems;
     report.files = files;
     report
+}
+
+/// The text of one manifest file, read only up to [`yaml::MAX_FILE_BYTES`].
+fn read_manifest(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(yaml::MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > yaml::MAX_FILE_BYTES {
+        return Err(format!(
+            "larger than {} MiB; not read (a file of manifests is a few kilobytes)",
+            yaml::MAX_FILE_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "cannot read: not UTF-8 (invalid byte at offset {}); manifests are UTF-8 text",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Loads manifests from in-memory `(file name, YAML text)` pairs.
@@ -206,41 +246,109 @@ fn file_problem(file: &Path, message: String) -> Problem {
     }
 }
 
-fn collect_files(path: &Path, files: &mut Vec<PathBuf>, problems: &mut Vec<Problem>) {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => return problems.push(file_problem(path, format!("cannot read: {e}"))),
-    };
-    if meta.is_file() {
-        files.push(path.to_owned());
-        return;
+/// How many directories deep a walk goes, links included.
+pub const MAX_DEPTH: usize = 32;
+
+/// How many files a walk takes at most.
+pub const MAX_FILES: usize = 10_000;
+
+/// A walk of manifest directories: each directory entered once (a link to one
+/// already walked is skipped; a link to one being walked is a loop), bounded in depth
+/// and in files.
+#[derive(Default)]
+struct Walk {
+    files: Vec<PathBuf>,
+    problems: Vec<Problem>,
+    /// Directories entered, by device and inode.
+    entered: std::collections::HashSet<(u64, u64)>,
+    /// The directories from the top of the walk to the current one.
+    stack: Vec<((u64, u64), PathBuf)>,
+    /// Whether [`MAX_FILES`] was reached (reported once).
+    full: bool,
+}
+
+impl Walk {
+    fn start(&mut self, path: &Path) {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => self.directory(path, &meta),
+            Ok(_) => self.file(path),
+            Err(e) => self
+                .problems
+                .push(file_problem(path, format!("cannot read: {e}"))),
+        }
     }
-    let entries = match std::fs::read_dir(path) {
-        Ok(entries) => entries,
-        Err(e) => return problems.push(file_problem(path, format!("cannot list: {e}"))),
-    };
-    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    children.sort();
-    for child in children {
-        let hidden = child
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
+
+    fn file(&mut self, path: &Path) {
+        if self.files.len() < MAX_FILES {
+            self.files.push(path.to_owned());
+        } else if !self.full {
+            self.full = true;
+            self.problems.push(file_problem(
+                path,
+                format!("more than {MAX_FILES} manifest files; the rest are not read"),
+            ));
         }
-        if child.is_dir() {
-            collect_files(&child, files, problems);
-        } else if child.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            files.push(child);
+    }
+
+    fn directory(&mut self, path: &Path, meta: &std::fs::Metadata) {
+        use std::os::unix::fs::MetadataExt;
+        let id = (meta.dev(), meta.ino());
+        if let Some((_, ancestor)) = self.stack.iter().find(|(a, _)| *a == id) {
+            let message = format!(
+                "symbolic link loop: leads back to {}; not followed (remove the link)",
+                ancestor.display()
+            );
+            return self.problems.push(file_problem(path, message));
         }
+        if !self.entered.insert(id) {
+            // Reached before through another link: its files are read once.
+            return;
+        }
+        if self.stack.len() >= MAX_DEPTH {
+            let message = format!("more than {MAX_DEPTH} directories deep; not walked");
+            return self.problems.push(file_problem(path, message));
+        }
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) => {
+                return self
+                    .problems
+                    .push(file_problem(path, format!("cannot list: {e}")));
+            }
+        };
+        let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        children.sort();
+        self.stack.push((id, path.to_owned()));
+        for child in children {
+            let hidden = child
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if hidden || self.full {
+                continue;
+            }
+            match std::fs::metadata(&child) {
+                Ok(meta) if meta.is_dir() => self.directory(&child, &meta),
+                // A dangling link named like a manifest is reported when read.
+                _ if child.extension().is_some_and(|e| e == "yaml" || e == "yml") => {
+                    self.file(&child);
+                }
+                _ => {}
+            }
+        }
+        self.stack.pop();
     }
 }
 
 fn load_file(file: &Path, text: &str, manifests: &mut Manifests, problems: &mut Vec<Problem>) {
     // A UTF-8 byte-order mark (some Windows editors write one) is not content.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
+    // Each document is first walked with a bound on what its aliases expand to.
+    let sizes = serde_norway::Deserializer::from_str(text).map(yaml::check);
+    for (index, (document, size)) in serde_norway::Deserializer::from_str(text)
+        .zip(sizes)
+        .enumerate()
+    {
         let origin = Origin {
             file: file.to_owned(),
             document: index + 1,
@@ -252,6 +360,10 @@ fn load_file(file: &Path, text: &str, manifests: &mut Manifests, problems: &mut 
             path,
             message,
         };
+        if let Err(e @ yaml::YamlError::TooLarge) = size {
+            problems.push(problem(None, String::new(), e.to_string()));
+            continue;
+        }
         let value = match <serde_norway::Value as serde::Deserialize>::deserialize(document) {
             Ok(value) => value,
             Err(e) => {

@@ -96,6 +96,9 @@ pub enum RunError {
     },
 }
 
+/// How long a round in progress may go on after SIGTERM or SIGINT.
+const ROUND_GRACE: Duration = Duration::from_secs(10);
+
 /// Runs until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> Result<(), RunError> {
     let loaded = state::load(&options.state)?;
@@ -149,13 +152,34 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let mut runner = Runner::new(options.clone(), shared.clone());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
+    let stop = async {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    tokio::pin!(stop);
     loop {
-        runner.round().await;
+        // A signal is taken during a round too: the round has a grace period to end
+        // (what it applies is recorded first, so stopping it later loses nothing).
+        {
+            let round = runner.round();
+            tokio::pin!(round);
+            tokio::select! {
+                () = &mut round => {}
+                () = &mut stop => {
+                    tracing::info!(grace_s = ROUND_GRACE.as_secs(), "stopping: waiting for the round in progress");
+                    if tokio::time::timeout(ROUND_GRACE, round).await.is_err() {
+                        tracing::warn!("the round in progress did not end in time; stopped");
+                    }
+                    break;
+                }
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(options.interval) => {}
             () = shared.wake.notified() => {}
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            () = &mut stop => break,
         }
     }
     tracing::info!("vigie run stopping");
@@ -285,8 +309,14 @@ impl Runner {
     async fn reload(&mut self) {
         match self.options.manifests.clone() {
             Source::Path(path) => {
-                let report = manifest::load_paths(std::slice::from_ref(&path));
-                self.load(report, None).await;
+                // Off the runtime: a slow filesystem does not hold the HTTP side or
+                // the signals.
+                let loading =
+                    tokio::task::spawn_blocking(move || manifest::load_paths(&[path])).await;
+                match loading {
+                    Ok(report) => self.load(report, None).await,
+                    Err(e) => tracing::error!(error = %e, "failed to read the manifests"),
+                }
             }
             Source::Git(g) => self.reload_git(&g).await,
         }

@@ -208,6 +208,15 @@ impl Vigie {
     }
 
     pub fn start(&mut self) {
+        self.spawn();
+        wait_for(Duration::from_secs(30), "vigie to be ready", || {
+            http_get(self.port, "/readyz").filter(|(s, _)| *s == 200)
+        });
+    }
+
+    /// Starts `vigie run` and returns once it answers `/healthz` (its first round may
+    /// not have ended).
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -250,9 +259,30 @@ impl Vigie {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        wait_for(Duration::from_secs(30), "vigie to be ready", || {
-            http_get(self.port, "/readyz").filter(|(s, _)| *s == 200)
+        wait_for(Duration::from_secs(30), "vigie to answer", || {
+            http_get(self.port, "/healthz").filter(|(s, _)| *s == 200)
         });
+    }
+
+    /// SIGTERM; the exit status, or `None` when the process is still there after
+    /// `within` (it is then killed).
+    pub fn terminate_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("vigie runs");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let start = std::time::Instant::now();
+        while start.elapsed() < within {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
 
     /// The process id of the running `vigie run`.

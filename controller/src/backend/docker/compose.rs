@@ -55,7 +55,8 @@ pub fn parse(
     dir: &Path,
     service: &str,
 ) -> Result<ComposeService, BackendError> {
-    let compose: Compose = serde_norway::from_str(text).map_err(|e| err(file, e.to_string()))?;
+    let compose: Compose =
+        crate::manifest::yaml::from_str(text).map_err(|e| err(file, e.to_string()))?;
     let Some(Some(s)) = compose.services.0.get(service) else {
         let known: Vec<&String> = compose.services.0.keys().collect();
         return Err(err(
@@ -213,6 +214,17 @@ services:
   db:
     image: postgres:16
 "#;
+
+    #[test]
+    fn a_compose_file_whose_aliases_expand_past_the_bound_is_refused() {
+        let list = vec!["x"; 10_000].join(", ");
+        let aliases = vec!["*a"; 1_000].join(", ");
+        let text = format!(
+            "x-big: &a [{list}]\nservices:\n  preprod:\n    image: app\n    command: [{aliases}]\n"
+        );
+        let e = parse("compose.yaml", &text, Path::new("/srv/app"), "preprod").unwrap_err();
+        assert!(e.to_string().contains("expands to more than 2 MiB"), "{e}");
+    }
 
     #[test]
     fn a_service_is_read_with_its_ports_env_and_volumes() {

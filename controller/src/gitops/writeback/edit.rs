@@ -43,7 +43,7 @@ pub fn set_revision(
 ) -> Result<Edit, String> {
     let mut found = None;
     for (index, (start, end)) in documents(text).into_iter().enumerate() {
-        let Ok(value) = serde_norway::from_str::<Value>(&text[start..end]) else {
+        let Ok(value) = crate::manifest::yaml::from_str::<Value>(&text[start..end]) else {
             continue;
         };
         let is_it = value.get("kind").and_then(Value::as_str) == Some("Release")
@@ -110,8 +110,9 @@ fn edit_document(chunk: &str, original: &Value, revision: &str) -> Option<String
     let mut expected = original.clone();
     let spec = expected.get_mut("spec")?.as_mapping_mut()?;
     spec.insert(Value::from("revision"), Value::from(revision));
-    let checks =
-        |candidate: &str| serde_norway::from_str::<Value>(candidate).is_ok_and(|v| v == expected);
+    let checks = |candidate: &str| {
+        crate::manifest::yaml::from_str::<Value>(candidate).is_ok_and(|v| v == expected)
+    };
     let plain = [revision.to_owned(), format!("\"{revision}\"")];
     // An existing `revision:` key, block or flow style: replace its value, in its quotes.
     for c in REVISION.captures_iter(chunk) {
