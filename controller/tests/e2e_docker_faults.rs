@@ -530,3 +530,56 @@ fn dockers_own_healthcheck_is_honoured() {
         Some("unhealthy after deploy: Docker HEALTHCHECK reports unhealthy")
     );
 }
+
+#[test]
+fn a_container_name_held_by_a_foreign_container_is_reported_with_what_to_do() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let a = demo.sha("good");
+    let test = "taken";
+    let name = format!("vigie-{test}-preprod-app-{}", &a[..7]);
+    let docker = |args: &[&str]| {
+        std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let port = free_port();
+    let mut v = Vigie::new(test, &[&format!("{test}-preprod")]);
+    // Someone created a container under the name Vigie gives this SHA, by hand.
+    docker(&["rm", "-f", &name]);
+    let image = format!("vigie-demo:{a}");
+    let created = docker(&["create", "--name", &name, &image]);
+    assert!(created.status.success(), "{created:?}");
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    v.write("base.yaml", &vm_manifests(test, demo, IMAGE_ARTIFACT));
+    v.write("preprod.yaml", &release(test, "preprod", Some(a), port, ""));
+    v.spawn();
+    let row = wait_for(T, "the taken name to be reported", || {
+        v.row(&format!("{test}-preprod")).filter(|r| {
+            r.message
+                .as_deref()
+                .is_some_and(|m| m.contains("is held by"))
+        })
+    });
+    let message = row.message.unwrap();
+    assert_eq!(
+        message,
+        format!(
+            "failed to apply: the container name {name} is held by a container Vigie did not \
+             create (container {}, image {image}, created): remove it with `docker rm -f \
+             {name}`, or rename it with `docker rename {name} NEW_NAME`, and Vigie creates \
+             its own at the next round",
+            &id[..12]
+        )
+    );
+    assert!(!message.contains("409"), "{message}");
+    // Once the name is free, the deploy goes on.
+    docker(&["rm", "-f", &name]);
+    v.wait_phase(&format!("{test}-preprod"), "Verifying", T);
+    wait_serving(port, a);
+    v.terminate();
+    v.remove_containers();
+}

@@ -122,6 +122,10 @@ pub enum BackendError {
     /// The engine did not answer or refused the request.
     #[error("failed to reach the Docker engine: {0}")]
     Engine(String),
+    /// A container name Vigie needs is held by a container it does not drive (the
+    /// message says which and what to do).
+    #[error("{0}")]
+    NameTaken(String),
     /// The Kubernetes API refused or did not answer.
     #[error("Kubernetes API: {0}")]
     Kubernetes(String),
@@ -162,7 +166,7 @@ impl BackendError {
     pub fn category(&self) -> crate::error::Category {
         use crate::error::Category;
         match self {
-            Self::Engine(_) => Category::Engine,
+            Self::Engine(_) | Self::NameTaken(_) => Category::Engine,
             Self::Kubernetes(_) => Category::Transient,
             Self::Unsupported(_) | Self::Compose { .. } => Category::InvalidSpec,
             Self::Image { .. } => Category::Artifact,

@@ -228,11 +228,49 @@ impl DockerBackend {
         let options = CreateContainerOptionsBuilder::default()
             .name(&plan.name)
             .build();
-        docker
+        match docker
             .create_container(Some(options), plan.create_body())
             .await
-            .map_err(engine)?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Err(self.name_taken(docker, plan).await),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
+    /// Why a container could not be created under its name: who holds the name.
+    async fn name_taken(&self, docker: &Docker, plan: &ContainerPlan) -> BackendError {
+        let inspect = match docker
+            .inspect_container(&plan.name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspect) => inspect,
+            Err(e) => {
+                return BackendError::NameTaken(format!(
+                    "the container name {} is held by a container that cannot be inspected \
+                     ({e}); remove it with `docker rm -f {}`",
+                    plan.name, plan.name
+                ));
+            }
+        };
+        let config = inspect.config.unwrap_or_default();
+        let holder = plan::NameHolder {
+            id: inspect.id.unwrap_or_default(),
+            image: config.image.unwrap_or_default(),
+            state: inspect
+                .state
+                .and_then(|s| s.status)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            labels: config.labels.unwrap_or_default(),
+        };
+        let instance = plan
+            .labels
+            .get(plan::LABEL_INSTANCE)
+            .map_or("", String::as_str);
+        BackendError::NameTaken(plan::name_taken(&plan.name, &holder, instance))
     }
 
     async fn remove(&self, docker: &Docker, id: &str) -> Result<()> {

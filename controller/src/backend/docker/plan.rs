@@ -91,6 +91,70 @@ pub fn container_name(w: &Workload, sha: &Sha) -> String {
     )
 }
 
+/// What holds a container name Vigie needs (from `docker inspect NAME`).
+#[derive(Clone, Debug, Default)]
+pub struct NameHolder {
+    /// Container id.
+    pub id: String,
+    /// Image reference.
+    pub image: String,
+    /// `running`, `exited`, …
+    pub state: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+}
+
+/// Label Docker Compose puts on the containers of a project.
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+/// Label Docker Compose puts on the containers of a service.
+const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+
+/// Who holds container name `name`, and what to do so that Vigie can create its own
+/// (`instance`: this Vigie's instance label).
+#[must_use]
+pub fn name_taken(name: &str, holder: &NameHolder, instance: &str) -> String {
+    let label = |key: &str| holder.labels.get(key).map(String::as_str);
+    let id = &holder.id[..holder.id.len().min(12)];
+    let what = format!(
+        "container {id}, image {}, {}",
+        holder.image,
+        if holder.state.is_empty() {
+            "state unknown"
+        } else {
+            &holder.state
+        }
+    );
+    let remove = format!("`docker rm -f {name}`");
+    let whose = match (label(MANAGED_BY), label(LABEL_INSTANCE)) {
+        (Some("vigie"), Some(other)) if other != instance => format!(
+            "another Vigie ({what}; instance {other}, release {}): two Vigie processes with \
+             different state files drive this engine with the same environment name; stop \
+             one of them or rename the environment in one, then remove the container with \
+             {remove}",
+            label(LABEL_RELEASE).unwrap_or("unknown")
+        ),
+        (Some("vigie"), _) => format!(
+            "a container of this Vigie whose labels do not match the workload ({what}); \
+             remove it with {remove} and Vigie creates it again"
+        ),
+        _ => match label(COMPOSE_PROJECT) {
+            Some(project) => format!(
+                "the Docker Compose project {project:?} (service {:?}; {what}), not Vigie: \
+                 remove it with `docker compose -p {project} rm -sf {}` or {remove}, and \
+                 Vigie creates its own at the next round",
+                label(COMPOSE_SERVICE).unwrap_or("?"),
+                label(COMPOSE_SERVICE).unwrap_or("SERVICE"),
+            ),
+            None => format!(
+                "a container Vigie did not create ({what}): remove it with {remove}, or \
+                 rename it with `docker rename {name} NEW_NAME`, and Vigie creates its own \
+                 at the next round"
+            ),
+        },
+    };
+    format!("the container name {name} is held by {whose}")
+}
+
 /// Label filters selecting every container of a workload.
 #[must_use]
 pub fn workload_filter(w: &Workload) -> HashMap<String, Vec<String>> {
@@ -387,6 +451,64 @@ impl ContainerPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_name_says_who_holds_it_and_what_to_do() {
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let holder = |l: HashMap<String, String>| NameHolder {
+            id: "0123456789abcdef0123".into(),
+            image: "busybox".into(),
+            state: "running".into(),
+            labels: l,
+        };
+        let name = "vigie-preprod-app-1111111";
+        let foreign = name_taken(name, &holder(HashMap::new()), "me");
+        assert_eq!(
+            foreign,
+            "the container name vigie-preprod-app-1111111 is held by a container Vigie did \
+             not create (container 0123456789ab, image busybox, running): remove it with \
+             `docker rm -f vigie-preprod-app-1111111`, or rename it with `docker rename \
+             vigie-preprod-app-1111111 NEW_NAME`, and Vigie creates its own at the next round"
+        );
+        let compose = name_taken(
+            name,
+            &holder(labels(&[
+                (COMPOSE_PROJECT, "shop"),
+                (COMPOSE_SERVICE, "web"),
+            ])),
+            "me",
+        );
+        assert!(
+            compose.contains(
+                "the Docker Compose project \"shop\" (service \"web\"; container 0123456789ab"
+            ) && compose.contains("`docker compose -p shop rm -sf web`"),
+            "{compose}"
+        );
+        let other = name_taken(
+            name,
+            &holder(labels(&[
+                (MANAGED_BY, "vigie"),
+                (LABEL_INSTANCE, "them"),
+                (LABEL_RELEASE, "default/app-preprod"),
+            ])),
+            "me",
+        );
+        assert!(
+            other.contains("another Vigie (container 0123456789ab, image busybox, running; instance them, release default/app-preprod)"),
+            "{other}"
+        );
+        let ours = name_taken(
+            name,
+            &holder(labels(&[(MANAGED_BY, "vigie"), (LABEL_INSTANCE, "me")])),
+            "me",
+        );
+        assert!(ours.contains("a container of this Vigie"), "{ours}");
+    }
     use crate::api::{
         code_location::{ContainerSettings, GitCheckoutArtifact, ImageArtifact},
         common::{EnvVar, PortMapping},
