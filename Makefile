@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VIGIE := target/debug/vigie
 
-.PHONY: all ci deps deps-check fmt fmt-check lint test unit e2e docker k8s stop generate generate-check bench bench-k8s demo build validate-examples helm-lint
+.PHONY: all ci deps deps-check fmt fmt-check lint test unit e2e docker k8s stop generate generate-check bench bench-k8s fuzz demo build validate-examples helm-lint
 
 # CI builds once per run: incremental compilation only costs disk there (gigabytes of
 # dep-graphs for ~20 test binaries; a CI run once ran out of space).
@@ -88,6 +88,11 @@ validate-examples: build
 ## The end-to-end tests only (a real Docker engine and a real Kubernetes control plane).
 e2e: deps build docker k8s
 	VIGIE_E2E_DOCKER=1 VIGIE_E2E_K8S=1 $(CARGO) test --locked --test e2e_docker --test e2e_docker_faults --test e2e_docker_restart --test e2e_docker_tls --test e2e_docker_ci --test e2e_k8s
+
+## Longer fuzzing of the manifest loader, the directory walk and the webhook handlers
+## (`make test` runs the same properties with a few hundred cases each).
+fuzz:
+	VIGIE_FUZZ_CASES=$${VIGIE_FUZZ_CASES:-5000} $(CARGO) test --locked --release --test input_properties
 
 ## Benchmarks that print figures (ratios against baselines measured in the same run).
 bench: build docker

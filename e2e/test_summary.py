@@ -14,7 +14,7 @@ from collections import OrderedDict
 TIERS = OrderedDict(
     [
         ("unit", "pure rules and modules, in the library"),
-        ("property", "generated cases over the lifecycle rules"),
+        ("property", "generated cases: lifecycle rules, manifests, webhooks"),
         ("integration", "real processes: git remotes, sshd, SMTP, HTTP receivers, vigie run"),
         ("Docker", "a real Docker engine"),
         ("Kubernetes", "a real control plane built from Go modules"),

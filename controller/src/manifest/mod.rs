@@ -252,19 +252,39 @@ pub const MAX_DEPTH: usize = 32;
 /// How many files a walk takes at most.
 pub const MAX_FILES: usize = 10_000;
 
-/// A walk of manifest directories: each directory entered once (a link to one
-/// already walked is skipped; a link to one being walked is a loop), bounded in depth
-/// and in files.
-#[derive(Default)]
+/// How many directory entries a walk looks at, at most (a link to `/` stops there).
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// A walk of manifest directories: each directory entered and each file taken once
+/// (a link to one already seen is skipped; a link to a directory being walked is a
+/// loop), bounded in depth, in files and in entries looked at.
 struct Walk {
     files: Vec<PathBuf>,
     problems: Vec<Problem>,
-    /// Directories entered, by device and inode.
+    /// Directories entered and files taken, by device and inode.
     entered: std::collections::HashSet<(u64, u64)>,
     /// The directories from the top of the walk to the current one.
     stack: Vec<((u64, u64), PathBuf)>,
-    /// Whether [`MAX_FILES`] was reached (reported once).
+    /// Whether [`MAX_FILES`] or [`MAX_ENTRIES`] was reached (reported once).
     full: bool,
+    /// Directory entries looked at.
+    looked_at: usize,
+    /// [`MAX_ENTRIES`], lowered by tests.
+    max_entries: usize,
+}
+
+impl Default for Walk {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            problems: Vec::new(),
+            entered: std::collections::HashSet::new(),
+            stack: Vec::new(),
+            full: false,
+            looked_at: 0,
+            max_entries: MAX_ENTRIES,
+        }
+    }
 }
 
 impl Walk {
@@ -279,6 +299,13 @@ impl Walk {
     }
 
     fn file(&mut self, path: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && !self.entered.insert((meta.dev(), meta.ino()))
+        {
+            // The same file through another name (a link): read once.
+            return;
+        }
         if self.files.len() < MAX_FILES {
             self.files.push(path.to_owned());
         } else if !self.full {
@@ -316,7 +343,26 @@ impl Walk {
                     .push(file_problem(path, format!("cannot list: {e}")));
             }
         };
-        let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let mut children = Vec::new();
+        for entry in entries {
+            if self.full {
+                break;
+            }
+            self.looked_at += 1;
+            if self.looked_at > self.max_entries {
+                self.full = true;
+                let message = format!(
+                    "more than {} directory entries looked at; the walk stops here (is there \
+                     a link to a large directory?)",
+                    self.max_entries
+                );
+                self.problems.push(file_problem(path, message));
+                break;
+            }
+            if let Ok(entry) = entry {
+                children.push(entry.path());
+            }
+        }
         children.sort();
         self.stack.push((id, path.to_owned()));
         for child in children {
@@ -651,5 +697,35 @@ fn insert(object: Object, origin: Origin, manifests: &mut Manifests, problems: &
             problems,
         ),
         Object::Release(o) => put(&mut manifests.releases, "Release", *o, origin, problems),
+    }
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::*;
+
+    #[test]
+    fn the_walk_stops_after_its_entries_and_says_so() {
+        let dir = std::env::temp_dir().join(format!("vigie-walk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        for i in 0..20 {
+            std::fs::write(dir.join(format!("sub/{i:02}.yaml")), "").unwrap();
+        }
+        let mut walk = Walk {
+            max_entries: 10,
+            ..Walk::default()
+        };
+        walk.start(&dir);
+        assert!(walk.files.len() < 10, "{:?}", walk.files);
+        assert_eq!(walk.problems.len(), 1);
+        assert!(
+            walk.problems[0]
+                .message
+                .starts_with("more than 10 directory entries looked at; the walk stops here"),
+            "{:?}",
+            walk.problems
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
