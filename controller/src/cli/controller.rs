@@ -2,15 +2,16 @@
 
 use std::process::ExitCode;
 
-use super::{ControllerArgs, git_credentials, init_logs, webhook_secret};
+use super::{ArgError, ControllerArgs, git_credentials, init_logs, webhook_secret};
 
 /// The GitOps options of `vigie controller`, when `--gitops-repo` is given.
 fn gitops_options(
     args: &ControllerArgs,
-) -> Result<Option<crate::operator::gitops::Options>, String> {
+) -> Result<Option<crate::operator::gitops::Options>, ArgError> {
+    let invalid = ArgError::Invalid;
     let Some(repo) = args.gitops_repo.as_deref() else {
         if args.git.write_back.trim() != "none" {
-            return Err("--write-back needs --gitops-repo".into());
+            return Err(invalid("--write-back needs --gitops-repo".into()));
         }
         return Ok(None);
     };
@@ -18,9 +19,9 @@ fn gitops_options(
     let source = match crate::gitops::source::parse(&spec) {
         Ok(crate::gitops::source::Source::Git(g)) => g,
         Ok(crate::gitops::source::Source::Path(_)) => {
-            return Err(format!("--gitops-repo {repo:?} is not a git URL"));
+            return Err(invalid(format!("--gitops-repo {repo:?} is not a git URL")));
         }
-        Err(e) => return Err(format!("--gitops-repo {e}")),
+        Err(e) => return Err(invalid(format!("--gitops-repo {e}"))),
     };
     let credentials = git_credentials(
         args.git.git_token_file.as_ref(),
@@ -28,9 +29,9 @@ fn gitops_options(
         args.git.git_known_hosts_file.as_ref(),
     )?;
     let write_back = crate::gitops::writeback::Scope::parse(&args.git.write_back)
-        .map_err(|e| format!("--{e}"))?;
+        .map_err(|e| invalid(format!("--{e}")))?;
     let author = crate::gitops::writeback::Author::parse(&args.git.git_author)
-        .map_err(|e| format!("--git-author {e}"))?;
+        .map_err(|e| invalid(format!("--git-author {e}")))?;
     Ok(Some(crate::operator::gitops::Options {
         source,
         interval: std::time::Duration::from_secs(args.git.git_interval.max(1)),

@@ -36,8 +36,8 @@ async fn act_async(
     ask: &crate::promote::Ask,
     yes: bool,
     args: &DeskArgs,
-) -> Result<(), String> {
-    use crate::promote::{Kind, client::Desk, kubernetes::Cluster};
+) -> Result<(), crate::promote::PromoteError> {
+    use crate::promote::{Kind, PromoteError, client::Desk, kubernetes::Cluster};
     let desk = if args.kubernetes {
         Desk::Kubernetes(Cluster::connect(&args.namespace).await?)
     } else {
@@ -66,15 +66,11 @@ async fn act_async(
             plan.sha.short(),
             plan.target.environment
         );
-        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        std::io::stdout().flush()?;
         let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
+        std::io::stdin().read_line(&mut line)?;
         if line.trim() != word {
-            return Err(format!(
-                "not confirmed (expected {word}); nothing was changed"
-            ));
+            return Err(PromoteError::NotConfirmed { word });
         }
     }
     let done = desk.apply(kind, ask).await?;

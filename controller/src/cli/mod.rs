@@ -148,17 +148,45 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Arguments that cannot be used: what `vigie` prints before it exits with status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgError {
+    /// An option's value is invalid, or options contradict each other.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file an option names cannot be read.
+    #[error(transparent)]
+    File(#[from] CredentialFileError),
+}
+
+/// A credential file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the {what} file {}: {}", .file.display(), .source.kind())]
+pub struct CredentialFileError {
+    /// Which credential.
+    what: &'static str,
+    /// The file.
+    file: PathBuf,
+    /// Why.
+    #[source]
+    source: std::io::Error,
+}
+
 /// Reads the credential files of a git remote.
 fn git_credentials(
     token: Option<&PathBuf>,
     ssh_key: Option<&PathBuf>,
     known_hosts: Option<&PathBuf>,
-) -> Result<crate::gitops::repo::Credentials, String> {
-    let read = |file: Option<&PathBuf>, what: &str| -> Result<Option<String>, String> {
+) -> Result<crate::gitops::repo::Credentials, CredentialFileError> {
+    let read = |file: Option<&PathBuf>, what| {
         file.map(|f| {
             std::fs::read_to_string(f)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-                .map_err(|e| format!("cannot read the {what} file {}: {}", f.display(), e.kind()))
+                .map_err(|source| CredentialFileError {
+                    what,
+                    file: f.clone(),
+                    source,
+                })
         })
         .transpose()
     };
@@ -182,14 +210,17 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn webhook_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
+fn webhook_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, ArgError> {
     let raw = match file {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read the webhook secret file {}: {e}",
-                path.display()
+        Some(path) => {
+            Some(
+                std::fs::read_to_string(path).map_err(|source| CredentialFileError {
+                    what: "webhook secret",
+                    file: path.to_owned(),
+                    source,
+                })?,
             )
-        })?),
+        }
         None => std::env::var("VIGIE_WEBHOOK_SECRET").ok(),
     };
     Ok(raw

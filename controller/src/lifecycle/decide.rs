@@ -1620,18 +1620,33 @@ pub fn replaced(status: &ReleaseStatus, running: Option<&Sha>) -> Option<Sha> {
         .or_else(|| status.validated_sha.clone())
 }
 
+/// Why a person may not roll back to a SHA.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotARollbackTarget {
+    /// It is quarantined here.
+    #[error("{} is quarantined here ({reason}); clear it first", .sha.short())]
+    Quarantined {
+        /// The SHA.
+        sha: Sha,
+        /// Why it was quarantined.
+        reason: String,
+    },
+    /// It was never validated here (in the history kept).
+    #[error("{} was never validated here (in the history kept)", .0.short())]
+    NeverValidated(Sha),
+}
+
 /// Whether a person may roll back to `to`: it was validated here (it is the validated
-/// SHA, or the kept history says it was) and is not quarantined. `Err` says why not.
+/// SHA, or the kept history says it was) and is not quarantined.
 ///
 /// # Errors
-/// The reason the rollback is refused, in a sentence.
-pub fn rollback_target(status: &ReleaseStatus, to: &Sha) -> Result<(), String> {
+/// Why the rollback is refused.
+pub fn rollback_target(status: &ReleaseStatus, to: &Sha) -> Result<(), NotARollbackTarget> {
     if let Some(q) = status.quarantine.iter().find(|q| &q.sha == to) {
-        return Err(format!(
-            "{} is quarantined here ({}); clear it first",
-            to.short(),
-            q.reason
-        ));
+        return Err(NotARollbackTarget::Quarantined {
+            sha: to.clone(),
+            reason: q.reason.clone(),
+        });
     }
     let validated = status.validated_sha.as_ref() == Some(to)
         || status
@@ -1641,10 +1656,7 @@ pub fn rollback_target(status: &ReleaseStatus, to: &Sha) -> Result<(), String> {
     if validated {
         Ok(())
     } else {
-        Err(format!(
-            "{} was never validated here (in the history kept)",
-            to.short()
-        ))
+        Err(NotARollbackTarget::NeverValidated(to.clone()))
     }
 }
 

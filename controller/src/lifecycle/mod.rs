@@ -8,7 +8,8 @@ pub mod windows;
 
 pub use conditions::{DEGRADED, PROGRESSING, READY, VERIFIED, reason, set as set_condition};
 pub use decide::{
-    BackendState, Block, CiVerdict, Decision, Desired, HookOutcome, HookRun, Input, Notification,
-    Observations, Upstream, WorkloadObservation, WorkloadTarget, decide, rollback_target,
+    BackendState, Block, CiVerdict, Decision, Desired, HookOutcome, HookRun, Input,
+    NotARollbackTarget, Notification, Observations, Upstream, WorkloadObservation, WorkloadTarget,
+    decide, rollback_target,
 };
 pub use windows::{Gate, Windows};

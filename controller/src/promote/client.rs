@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{Ask, Done, Kind, Plan};
+use super::{Ask, Done, Kind, Plan, PromoteError};
 
 /// The running Vigie a person talks to.
 pub enum Desk {
@@ -20,7 +20,7 @@ impl Desk {
     ///
     /// # Errors
     /// Why it is refused, or the desk cannot be reached.
-    pub async fn plan(&self, kind: Kind, ask: &Ask, cache: &Path) -> Result<Plan, String> {
+    pub async fn plan(&self, kind: Kind, ask: &Ask, cache: &Path) -> Result<Plan, PromoteError> {
         match self {
             Self::Standalone(socket) => {
                 let query = serde_urlencoded(ask);
@@ -41,7 +41,7 @@ impl Desk {
     ///
     /// # Errors
     /// Why it is refused, or the desk cannot be reached.
-    pub async fn apply(&self, kind: Kind, ask: &Ask) -> Result<Done, String> {
+    pub async fn apply(&self, kind: Kind, ask: &Ask) -> Result<Done, PromoteError> {
         match self {
             Self::Standalone(socket) => {
                 let (status, body) = crate::standalone::control::request(
@@ -58,17 +58,20 @@ impl Desk {
     }
 }
 
+/// The answer of `vigie run`: what was asked for, or its error.
 fn answer<T: serde::de::DeserializeOwned>(
     status: u16,
     body: serde_json::Value,
-) -> Result<T, String> {
+) -> Result<T, PromoteError> {
     if (200..300).contains(&status) {
-        return serde_json::from_value(body).map_err(|e| format!("unexpected answer: {e}"));
+        return serde_json::from_value(body)
+            .map_err(|e| PromoteError::Answer(format!("unexpected answer: {e}")));
     }
-    Err(body
-        .get("error")
-        .and_then(|e| e.as_str())
-        .map_or_else(|| format!("HTTP {status}: {body}"), str::to_owned))
+    Err(PromoteError::Answer(
+        body.get("error")
+            .and_then(|e| e.as_str())
+            .map_or_else(|| format!("HTTP {status}: {body}"), str::to_owned),
+    ))
 }
 
 /// The query string of an ask (percent-encoded).

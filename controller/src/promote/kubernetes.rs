@@ -14,7 +14,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Ask, Done, Kind, Plan};
+use super::{Ask, Done, Kind, Plan, PromoteError};
 use crate::{
     api::{CodeLocation, Environment, Release},
     gitops::repo::Credentials,
@@ -42,10 +42,13 @@ impl Cluster {
     ///
     /// # Errors
     /// Kubernetes cannot be reached.
-    pub async fn connect(namespace: &str) -> Result<Self, String> {
+    pub async fn connect(namespace: &str) -> Result<Self, PromoteError> {
         let client = Client::try_default()
             .await
-            .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+            .map_err(|source| PromoteError::Kubernetes {
+                what: "cannot reach Kubernetes".into(),
+                source,
+            })?;
         Ok(Self {
             client,
             namespace: namespace.to_owned(),
@@ -56,42 +59,51 @@ impl Cluster {
     ///
     /// # Errors
     /// The review is refused.
-    pub async fn who(&self) -> Result<String, String> {
+    pub async fn who(&self) -> Result<String, PromoteError> {
         let api: Api<SelfSubjectReview> = Api::all(self.client.clone());
         let review = api
             .create(&PostParams::default(), &SelfSubjectReview::default())
             .await
-            .map_err(|e| format!("cannot ask the API server who you are: {e}"))?;
+            .map_err(|source| PromoteError::Kubernetes {
+                what: "cannot ask the API server who you are".into(),
+                source,
+            })?;
         review
             .status
             .and_then(|s| s.user_info)
             .and_then(|u| u.username)
             .filter(|u| !u.is_empty())
-            .ok_or_else(|| "the API server did not say who you are".to_owned())
+            .ok_or(PromoteError::Anonymous)
     }
 
-    async fn find(&self, ask: &Ask) -> Result<Found, String> {
+    async fn find(&self, ask: &Ask) -> Result<Found, PromoteError> {
         let ns = &self.namespace;
         let releases: Api<Release> = Api::namespaced(self.client.clone(), ns);
         let list = releases
             .list(&ListParams::default())
             .await
-            .map_err(|e| format!("cannot list Releases in {ns}: {e}"))?
+            .map_err(|source| PromoteError::Kubernetes {
+                what: format!("cannot list Releases in {ns}"),
+                source,
+            })?
             .items;
         let release = list
             .iter()
             .find(|r| r.spec.code_location == ask.location && r.spec.environment == ask.environment)
             .cloned()
             .ok_or_else(|| {
-                format!(
+                PromoteError::NotFound(format!(
                     "no Release of {} in {} in namespace {ns}",
                     ask.location, ask.environment
-                )
+                ))
             })?;
         let env = Api::<Environment>::namespaced(self.client.clone(), ns)
             .get(&ask.environment)
             .await
-            .map_err(|e| format!("cannot read Environment {ns}/{}: {e}", ask.environment))?;
+            .map_err(|source| PromoteError::Kubernetes {
+                what: format!("cannot read Environment {ns}/{}", ask.environment),
+                source,
+            })?;
         let upstream = env.spec.promotion.as_ref().and_then(|p| {
             list.iter()
                 .find(|r| r.spec.code_location == ask.location && r.spec.environment == p.from)
@@ -114,11 +126,11 @@ impl Cluster {
         kind: Kind,
         ask: &Ask,
         cache: &std::path::Path,
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, PromoteError> {
         let found = self.find(ask).await?;
         let mut plan = checked(kind, ask, &found)?;
         if let Err(e) = self.commits(&mut plan, kind, &ask.location, cache).await {
-            plan.commits_error = Some(e);
+            plan.commits_error = Some(e.to_string());
         }
         Ok(plan)
     }
@@ -129,12 +141,15 @@ impl Cluster {
         kind: Kind,
         location: &str,
         cache: &std::path::Path,
-    ) -> Result<(), String> {
+    ) -> Result<(), PromoteError> {
         let ns = &self.namespace;
         let l = Api::<CodeLocation>::namespaced(self.client.clone(), ns)
             .get(location)
             .await
-            .map_err(|e| format!("cannot read CodeLocation {ns}/{location}: {e}"))?;
+            .map_err(|source| PromoteError::Kubernetes {
+                what: format!("cannot read CodeLocation {ns}/{location}"),
+                source,
+            })?;
         let secrets = SecretCache::default();
         secrets.refresh(&self.client, &[Arc::new(l.clone())]).await;
         let creds =
@@ -147,7 +162,7 @@ impl Cluster {
     ///
     /// # Errors
     /// Why it is refused, the Release is managed by GitOps, or the patch failed.
-    pub async fn apply(&self, kind: Kind, ask: &Ask) -> Result<Done, String> {
+    pub async fn apply(&self, kind: Kind, ask: &Ask) -> Result<Done, PromoteError> {
         let by = self.who().await?;
         let found = self.find(ask).await?;
         let plan = checked(kind, ask, &found)?;
@@ -178,10 +193,10 @@ impl Cluster {
             .is_some_and(|v| v == MANAGED_BY.1)
         {
             let yaml = serde_norway::to_string(&json!({ "spec": spec })).unwrap_or_default();
-            return Err(format!(
-                "Release {}/{name} is managed by GitOps: a change made here would be put back by the next sync. Commit this to its manifest instead:\n\n{yaml}",
-                self.namespace
-            ));
+            return Err(PromoteError::ManagedByGitOps {
+                release: format!("{}/{name}", self.namespace),
+                change: yaml,
+            });
         }
         Api::<Release>::namespaced(self.client.clone(), &self.namespace)
             .patch(
@@ -193,7 +208,10 @@ impl Cluster {
                 &Patch::Merge(json!({ "spec": spec })),
             )
             .await
-            .map_err(|e| format!("cannot update Release {}/{name}: {e}", self.namespace))?;
+            .map_err(|source| PromoteError::Kubernetes {
+                what: format!("cannot update Release {}/{name}", self.namespace),
+                source,
+            })?;
         Ok(Done {
             release: format!("{}/{name}", self.namespace),
             sha: plan.sha,
@@ -204,7 +222,7 @@ impl Cluster {
 }
 
 /// The plan, without the commits: the rules of [`super`] on the statuses found.
-fn checked(kind: Kind, ask: &Ask, found: &Found) -> Result<Plan, String> {
+fn checked(kind: Kind, ask: &Ask, found: &Found) -> Result<Plan, super::Refusal> {
     super::check(
         kind,
         ask,

@@ -4,7 +4,10 @@
 //! statuses and the commits, then call these rules; the lifecycle applies the result.
 
 pub mod client;
+mod error;
 pub mod kubernetes;
+
+pub use error::{PromoteError, Refusal};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -163,7 +166,7 @@ pub struct Plan {
 /// validated upstream, suspect there, or quarantined or suspect in the target.
 ///
 /// # Errors
-/// Why the promotion is refused, in a sentence naming the SHA and environments.
+/// Why the promotion is refused.
 pub fn plan_promotion(
     location: &str,
     target_name: &str,
@@ -171,18 +174,17 @@ pub fn plan_promotion(
     upstream: Option<&ReleaseStatus>,
     target: Option<&ReleaseStatus>,
     asked: Option<&Sha>,
-) -> Result<Plan, String> {
+) -> Result<Plan, Refusal> {
     let from_env = target_env
         .promotion
         .as_ref()
         .map(|p| p.from.clone())
-        .ok_or_else(|| {
-            format!(
-                "{target_name} has no promotion.from: it takes commits directly, not from another environment"
-            )
+        .ok_or_else(|| Refusal::NoPromotionSource {
+            target: target_name.to_owned(),
         })?;
-    let upstream_status = upstream.ok_or_else(|| {
-        format!("{location} has no Release in {from_env}: nothing can be promoted from there")
+    let upstream_status = upstream.ok_or_else(|| Refusal::NoUpstreamRelease {
+        location: location.to_owned(),
+        from: from_env.clone(),
     })?;
     let validated_upstream = Upstream::of(upstream_status);
     let sha = match asked {
@@ -190,41 +192,45 @@ pub fn plan_promotion(
         None => upstream_status
             .validated_sha
             .clone()
-            .ok_or_else(|| format!("nothing is validated in {from_env} for {location} yet"))?,
+            .ok_or_else(|| Refusal::NothingValidated {
+                location: location.to_owned(),
+                from: from_env.clone(),
+            })?,
     };
     if !validated_upstream.validated.contains(&sha) {
-        return Err(format!(
-            "{} is not validated in {from_env}: only a SHA validated there can go to {target_name}",
-            sha.short()
-        ));
+        return Err(Refusal::NotValidatedUpstream {
+            sha,
+            from: from_env,
+            target: target_name.to_owned(),
+        });
     }
     if let Some(s) = upstream_status.suspect.iter().find(|s| s.sha == sha) {
-        return Err(format!(
-            "{} is suspect in {from_env} ({}): it cannot be promoted",
-            sha.short(),
-            s.reason
-        ));
+        return Err(Refusal::SuspectUpstream {
+            sha,
+            from: from_env,
+            reason: s.reason.clone(),
+        });
     }
     if let Some(t) = target {
         if let Some(q) = t.quarantine.iter().find(|q| q.sha == sha) {
-            return Err(format!(
-                "{} is quarantined in {target_name} ({}): clear it before promoting it again",
-                sha.short(),
-                q.reason
-            ));
+            return Err(Refusal::Quarantined {
+                sha,
+                target: target_name.to_owned(),
+                reason: q.reason.clone(),
+            });
         }
         if let Some(s) = t.suspect.iter().find(|s| s.sha == sha) {
-            return Err(format!(
-                "{} is suspect in {target_name} ({})",
-                sha.short(),
-                s.reason
-            ));
+            return Err(Refusal::SuspectInTarget {
+                sha,
+                target: target_name.to_owned(),
+                reason: s.reason.clone(),
+            });
         }
         if t.deployed_sha.as_ref() == Some(&sha) && t.validated_sha.as_ref() == Some(&sha) {
-            return Err(format!(
-                "{} already runs, validated, in {target_name}: nothing to promote",
-                sha.short()
-            ));
+            return Err(Refusal::AlreadyValidated {
+                sha,
+                target: target_name.to_owned(),
+            });
         }
     }
     Ok(Plan {
@@ -251,7 +257,7 @@ pub fn check(
     env: &EnvironmentSpec,
     upstream: Option<&ReleaseStatus>,
     target: Option<&ReleaseStatus>,
-) -> Result<Plan, String> {
+) -> Result<Plan, Refusal> {
     match kind {
         Kind::Promote => {
             let mut plan = plan_promotion(
@@ -289,7 +295,7 @@ pub async fn fill_commits(
     cache: std::path::PathBuf,
     url: String,
     creds: crate::gitops::repo::Credentials,
-) -> Result<(), String> {
+) -> Result<(), PromoteError> {
     let (tip, hide) = match kind {
         Kind::Promote => (plan.sha.clone(), plan.from.clone()),
         Kind::Rollback => match plan.from.clone() {
@@ -308,7 +314,7 @@ pub async fn fill_commits(
         )
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(|e| crate::git::GitError::Local(format!("listing the commits stopped: {e}")))??;
     plan.commits = commits;
     plan.more_commits = more;
     Ok(())
@@ -330,20 +336,23 @@ pub fn plan_rollback(
     environment: &str,
     status: &ReleaseStatus,
     asked: Option<&Sha>,
-) -> Result<Plan, String> {
+) -> Result<Plan, Refusal> {
     let from = running(status);
     let to = match asked {
         Some(sha) => sha.clone(),
         None => previous_validated(status, from.as_ref()).ok_or_else(|| {
-            format!("{location} has no earlier validated SHA in {environment} to roll back to")
+            Refusal::NothingToRollBackTo {
+                location: location.to_owned(),
+                environment: environment.to_owned(),
+            }
         })?,
     };
-    rollback_target(status, &to).map_err(|why| format!("cannot roll back to {why}"))?;
+    rollback_target(status, &to)?;
     if from.as_ref() == Some(&to) {
-        return Err(format!(
-            "{} is what runs in {environment} already",
-            to.short()
-        ));
+        return Err(Refusal::AlreadyRuns {
+            sha: to,
+            environment: environment.to_owned(),
+        });
     }
     let side = Side::of(environment, Some(status));
     Ok(Plan {
@@ -604,14 +613,22 @@ mod tests {
             )
             .unwrap_err()
         };
-        assert!(refuse('c', &validated(&[]), &up).contains("not validated in preprod"));
+        assert!(
+            refuse('c', &validated(&[]), &up)
+                .to_string()
+                .contains("not validated in preprod")
+        );
         let mut suspect = up.clone();
         suspect.suspect.push(SuspectEntry {
             sha: sha('b'),
             at: at(),
             reason: "a later CI run failed".into(),
         });
-        assert!(refuse('b', &validated(&[]), &suspect).contains("suspect in preprod"));
+        assert!(
+            refuse('b', &validated(&[]), &suspect)
+                .to_string()
+                .contains("suspect in preprod")
+        );
         let mut quarantined = validated(&['a']);
         quarantined.quarantine.push(QuarantineEntry {
             sha: sha('b'),
@@ -620,8 +637,24 @@ mod tests {
             cause: QuarantineCause::CiFailed,
             ci_passed_later: false,
         });
-        assert!(refuse('b', &quarantined, &up).contains("quarantined in prod"));
-        assert!(refuse('b', &validated(&['b']), &up).contains("already runs"));
+        assert!(
+            refuse('b', &quarantined, &up)
+                .to_string()
+                .contains("quarantined in prod")
+        );
+        assert!(
+            refuse('b', &validated(&['b']), &up)
+                .to_string()
+                .contains("already runs")
+        );
+        assert!(matches!(
+            refuse('b', &validated(&['b']), &up),
+            Refusal::AlreadyValidated { .. }
+        ));
+        assert!(matches!(
+            refuse('b', &quarantined, &up),
+            Refusal::Quarantined { .. }
+        ));
         // A SHA validated upstream, then rolled back there, is no longer validated there.
         let mut rolled = up.clone();
         rolled.quarantine.push(QuarantineEntry {
@@ -631,17 +664,23 @@ mod tests {
             cause: QuarantineCause::Manual,
             ci_passed_later: false,
         });
-        assert!(refuse('a', &validated(&[]), &rolled).contains("not validated in preprod"));
+        assert!(
+            refuse('a', &validated(&[]), &rolled)
+                .to_string()
+                .contains("not validated in preprod")
+        );
         let mut direct = prod();
         direct.promotion = None;
         assert!(
             plan_promotion("app", "prod", &direct, Some(&up), None, None)
                 .unwrap_err()
+                .to_string()
                 .contains("no promotion.from")
         );
         assert!(
             plan_promotion("app", "prod", &prod(), None, None, None)
                 .unwrap_err()
+                .to_string()
                 .contains("no Release in preprod")
         );
     }
@@ -662,19 +701,28 @@ mod tests {
                 .sha,
             sha('a')
         );
+        assert_eq!(
+            plan_rollback("app", "prod", &status, Some(&sha('d'))).unwrap_err(),
+            Refusal::NotARollbackTarget(crate::lifecycle::NotARollbackTarget::NeverValidated(sha(
+                'd'
+            )))
+        );
         assert!(
             plan_rollback("app", "prod", &status, Some(&sha('d')))
                 .unwrap_err()
+                .to_string()
                 .contains("never validated here")
         );
         assert!(
             plan_rollback("app", "prod", &status, Some(&sha('c')))
                 .unwrap_err()
+                .to_string()
                 .contains("already")
         );
         assert!(
             plan_rollback("app", "prod", &validated(&['a']), None)
                 .unwrap_err()
+                .to_string()
                 .contains("no earlier validated SHA")
         );
     }

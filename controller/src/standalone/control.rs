@@ -215,13 +215,13 @@ impl Control {
             found.upstream.as_ref(),
             found.target.as_ref(),
         )
-        .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
+        .map_err(|e| refuse(StatusCode::CONFLICT, e.to_string()))?;
         if commits {
             let (url, creds) = found.repo.clone();
             if let Err(e) =
                 promote::fill_commits(&mut plan, kind, self.cache.join("code"), url, creds).await
             {
-                plan.commits_error = Some(e);
+                plan.commits_error = Some(e.to_string());
             }
         }
         Ok(plan)
@@ -334,6 +334,26 @@ async fn decide(
     .into_response()
 }
 
+/// Why the control socket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Nothing listens there.
+    #[error("cannot reach vigie run at {}: {source} (is it running, with this --state?)", .socket.display())]
+    Unreachable {
+        /// The socket.
+        socket: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The exchange broke off.
+    #[error("the control socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The answer is not HTTP.
+    #[error("the control socket gave no HTTP {0}")]
+    NotHttp(&'static str),
+}
+
 /// One HTTP/1.1 exchange over the control socket; returns the status and the body.
 ///
 /// # Errors
@@ -343,38 +363,33 @@ pub async fn request(
     method: &str,
     path_and_query: &str,
     body: Option<&serde_json::Value>,
-) -> Result<(u16, serde_json::Value), String> {
-    let mut stream = UnixStream::connect(socket).await.map_err(|e| {
-        format!(
-            "cannot reach vigie run at {}: {e} (is it running, with this --state?)",
-            socket.display()
-        )
-    })?;
+) -> Result<(u16, serde_json::Value), ControlError> {
+    let mut stream =
+        UnixStream::connect(socket)
+            .await
+            .map_err(|source| ControlError::Unreachable {
+                socket: socket.to_owned(),
+                source,
+            })?;
     let body = body.map(serde_json::Value::to_string).unwrap_or_default();
     let head = format!(
         "{method} {path_and_query} HTTP/1.1\r\nHost: vigie\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    stream
-        .write_all(format!("{head}{body}").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(format!("{head}{body}").as_bytes()).await?;
     let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.read_to_end(&mut answer).await?;
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or("the control socket gave no HTTP answer")?;
+        .ok_or(ControlError::NotHttp("answer"))?;
     let head = String::from_utf8_lossy(&answer[..split]).into_owned();
     let body = &answer[split + 4..];
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or("the control socket gave no HTTP status")?;
+        .ok_or(ControlError::NotHttp("status"))?;
     let chunked = head
         .lines()
         .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
