@@ -184,7 +184,8 @@ async fn the_api_server_accepts_the_crds_and_enforces_their_rules() {
 }
 
 /// Installs the chart in `ns` and returns a kubeconfig holding a token of its
-/// ServiceAccount.
+/// ServiceAccount, its context in `ns` (as `kubectl config set-context --namespace`
+/// leaves it).
 fn helm_install(ns: &Namespace) -> std::path::PathBuf {
     let n = &ns.name;
     let chart = k8s::root().join("charts/vigie");
@@ -208,7 +209,7 @@ fn helm_install(ns: &Namespace) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:16443\n    certificate-authority: {}\nusers:\n- name: vigie\n  user:\n    token: {}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: vigie}}\ncurrent-context: e2e\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:16443\n    certificate-authority: {}\nusers:\n- name: vigie\n  user:\n    token: {}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: vigie, namespace: {n}}}\ncurrent-context: e2e\n",
             k8s::dir().join("pki/ca.crt").display(),
             stdout(&token).trim()
         ),
@@ -495,6 +496,32 @@ async fn two_controllers_elect_one_leader_and_the_other_takes_over() {
     .await;
     eprintln!("handover after SIGTERM: {:?}", handed.elapsed());
     std::mem::swap(&mut leader, &mut standby);
+}
+
+/// Run outside the cluster as the chart's ServiceAccount, from a kubeconfig whose
+/// context names the release's namespace, the controller takes its Lease there (where
+/// the chart grants it) without `--lease-namespace`.
+#[tokio::test(flavor = "multi_thread")]
+async fn outside_the_cluster_the_lease_goes_to_the_kubeconfig_contexts_namespace() {
+    if !k8s::enabled("lease-ns") {
+        return;
+    }
+    let ns = Namespace::new("lease-ns");
+    let n = ns.name.clone();
+    let sa = helm_install(&ns);
+    let mut c = Controller::new(&ns, &sa, "sa");
+    c.without_arg("--lease-namespace=");
+    c.start();
+    eventually(T, "the controller leading", || async {
+        leads(&c).then_some(())
+    })
+    .await;
+    assert_eq!(holder(&n).await.as_deref(), Some("sa"));
+    let log = c.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the controller was refused something:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -262,7 +262,8 @@ pub struct ControllerArgs {
     /// Run the controllers only while holding the leader Lease (for several replicas).
     #[arg(long, env = "VIGIE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
-    /// Namespace of the leader Lease (default: the pod's namespace, else `default`).
+    /// Namespace of the leader Lease (default: the namespace the controller runs in: the
+    /// pod's, else the kubeconfig context's, else `default`).
     #[arg(long, env = "VIGIE_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// Name of the leader Lease.

@@ -63,10 +63,6 @@ pub(super) fn controller(args: ControllerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let pod_namespace =
-        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-            .ok()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok());
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map_or_else(|_| "vigie".into(), |h| h.trim().to_owned());
@@ -80,10 +76,7 @@ pub(super) fn controller(args: ControllerArgs) -> ExitCode {
         http: args.http.limits(),
         namespace: args.namespace,
         leader_election: args.leader_elect,
-        lease_namespace: args
-            .lease_namespace
-            .or(pod_namespace)
-            .map_or_else(|| "default".into(), |n| n.trim().to_owned()),
+        lease_namespace: args.lease_namespace,
         lease_name: args.lease_name,
         identity,
         qps: args.kube_api_qps,

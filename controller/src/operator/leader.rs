@@ -65,6 +65,27 @@ pub fn step(me: &str, lease: Option<&LeaseView>, now: Timestamp) -> Step {
     }
 }
 
+/// Where Kubernetes puts the namespace of a pod's service account.
+pub const SERVICE_ACCOUNT_NAMESPACE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The namespace of the Lease (and of the ConfigMaps next to it): `--lease-namespace`
+/// when given; else the namespace the controller runs in: its pod's (`pod`, the service
+/// account's namespace file), else the kubeconfig context's (`kubeconfig`); else
+/// `default`. The chart grants Leases in the release's namespace only, which is the
+/// pod's, and the context's for a process run outside the cluster with a kubeconfig of
+/// the chart's ServiceAccount set to that namespace.
+#[must_use]
+pub fn lease_namespace(flag: Option<&str>, pod: Option<&str>, kubeconfig: Option<&str>) -> String {
+    [flag, pod, kubeconfig]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|n| !n.is_empty())
+        .unwrap_or("default")
+        .to_owned()
+}
+
 /// Timings of the election.
 #[derive(Clone, Copy, Debug)]
 pub struct Timings {
@@ -312,6 +333,32 @@ mod tests {
             ..held("b", 0)
         };
         assert_eq!(step("a", Some(&never), t(1)), Step::Acquire);
+    }
+
+    #[test]
+    fn the_lease_goes_where_the_controller_runs_unless_told() {
+        let ns = |flag, pod, kubeconfig| lease_namespace(flag, pod, kubeconfig);
+        assert_eq!(
+            ns(Some("ops"), Some("vigie-system"), Some("apps")),
+            "ops",
+            "the flag overrides"
+        );
+        assert_eq!(
+            ns(None, Some("vigie-system\n"), Some("apps")),
+            "vigie-system",
+            "in a pod: the service account's namespace (the file ends with no newline, but might)"
+        );
+        assert_eq!(
+            ns(None, None, Some("vigie-system")),
+            "vigie-system",
+            "outside the cluster: the kubeconfig context's"
+        );
+        assert_eq!(ns(None, None, None), "default");
+        assert_eq!(
+            ns(Some(""), Some("  "), Some("apps")),
+            "apps",
+            "empty values count as unset"
+        );
     }
 
     #[test]

@@ -62,8 +62,9 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Run only while holding the Lease.
     pub leader_election: bool,
-    /// The Lease's namespace.
-    pub lease_namespace: String,
+    /// The Lease's namespace when given (`--lease-namespace`); else the namespace the
+    /// controller runs in ([`leader::lease_namespace`]).
+    pub lease_namespace: Option<String>,
     /// The Lease's name.
     pub lease_name: String,
     /// This replica's identity (the pod name).
@@ -110,6 +111,8 @@ pub enum OperatorError {
 pub struct Ctx {
     pub(crate) client: Client,
     pub(crate) options: Options,
+    /// The Lease's namespace, where the ConfigMaps `vigie-push` and `vigie-gitops` go.
+    pub(crate) lease_namespace: String,
     pub(crate) shared: Arc<Shared>,
     pub(crate) recorder: Recorder,
     pub(crate) environments: Store<Environment>,
@@ -397,6 +400,13 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     shared.persist = Some(Arc::new(KubePersist {
         client: client.clone(),
     }));
+    let lease_namespace = leader::lease_namespace(
+        options.lease_namespace.as_deref(),
+        std::fs::read_to_string(leader::SERVICE_ACCOUNT_NAMESPACE)
+            .ok()
+            .as_deref(),
+        Some(client.default_namespace()),
+    );
     let shared = Arc::new(shared);
     let listener =
         TcpListener::bind(options.listen)
@@ -405,7 +415,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
                 addr: options.listen,
                 source,
             })?;
-    tracing::info!(listen = %options.listen, identity = %options.identity, namespace = options.namespace.as_deref().unwrap_or("(all)"), "vigie controller started");
+    tracing::info!(listen = %options.listen, identity = %options.identity, lease_namespace = %lease_namespace, namespace = options.namespace.as_deref().unwrap_or("(all)"), "vigie controller started");
     let http = tokio::spawn(crate::http::listener::serve(
         listener,
         server::router(shared.clone()),
@@ -429,7 +439,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     let relay = options.leader_election.then(|| {
         tokio::spawn(relay::standby(
             client.clone(),
-            options.lease_namespace.clone(),
+            lease_namespace.clone(),
             shared.clone(),
         ))
     });
@@ -442,7 +452,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     let elector = options.leader_election.then(|| {
         leader::Elector::new(
             client.clone(),
-            &options.lease_namespace,
+            &lease_namespace,
             &options.lease_name,
             &options.identity,
             leader::Timings::default(),
@@ -471,6 +481,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         options: options.clone(),
+        lease_namespace: lease_namespace.clone(),
         shared: shared.clone(),
         environments: env_reader,
         locations: loc_reader,
@@ -551,7 +562,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     let relayed = options.leader_election.then(|| {
         tokio::spawn(relay::leader(
             client.clone(),
-            options.lease_namespace.clone(),
+            lease_namespace.clone(),
             shared.clone(),
         ))
     });
