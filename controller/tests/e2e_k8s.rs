@@ -498,6 +498,77 @@ async fn two_controllers_elect_one_leader_and_the_other_takes_over() {
     std::mem::swap(&mut leader, &mut standby);
 }
 
+/// A controller SIGKILLed and started again in the same place — a container restarted
+/// in its pod (the chart sets `POD_NAME`), or a process restarted on a laptop with the
+/// same `--listen` (no `POD_NAME`, as docs/kubernetes.md runs it) — has the same
+/// identity and takes its own Lease back at once, instead of waiting out the lease
+/// duration (15 s). Another process with the same pod or host name but listening
+/// elsewhere is another replica: it stands by.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_restarted_in_place_takes_its_own_lease_back_at_once() {
+    if !k8s::enabled("relead") {
+        return;
+    }
+    let ns = Namespace::new("relead");
+    let n = ns.name.clone();
+    for (variant, pod) in [("pod", Some("vigie-5f7c9d8b4-qx2lm")), ("host", None)] {
+        let derived = |name: &str| {
+            let mut c = Controller::new(&ns, &admin(), name);
+            c.without_arg("--identity=");
+            c.env("POD_NAME", pod);
+            c
+        };
+        let mut c = derived(variant);
+        c.start();
+        eventually(T, &format!("{variant}: the controller leading"), || async {
+            leads(&c).then_some(())
+        })
+        .await;
+        let held = holder(&n).await.expect("a holder");
+        if let Some(pod) = pod {
+            assert!(held.starts_with(pod), "{held} is not named after {pod}");
+        }
+
+        let mut other = derived(&format!("{variant}-other"));
+        other.start();
+        eventually(
+            T,
+            &format!("{variant}: the other process answering"),
+            || async { other.metrics() },
+        )
+        .await;
+        // Two retry periods (2 s each): time enough to take a Lease it thought its own.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            !leads(&other),
+            "{variant}: a second process with the same name leads too"
+        );
+        assert_eq!(holder(&n).await.as_deref(), Some(held.as_str()));
+        other.kill();
+
+        c.kill();
+        let restarted = std::time::Instant::now();
+        c.start();
+        eventually(
+            Duration::from_secs(8),
+            &format!(
+                "{variant}: the restarted controller leading again, before its old Lease expires"
+            ),
+            || async { leads(&c).then_some(()) },
+        )
+        .await;
+        eprintln!(
+            "{variant}: SIGKILL, restart -> leading again after {:?}",
+            restarted.elapsed()
+        );
+        assert_eq!(holder(&n).await.as_deref(), Some(held.as_str()));
+        // The next variant starts with no Lease.
+        c.kill();
+        let out = kubectl(&["-n", &n, "delete", "lease", "vigie-controller"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
 /// Run outside the cluster as the chart's ServiceAccount, from a kubeconfig whose
 /// context names the release's namespace, the controller takes its Lease there (where
 /// the chart grants it) without `--lease-namespace`.

@@ -269,8 +269,11 @@ pub struct ControllerArgs {
     /// Name of the leader Lease.
     #[arg(long, env = "VIGIE_LEASE_NAME", default_value = "vigie-controller")]
     pub lease_name: String,
-    /// This replica's identity in the Lease (default: POD_NAME, else the host name and pid).
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity in the Lease, used as is. By default: the pod's name
+    /// (POD_NAME), else the host's, and what tells this process from any other (the
+    /// same after a restart in the same pod, or on the same machine with the same
+    /// --listen, which takes its own Lease back at once).
+    #[arg(long)]
     pub identity: Option<String>,
     /// Kubernetes API requests per second (client side).
     #[arg(long, env = "VIGIE_KUBE_API_QPS", default_value_t = 20.0)]

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use super::{ControllerArgs, git_credentials, init_logs, webhook_secret};
+use crate::operator::leader::{self, Identity};
 
 /// The GitOps options of `vigie controller`, when `--gitops-repo` is given.
 fn gitops_options(
@@ -63,11 +64,16 @@ pub(super) fn controller(args: ControllerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let identity = args.identity.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "vigie".into(), |h| h.trim().to_owned());
-        format!("{host}-{}", std::process::id())
-    });
+    let identity = match args.identity {
+        Some(given) => Identity::Given(given),
+        None => Identity::Named(leader::name(
+            std::env::var("POD_NAME").ok().as_deref(),
+            std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                .as_deref(),
+        )),
+    };
     let options = crate::operator::Options {
         gitops,
         track_interval: std::time::Duration::from_secs(args.track_interval.max(1)),

@@ -67,8 +67,9 @@ pub struct Options {
     pub lease_namespace: Option<String>,
     /// The Lease's name.
     pub lease_name: String,
-    /// This replica's identity (the pod name).
-    pub identity: String,
+    /// This replica's identity in the Lease, given or named after the pod or host
+    /// ([`leader::Identity::resolve`] completes it once the listener is bound).
+    pub identity: leader::Identity,
     /// Client-side API requests per second.
     pub qps: f64,
     /// Requests allowed at once above `qps`.
@@ -113,6 +114,8 @@ pub struct Ctx {
     pub(crate) options: Options,
     /// The Lease's namespace, where the ConfigMaps `vigie-push` and `vigie-gitops` go.
     pub(crate) lease_namespace: String,
+    /// This replica's identity (in the Lease, and the Events' reporting instance).
+    pub(crate) identity: String,
     pub(crate) shared: Arc<Shared>,
     pub(crate) recorder: Recorder,
     pub(crate) environments: Store<Environment>,
@@ -222,7 +225,7 @@ pub(crate) async fn transition_event(
         ),
         regarding: Some(regarding),
         reporting_controller: Some("vigie.dev/controller".into()),
-        reporting_instance: Some(ctx.options.identity.clone()),
+        reporting_instance: Some(ctx.identity.clone()),
         ..Event::default()
     };
     let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);
@@ -415,7 +418,20 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
                 addr: options.listen,
                 source,
             })?;
-    tracing::info!(listen = %options.listen, identity = %options.identity, lease_namespace = %lease_namespace, namespace = options.namespace.as_deref().unwrap_or("(all)"), "vigie controller started");
+    let listen_failed = |source| OperatorError::Listen {
+        addr: options.listen,
+        source,
+    };
+    let bound = listener.local_addr().map_err(listen_failed)?;
+    // A named identity rests on the address being this process's for as long as it may
+    // lead: the socket is held until `run` returns, whatever becomes of the HTTP task.
+    let _held = std::os::fd::AsFd::as_fd(&listener)
+        .try_clone_to_owned()
+        .map_err(listen_failed)?;
+    let identity = options
+        .identity
+        .resolve(leader::Place::here(bound).as_ref(), std::process::id());
+    tracing::info!(listen = %bound, identity = %identity, lease_namespace = %lease_namespace, namespace = options.namespace.as_deref().unwrap_or("(all)"), "vigie controller started");
     let http = tokio::spawn(crate::http::listener::serve(
         listener,
         server::router(shared.clone()),
@@ -454,7 +470,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
             client.clone(),
             &lease_namespace,
             &options.lease_name,
-            &options.identity,
+            &identity,
             leader::Timings::default(),
         )
     });
@@ -473,7 +489,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
 
     let reporter = Reporter {
         controller: "vigie".into(),
-        instance: Some(options.identity.clone()),
+        instance: Some(identity.clone()),
     };
     let (env_reader, env_writer) = reflector::store::<Environment>();
     let (loc_reader, loc_writer) = reflector::store::<CodeLocation>();
@@ -482,6 +498,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         client: client.clone(),
         options: options.clone(),
         lease_namespace: lease_namespace.clone(),
+        identity: identity.clone(),
         shared: shared.clone(),
         environments: env_reader,
         locations: loc_reader,
