@@ -218,6 +218,73 @@ fn helm_install(ns: &Namespace) -> std::path::PathBuf {
     path
 }
 
+/// helm as the admin.
+fn helm(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(k8s::bin("helm"))
+        .args(["--kubeconfig", admin().to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `secretNamespaces` naming a namespace that does not exist: the install stops before
+/// creating anything, names the namespace and how to create it, and leaves no `failed`
+/// release behind. The release's own namespace may be listed even when
+/// `--create-namespace` creates it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chart_refuses_secret_namespaces_that_do_not_exist() {
+    if !k8s::enabled("chart-ns") {
+        return;
+    }
+    let ns = Namespace::new("chart-ns");
+    let n = ns.name.clone();
+    let chart = k8s::root().join("charts/vigie");
+    let chart = chart.to_str().unwrap();
+    let (apps, system) = (format!("{n}-apps"), format!("{n}-sys"));
+    let secrets = format!("secretNamespaces={{{apps},{system}}}");
+    let install = || {
+        helm(&[
+            "install",
+            &n,
+            chart,
+            "--namespace",
+            &system,
+            "--create-namespace",
+            "--set",
+            &secrets,
+            "--set",
+            "replicaCount=0",
+        ])
+    };
+
+    let refused = install();
+    let message = stderr(&refused);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(
+        message.contains(&format!("namespace {apps:?} does not exist"))
+            && message.contains(&format!("kubectl create namespace {apps}")),
+        "{message}"
+    );
+    let status = helm(&["status", &n, "--namespace", &system]);
+    assert!(
+        !status.status.success(),
+        "a release was left behind:\n{}",
+        stdout(&status)
+    );
+
+    let created = kubectl(&["create", "namespace", &apps]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let installed = install();
+    assert!(installed.status.success(), "{}", stderr(&installed));
+    let status = helm(&["status", &n, "--namespace", &system, "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["info"]["status"], "deployed");
+
+    let out = helm(&["uninstall", &n, "--namespace", &system]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _ = kubectl(&["delete", "namespace", &apps, &system, "--wait=false"]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn under_the_charts_service_account_a_red_verdict_rolls_the_deployment_back() {
     if !k8s::enabled("lifecycle") {
