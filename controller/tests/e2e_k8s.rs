@@ -1989,3 +1989,267 @@ spec: {{codeLocation: data-platform, environment: prod}}
     let log = controller.log();
     assert!(!log.contains("secret-sig") && !log.contains("s3cret") && !log.contains("tk_platform"));
 }
+
+/// The page docs/kubernetes.md.
+fn quickstart_page() -> String {
+    std::fs::read_to_string(k8s::root().join("docs/kubernetes.md")).unwrap()
+}
+
+/// What the quickstart must keep doing, checked without a cluster: every shell block
+/// is marked, the namespace of `secretNamespaces` is created before the install, the
+/// `/hooks/ci` key comes from a Secret the chart names and a delivery is signed with
+/// openssl, and nothing the test runs needs the internet.
+#[test]
+fn the_kubernetes_quickstart_marks_its_blocks_and_needs_no_internet() {
+    let blocks = k8s::docs::shell_blocks(&quickstart_page()).unwrap();
+    let run: String = blocks
+        .iter()
+        .filter(|b| b.mark == k8s::docs::Mark::Run)
+        .map(|b| b.code.as_str())
+        .collect();
+    let at = |what: &str| {
+        run.find(what)
+            .unwrap_or_else(|| panic!("the quickstart no longer runs {what:?}"))
+    };
+    assert!(at("kubectl create namespace apps") < at("helm install vigie"));
+    assert!(at("--set 'secretNamespaces={apps}'") > at("helm install vigie"));
+    assert!(at("create secret generic vigie-hooks-ci") < at("helm install vigie"));
+    at("--set webhookSecret.existingSecret=vigie-hooks-ci");
+    at("openssl dgst -sha256 -hmac");
+    at("X-Vigie-Signature: sha256=");
+    for phase in ["Verifying", "Validated", "RolledBack"] {
+        at(&format!("--for=jsonpath='{{.status.phase}}'={phase}"));
+    }
+    for online in ["github.com", "ghcr.io", "docker.io", "https://g"] {
+        assert!(!run.contains(online), "the quickstart runs {online:?}");
+    }
+}
+
+/// helm release `vigie` and namespaces `apps` and `vigie-system` gone, whatever a
+/// previous run left: a Release whose controller is gone keeps its finalizer, so it is
+/// dropped first.
+fn clean_quickstart() {
+    let _ = helm(&[
+        "uninstall",
+        "vigie",
+        "--namespace",
+        "vigie-system",
+        "--wait",
+    ]);
+    let releases = stdout(&kubectl(&["-n", "apps", "get", "releases", "-o", "name"]));
+    for r in releases.lines() {
+        let _ = kubectl(&[
+            "-n",
+            "apps",
+            "patch",
+            r,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    }
+    let _ = kubectl(&[
+        "delete",
+        "clusterrole,clusterrolebinding",
+        "-l",
+        "app.kubernetes.io/name=vigie,app.kubernetes.io/instance=vigie",
+    ]);
+    let out = kubectl(&[
+        "delete",
+        "namespace",
+        "apps",
+        "vigie-system",
+        "--ignore-not-found",
+        "--timeout=180s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Cleans up after the quickstart, and when it failed, prints the controller's log
+/// and what the cluster holds first.
+struct Quickstart {
+    scratch: std::path::PathBuf,
+}
+
+impl Drop for Quickstart {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for ns in ["apps", "vigie-system"] {
+                eprintln!("===== namespace {ns} at the failure =====");
+                eprintln!(
+                    "{}",
+                    stdout(&kubectl(&[
+                        "-n",
+                        ns,
+                        "get",
+                        "releases,deployments,pods,leases,events",
+                        "-o",
+                        "wide"
+                    ]))
+                );
+            }
+            let logs = std::process::Command::new("find")
+                .arg(&self.scratch)
+                .args(["-name", "vigie.log"])
+                .output()
+                .unwrap();
+            for log in stdout(&logs).lines() {
+                eprintln!("===== {log} =====");
+                eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+        }
+        clean_quickstart();
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+fn helm_status(release: &str, ns: &str) -> Option<serde_json::Value> {
+    let out = helm(&["status", release, "--namespace", ns, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// docs/kubernetes.md runs as written on the e2e control plane: its marked shell
+/// blocks in order, in one shell at the repository's root, with `VIGIE` (the binary of
+/// this build), `VIGIE_LISTEN` (a free port) and `VIGIE_IMAGE` (kwok pulls no image)
+/// set as the page says a reader may. After the blocks that promise something, the
+/// test checks it apart from the page's own commands.
+#[tokio::test(flavor = "multi_thread")]
+async fn docs_kubernetes_md_runs_as_written() {
+    if !k8s::enabled("docs") {
+        return;
+    }
+    let blocks = k8s::docs::shell_blocks(&quickstart_page()).unwrap();
+    let scratch = std::env::temp_dir().join(format!("vigie-docs-k8s-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(scratch.join("tmp")).unwrap();
+    clean_quickstart();
+    let _guard = Quickstart {
+        scratch: scratch.clone(),
+    };
+    let port = k8s::free_port();
+    let image = "vigie-e2e.invalid/vigie:docs";
+    let mut shell = k8s::docs::Shell::start(
+        &k8s::root(),
+        &scratch,
+        &[
+            ("VIGIE", env!("CARGO_BIN_EXE_vigie").into()),
+            ("VIGIE_LISTEN", format!("127.0.0.1:{port}")),
+            ("VIGIE_IMAGE", image.into()),
+            ("TMPDIR", scratch.join("tmp").display().to_string()),
+            // The reader's git knows who they are.
+            ("GIT_AUTHOR_NAME", "Reader".into()),
+            ("GIT_AUTHOR_EMAIL", "reader@example.org".into()),
+            ("GIT_COMMITTER_NAME", "Reader".into()),
+            ("GIT_COMMITTER_EMAIL", "reader@example.org".into()),
+        ],
+    );
+    let mut checked = std::collections::BTreeSet::new();
+    for block in blocks.iter().filter(|b| b.mark == k8s::docs::Mark::Run) {
+        let what = format!("docs/kubernetes.md:{}", block.line);
+        let started = std::time::Instant::now();
+        if let Err(e) = shell.run(&what, &block.code, Duration::from_secs(300)) {
+            panic!("{what}: {e}\n===== the shell =====\n{}", shell.log());
+        }
+        eprintln!("{what}: ran in {:?}", started.elapsed());
+        let mut var = |name: &str| {
+            shell
+                .var(name)
+                .unwrap_or_else(|e| panic!("reading ${name}: {e}"))
+        };
+        let code = &block.code;
+        if code.contains("helm install vigie") {
+            let status = helm_status("vigie", "vigie-system").expect("the release exists");
+            assert_eq!(status["info"]["status"], "deployed", "{status}");
+            for crd in ["environments", "codelocations", "releases"] {
+                let established = stdout(&kubectl(&[
+                    "get",
+                    &format!("crd/{crd}.vigie.dev"),
+                    "-o",
+                    r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#,
+                ]));
+                assert_eq!(established, "True", "{crd}");
+            }
+            checked.insert("installed");
+        }
+        if code.contains("\"$VIGIE\" controller") {
+            assert!(
+                !code.contains("--lease-namespace"),
+                "the Lease's namespace comes from the kubeconfig's context"
+            );
+            let lease = holder("vigie-system").await;
+            assert!(lease.is_some(), "no holder of the Lease in vigie-system");
+            let metrics = k8s::http(port, "GET", "/metrics", &[], b"").map(|(_, m)| m);
+            assert!(
+                metrics.is_some_and(|m| m.lines().any(|l| l == "vigie_leader 1")),
+                "the controller does not lead"
+            );
+            checked.insert("leading");
+        }
+        if code.contains("=Verifying") && code.contains("kubectl apply") {
+            let good = var("good");
+            let r = wait_phase("apps", "web-preprod", Phase::Verifying).await;
+            assert_eq!(
+                r.status.unwrap().rollout.unwrap().sha.as_str(),
+                good,
+                "main, resolved in the repository on disk"
+            );
+            wait_rolled_out("apps", "web-preprod", &format!("localhost/web:{good}")).await;
+            checked.insert("verifying");
+        }
+        if code.contains("=Validated") {
+            let good = var("good");
+            let r = release("apps", "web-preprod").await.unwrap();
+            let status = r.status.unwrap();
+            assert_eq!(status.phase, Phase::Validated);
+            assert_eq!(status.validated_sha.unwrap().as_str(), good);
+            checked.insert("validated");
+        }
+        if code.contains("=RolledBack") {
+            let (good, bad) = (var("good"), var("bad"));
+            let r = release("apps", "web-preprod").await.unwrap();
+            let status = r.status.unwrap();
+            assert_eq!(status.phase, Phase::RolledBack);
+            assert_eq!(status.deployed_sha.unwrap().as_str(), good);
+            assert!(status.quarantine.iter().any(|q| q.sha.as_str() == bad));
+            wait_rolled_out("apps", "web-preprod", &format!("localhost/web:{good}")).await;
+            checked.insert("rolled back");
+        }
+        if code.contains("delete release web-preprod") {
+            assert!(release("apps", "web-preprod").await.is_none());
+            assert!(deployment("apps", "web-preprod").await.is_none());
+            checked.insert("deleted");
+        }
+        if code.contains("helm upgrade vigie") {
+            let status = helm_status("vigie", "vigie-system").expect("the release exists");
+            assert_eq!(
+                (&status["info"]["status"], &status["version"]),
+                (&serde_json::json!("deployed"), &serde_json::json!(2)),
+                "{status}"
+            );
+            wait_rolled_out("vigie-system", "vigie", image).await;
+            checked.insert("in the cluster");
+        }
+        if code.contains("helm uninstall vigie") {
+            assert!(helm_status("vigie", "vigie-system").is_none());
+            let gone = kubectl(&["get", "namespace", "apps", "vigie-system"]);
+            assert!(!gone.status.success(), "{}", stdout(&gone));
+            checked.insert("cleaned up");
+        }
+    }
+    assert_eq!(
+        checked.into_iter().collect::<Vec<_>>(),
+        [
+            "cleaned up",
+            "deleted",
+            "in the cluster",
+            "installed",
+            "leading",
+            "rolled back",
+            "validated",
+            "verifying"
+        ],
+        "a step of the quickstart the test checks is gone from the page"
+    );
+}

@@ -6,6 +6,8 @@
 
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
+pub mod docs;
+
 use std::{
     io::Write,
     path::{Path, PathBuf},
