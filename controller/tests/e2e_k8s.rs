@@ -184,7 +184,8 @@ async fn the_api_server_accepts_the_crds_and_enforces_their_rules() {
 }
 
 /// Installs the chart in `ns` and returns a kubeconfig holding a token of its
-/// ServiceAccount.
+/// ServiceAccount, its context in `ns` (as `kubectl config set-context --namespace`
+/// leaves it).
 fn helm_install(ns: &Namespace) -> std::path::PathBuf {
     let n = &ns.name;
     let chart = k8s::root().join("charts/vigie");
@@ -208,13 +209,80 @@ fn helm_install(ns: &Namespace) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:16443\n    certificate-authority: {}\nusers:\n- name: vigie\n  user:\n    token: {}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: vigie}}\ncurrent-context: e2e\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:16443\n    certificate-authority: {}\nusers:\n- name: vigie\n  user:\n    token: {}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: vigie, namespace: {n}}}\ncurrent-context: e2e\n",
             k8s::dir().join("pki/ca.crt").display(),
             stdout(&token).trim()
         ),
     )
     .unwrap();
     path
+}
+
+/// helm as the admin.
+fn helm(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(k8s::bin("helm"))
+        .args(["--kubeconfig", admin().to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `secretNamespaces` naming a namespace that does not exist: the install stops before
+/// creating anything, names the namespace and how to create it, and leaves no `failed`
+/// release behind. The release's own namespace may be listed even when
+/// `--create-namespace` creates it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_chart_refuses_secret_namespaces_that_do_not_exist() {
+    if !k8s::enabled("chart-ns") {
+        return;
+    }
+    let ns = Namespace::new("chart-ns");
+    let n = ns.name.clone();
+    let chart = k8s::root().join("charts/vigie");
+    let chart = chart.to_str().unwrap();
+    let (apps, system) = (format!("{n}-apps"), format!("{n}-sys"));
+    let secrets = format!("secretNamespaces={{{apps},{system}}}");
+    let install = || {
+        helm(&[
+            "install",
+            &n,
+            chart,
+            "--namespace",
+            &system,
+            "--create-namespace",
+            "--set",
+            &secrets,
+            "--set",
+            "replicaCount=0",
+        ])
+    };
+
+    let refused = install();
+    let message = stderr(&refused);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(
+        message.contains(&format!("namespace {apps:?} does not exist"))
+            && message.contains(&format!("kubectl create namespace {apps}")),
+        "{message}"
+    );
+    let status = helm(&["status", &n, "--namespace", &system]);
+    assert!(
+        !status.status.success(),
+        "a release was left behind:\n{}",
+        stdout(&status)
+    );
+
+    let created = kubectl(&["create", "namespace", &apps]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let installed = install();
+    assert!(installed.status.success(), "{}", stderr(&installed));
+    let status = helm(&["status", &n, "--namespace", &system, "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["info"]["status"], "deployed");
+
+    let out = helm(&["uninstall", &n, "--namespace", &system]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _ = kubectl(&["delete", "namespace", &apps, &system, "--wait=false"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -495,6 +563,103 @@ async fn two_controllers_elect_one_leader_and_the_other_takes_over() {
     .await;
     eprintln!("handover after SIGTERM: {:?}", handed.elapsed());
     std::mem::swap(&mut leader, &mut standby);
+}
+
+/// A controller SIGKILLed and started again in the same place — a container restarted
+/// in its pod (the chart sets `POD_NAME`), or a process restarted on a laptop with the
+/// same `--listen` (no `POD_NAME`, as docs/kubernetes.md runs it) — has the same
+/// identity and takes its own Lease back at once, instead of waiting out the lease
+/// duration (15 s). Another process with the same pod or host name but listening
+/// elsewhere is another replica: it stands by.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_restarted_in_place_takes_its_own_lease_back_at_once() {
+    if !k8s::enabled("relead") {
+        return;
+    }
+    let ns = Namespace::new("relead");
+    let n = ns.name.clone();
+    for (variant, pod) in [("pod", Some("vigie-5f7c9d8b4-qx2lm")), ("host", None)] {
+        let derived = |name: &str| {
+            let mut c = Controller::new(&ns, &admin(), name);
+            c.without_arg("--identity=");
+            c.env("POD_NAME", pod);
+            c
+        };
+        let mut c = derived(variant);
+        c.start();
+        eventually(T, &format!("{variant}: the controller leading"), || async {
+            leads(&c).then_some(())
+        })
+        .await;
+        let held = holder(&n).await.expect("a holder");
+        if let Some(pod) = pod {
+            assert!(held.starts_with(pod), "{held} is not named after {pod}");
+        }
+
+        let mut other = derived(&format!("{variant}-other"));
+        other.start();
+        eventually(
+            T,
+            &format!("{variant}: the other process answering"),
+            || async { other.metrics() },
+        )
+        .await;
+        // Two retry periods (2 s each): time enough to take a Lease it thought its own.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            !leads(&other),
+            "{variant}: a second process with the same name leads too"
+        );
+        assert_eq!(holder(&n).await.as_deref(), Some(held.as_str()));
+        other.kill();
+
+        c.kill();
+        let restarted = std::time::Instant::now();
+        c.start();
+        eventually(
+            Duration::from_secs(8),
+            &format!(
+                "{variant}: the restarted controller leading again, before its old Lease expires"
+            ),
+            || async { leads(&c).then_some(()) },
+        )
+        .await;
+        eprintln!(
+            "{variant}: SIGKILL, restart -> leading again after {:?}",
+            restarted.elapsed()
+        );
+        assert_eq!(holder(&n).await.as_deref(), Some(held.as_str()));
+        // The next variant starts with no Lease.
+        c.kill();
+        let out = kubectl(&["-n", &n, "delete", "lease", "vigie-controller"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+/// Run outside the cluster as the chart's ServiceAccount, from a kubeconfig whose
+/// context names the release's namespace, the controller takes its Lease there (where
+/// the chart grants it) without `--lease-namespace`.
+#[tokio::test(flavor = "multi_thread")]
+async fn outside_the_cluster_the_lease_goes_to_the_kubeconfig_contexts_namespace() {
+    if !k8s::enabled("lease-ns") {
+        return;
+    }
+    let ns = Namespace::new("lease-ns");
+    let n = ns.name.clone();
+    let sa = helm_install(&ns);
+    let mut c = Controller::new(&ns, &sa, "sa");
+    c.without_arg("--lease-namespace=");
+    c.start();
+    eventually(T, "the controller leading", || async {
+        leads(&c).then_some(())
+    })
+    .await;
+    assert_eq!(holder(&n).await.as_deref(), Some("sa"));
+    let log = c.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the controller was refused something:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1823,4 +1988,268 @@ spec: {{codeLocation: data-platform, environment: prod}}
     assert_eq!(mails.matches("=== end ===").count(), 3, "{mails}");
     let log = controller.log();
     assert!(!log.contains("secret-sig") && !log.contains("s3cret") && !log.contains("tk_platform"));
+}
+
+/// The page docs/kubernetes.md.
+fn quickstart_page() -> String {
+    std::fs::read_to_string(k8s::root().join("docs/kubernetes.md")).unwrap()
+}
+
+/// What the quickstart must keep doing, checked without a cluster: every shell block
+/// is marked, the namespace of `secretNamespaces` is created before the install, the
+/// `/hooks/ci` key comes from a Secret the chart names and a delivery is signed with
+/// openssl, and nothing the test runs needs the internet.
+#[test]
+fn the_kubernetes_quickstart_marks_its_blocks_and_needs_no_internet() {
+    let blocks = k8s::docs::shell_blocks(&quickstart_page()).unwrap();
+    let run: String = blocks
+        .iter()
+        .filter(|b| b.mark == k8s::docs::Mark::Run)
+        .map(|b| b.code.as_str())
+        .collect();
+    let at = |what: &str| {
+        run.find(what)
+            .unwrap_or_else(|| panic!("the quickstart no longer runs {what:?}"))
+    };
+    assert!(at("kubectl create namespace apps") < at("helm install vigie"));
+    assert!(at("--set 'secretNamespaces={apps}'") > at("helm install vigie"));
+    assert!(at("create secret generic vigie-hooks-ci") < at("helm install vigie"));
+    at("--set webhookSecret.existingSecret=vigie-hooks-ci");
+    at("openssl dgst -sha256 -hmac");
+    at("X-Vigie-Signature: sha256=");
+    for phase in ["Verifying", "Validated", "RolledBack"] {
+        at(&format!("--for=jsonpath='{{.status.phase}}'={phase}"));
+    }
+    for online in ["github.com", "ghcr.io", "docker.io", "https://g"] {
+        assert!(!run.contains(online), "the quickstart runs {online:?}");
+    }
+}
+
+/// helm release `vigie` and namespaces `apps` and `vigie-system` gone, whatever a
+/// previous run left: a Release whose controller is gone keeps its finalizer, so it is
+/// dropped first.
+fn clean_quickstart() {
+    let _ = helm(&[
+        "uninstall",
+        "vigie",
+        "--namespace",
+        "vigie-system",
+        "--wait",
+    ]);
+    let releases = stdout(&kubectl(&["-n", "apps", "get", "releases", "-o", "name"]));
+    for r in releases.lines() {
+        let _ = kubectl(&[
+            "-n",
+            "apps",
+            "patch",
+            r,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    }
+    let _ = kubectl(&[
+        "delete",
+        "clusterrole,clusterrolebinding",
+        "-l",
+        "app.kubernetes.io/name=vigie,app.kubernetes.io/instance=vigie",
+    ]);
+    let out = kubectl(&[
+        "delete",
+        "namespace",
+        "apps",
+        "vigie-system",
+        "--ignore-not-found",
+        "--timeout=180s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Cleans up after the quickstart, and when it failed, prints the controller's log
+/// and what the cluster holds first.
+struct Quickstart {
+    scratch: std::path::PathBuf,
+}
+
+impl Drop for Quickstart {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for ns in ["apps", "vigie-system"] {
+                eprintln!("===== namespace {ns} at the failure =====");
+                eprintln!(
+                    "{}",
+                    stdout(&kubectl(&[
+                        "-n",
+                        ns,
+                        "get",
+                        "releases,deployments,pods,leases,events",
+                        "-o",
+                        "wide"
+                    ]))
+                );
+            }
+            let logs = std::process::Command::new("find")
+                .arg(&self.scratch)
+                .args(["-name", "vigie.log"])
+                .output()
+                .unwrap();
+            for log in stdout(&logs).lines() {
+                eprintln!("===== {log} =====");
+                eprintln!("{}", std::fs::read_to_string(log).unwrap_or_default());
+            }
+        }
+        clean_quickstart();
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+fn helm_status(release: &str, ns: &str) -> Option<serde_json::Value> {
+    let out = helm(&["status", release, "--namespace", ns, "-o", "json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// docs/kubernetes.md runs as written on the e2e control plane: its marked shell
+/// blocks in order, in one shell at the repository's root, with `VIGIE` (the binary of
+/// this build), `VIGIE_LISTEN` (a free port) and `VIGIE_IMAGE` (kwok pulls no image)
+/// set as the page says a reader may. After the blocks that promise something, the
+/// test checks it apart from the page's own commands.
+#[tokio::test(flavor = "multi_thread")]
+async fn docs_kubernetes_md_runs_as_written() {
+    if !k8s::enabled("docs") {
+        return;
+    }
+    let blocks = k8s::docs::shell_blocks(&quickstart_page()).unwrap();
+    let scratch = std::env::temp_dir().join(format!("vigie-docs-k8s-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(scratch.join("tmp")).unwrap();
+    clean_quickstart();
+    let _guard = Quickstart {
+        scratch: scratch.clone(),
+    };
+    let port = k8s::free_port();
+    let image = "vigie-e2e.invalid/vigie:docs";
+    let mut shell = k8s::docs::Shell::start(
+        &k8s::root(),
+        &scratch,
+        &[
+            ("VIGIE", env!("CARGO_BIN_EXE_vigie").into()),
+            ("VIGIE_LISTEN", format!("127.0.0.1:{port}")),
+            ("VIGIE_IMAGE", image.into()),
+            ("TMPDIR", scratch.join("tmp").display().to_string()),
+            // The reader's git knows who they are.
+            ("GIT_AUTHOR_NAME", "Reader".into()),
+            ("GIT_AUTHOR_EMAIL", "reader@example.org".into()),
+            ("GIT_COMMITTER_NAME", "Reader".into()),
+            ("GIT_COMMITTER_EMAIL", "reader@example.org".into()),
+        ],
+    );
+    let mut checked = std::collections::BTreeSet::new();
+    for block in blocks.iter().filter(|b| b.mark == k8s::docs::Mark::Run) {
+        let what = format!("docs/kubernetes.md:{}", block.line);
+        let started = std::time::Instant::now();
+        if let Err(e) = shell.run(&what, &block.code, Duration::from_secs(300)) {
+            panic!("{what}: {e}\n===== the shell =====\n{}", shell.log());
+        }
+        eprintln!("{what}: ran in {:?}", started.elapsed());
+        let mut var = |name: &str| {
+            shell
+                .var(name)
+                .unwrap_or_else(|e| panic!("reading ${name}: {e}"))
+        };
+        let code = &block.code;
+        if code.contains("helm install vigie") {
+            let status = helm_status("vigie", "vigie-system").expect("the release exists");
+            assert_eq!(status["info"]["status"], "deployed", "{status}");
+            for crd in ["environments", "codelocations", "releases"] {
+                let established = stdout(&kubectl(&[
+                    "get",
+                    &format!("crd/{crd}.vigie.dev"),
+                    "-o",
+                    r#"jsonpath={.status.conditions[?(@.type=="Established")].status}"#,
+                ]));
+                assert_eq!(established, "True", "{crd}");
+            }
+            checked.insert("installed");
+        }
+        if code.contains("\"$VIGIE\" controller") {
+            assert!(
+                !code.contains("--lease-namespace"),
+                "the Lease's namespace comes from the kubeconfig's context"
+            );
+            let lease = holder("vigie-system").await;
+            assert!(lease.is_some(), "no holder of the Lease in vigie-system");
+            let metrics = k8s::http(port, "GET", "/metrics", &[], b"").map(|(_, m)| m);
+            assert!(
+                metrics.is_some_and(|m| m.lines().any(|l| l == "vigie_leader 1")),
+                "the controller does not lead"
+            );
+            checked.insert("leading");
+        }
+        if code.contains("=Verifying") && code.contains("kubectl apply") {
+            let good = var("good");
+            let r = wait_phase("apps", "web-preprod", Phase::Verifying).await;
+            assert_eq!(
+                r.status.unwrap().rollout.unwrap().sha.as_str(),
+                good,
+                "main, resolved in the repository on disk"
+            );
+            wait_rolled_out("apps", "web-preprod", &format!("localhost/web:{good}")).await;
+            checked.insert("verifying");
+        }
+        if code.contains("=Validated") {
+            let good = var("good");
+            let r = release("apps", "web-preprod").await.unwrap();
+            let status = r.status.unwrap();
+            assert_eq!(status.phase, Phase::Validated);
+            assert_eq!(status.validated_sha.unwrap().as_str(), good);
+            checked.insert("validated");
+        }
+        if code.contains("=RolledBack") {
+            let (good, bad) = (var("good"), var("bad"));
+            let r = release("apps", "web-preprod").await.unwrap();
+            let status = r.status.unwrap();
+            assert_eq!(status.phase, Phase::RolledBack);
+            assert_eq!(status.deployed_sha.unwrap().as_str(), good);
+            assert!(status.quarantine.iter().any(|q| q.sha.as_str() == bad));
+            wait_rolled_out("apps", "web-preprod", &format!("localhost/web:{good}")).await;
+            checked.insert("rolled back");
+        }
+        if code.contains("delete release web-preprod") {
+            assert!(release("apps", "web-preprod").await.is_none());
+            assert!(deployment("apps", "web-preprod").await.is_none());
+            checked.insert("deleted");
+        }
+        if code.contains("helm upgrade vigie") {
+            let status = helm_status("vigie", "vigie-system").expect("the release exists");
+            assert_eq!(
+                (&status["info"]["status"], &status["version"]),
+                (&serde_json::json!("deployed"), &serde_json::json!(2)),
+                "{status}"
+            );
+            wait_rolled_out("vigie-system", "vigie", image).await;
+            checked.insert("in the cluster");
+        }
+        if code.contains("helm uninstall vigie") {
+            assert!(helm_status("vigie", "vigie-system").is_none());
+            let gone = kubectl(&["get", "namespace", "apps", "vigie-system"]);
+            assert!(!gone.status.success(), "{}", stdout(&gone));
+            checked.insert("cleaned up");
+        }
+    }
+    assert_eq!(
+        checked.into_iter().collect::<Vec<_>>(),
+        [
+            "cleaned up",
+            "deleted",
+            "in the cluster",
+            "installed",
+            "leading",
+            "rolled back",
+            "validated",
+            "verifying"
+        ],
+        "a step of the quickstart the test checks is gone from the page"
+    );
 }

@@ -262,14 +262,18 @@ pub struct ControllerArgs {
     /// Run the controllers only while holding the leader Lease (for several replicas).
     #[arg(long, env = "VIGIE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
-    /// Namespace of the leader Lease (default: the pod's namespace, else `default`).
+    /// Namespace of the leader Lease (default: the namespace the controller runs in: the
+    /// pod's, else the kubeconfig context's, else `default`).
     #[arg(long, env = "VIGIE_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// Name of the leader Lease.
     #[arg(long, env = "VIGIE_LEASE_NAME", default_value = "vigie-controller")]
     pub lease_name: String,
-    /// This replica's identity in the Lease (default: POD_NAME, else the host name and pid).
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity in the Lease, used as is. By default: the pod's name
+    /// (POD_NAME), else the host's, and what tells this process from any other (the
+    /// same after a restart in the same pod, or on the same machine with the same
+    /// --listen, which takes its own Lease back at once).
+    #[arg(long)]
     pub identity: Option<String>,
     /// Kubernetes API requests per second (client side).
     #[arg(long, env = "VIGIE_KUBE_API_QPS", default_value_t = 20.0)]

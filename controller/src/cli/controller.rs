@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use super::{ArgError, ControllerArgs, git_credentials, init_logs, webhook_secret};
+use crate::operator::leader::{self, Identity};
 
 /// The GitOps options of `vigie controller`, when `--gitops-repo` is given.
 fn gitops_options(
@@ -64,15 +65,16 @@ pub(super) fn controller(args: ControllerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let pod_namespace =
-        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-            .ok()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok());
-    let identity = args.identity.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "vigie".into(), |h| h.trim().to_owned());
-        format!("{host}-{}", std::process::id())
-    });
+    let identity = match args.identity {
+        Some(given) => Identity::Given(given),
+        None => Identity::Named(leader::name(
+            std::env::var("POD_NAME").ok().as_deref(),
+            std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                .as_deref(),
+        )),
+    };
     let options = crate::operator::Options {
         gitops,
         track_interval: std::time::Duration::from_secs(args.track_interval.max(1)),
@@ -81,10 +83,7 @@ pub(super) fn controller(args: ControllerArgs) -> ExitCode {
         http: args.http.limits(),
         namespace: args.namespace,
         leader_election: args.leader_elect,
-        lease_namespace: args
-            .lease_namespace
-            .or(pod_namespace)
-            .map_or_else(|| "default".into(), |n| n.trim().to_owned()),
+        lease_namespace: args.lease_namespace,
         lease_name: args.lease_name,
         identity,
         qps: args.kube_api_qps,

@@ -345,7 +345,7 @@ where
 }
 
 fn lease_namespace(ctx: &Ctx) -> String {
-    ctx.options.lease_namespace.clone()
+    ctx.lease_namespace.clone()
 }
 
 /// The commit in force and when it was taken.

@@ -4,7 +4,7 @@
 //! over at once. The rule that decides is pure ([`step`]); the Lease I/O is
 //! [`Elector`].
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::{
@@ -38,7 +38,9 @@ pub enum Step {
     },
 }
 
-/// Decides the next step of replica `me`.
+/// Decides the next step of replica `me`. A Lease `me` holds is renewed however fresh,
+/// so a replica started again with the same identity (a container restarted in its pod)
+/// leads again at once instead of waiting for its own Lease to expire.
 #[must_use]
 pub fn step(me: &str, lease: Option<&LeaseView>, now: Timestamp) -> Step {
     let Some(lease) = lease else {
@@ -63,6 +65,103 @@ pub fn step(me: &str, lease: Option<&LeaseView>, now: Timestamp) -> Step {
             }
         }
     }
+}
+
+/// Who a replica is in the Lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// Given (`--identity`): used as is.
+    Given(String),
+    /// Named after the pod or the host ([`name`]); [`Identity::resolve`] completes it
+    /// once the listener is bound.
+    Named(String),
+}
+
+/// What tells a process from every other one running at the same time, and stays the
+/// same when it is started again in the same place: the kernel's boot, the network
+/// namespace (a pod's outlives its containers) and the address it listens on (two live
+/// processes cannot listen on the same address of the same network namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`).
+    pub boot: String,
+    /// The network namespace (`/proc/self/ns/net`: `net:[4026531840]`).
+    pub network: String,
+    /// The address the listener is bound to.
+    pub listen: SocketAddr,
+}
+
+impl Place {
+    /// This process's place, when the kernel tells (Linux); `None` otherwise.
+    #[must_use]
+    pub fn here(listen: SocketAddr) -> Option<Self> {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let network = std::fs::read_link("/proc/self/ns/net").ok()?;
+        let boot = boot.trim();
+        (!boot.is_empty()).then(|| Self {
+            boot: boot.to_owned(),
+            network: network.to_string_lossy().into_owned(),
+            listen,
+        })
+    }
+}
+
+/// The name a replica goes by: its pod's (`POD_NAME`, from the downward API), else its
+/// host's, else `vigie`.
+#[must_use]
+pub fn name(pod: Option<&str>, host: Option<&str>) -> String {
+    [pod, host]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|n| !n.is_empty())
+        .unwrap_or("vigie")
+        .to_owned()
+}
+
+impl Identity {
+    /// The identity written in the Lease. A given one as is. A named one followed by 12
+    /// hex digits of its [`Place`] (`vigie-5f7c9d8b4-qx2lm_3f9c2a1b04de`): a container
+    /// restarted in its pod, or a process restarted on its machine with the same
+    /// `--listen`, is the same replica and takes its own Lease back at once ([`step`]),
+    /// while any other process, even of the same pod or host name, is another replica.
+    /// Where the place is unknown, the process id stands in for it: a new identity at
+    /// each start, which waits for its old Lease to expire.
+    #[must_use]
+    pub fn resolve(&self, place: Option<&Place>, pid: u32) -> String {
+        use sha2::Digest as _;
+        match (self, place) {
+            (Self::Given(identity), _) => identity.clone(),
+            (Self::Named(name), Some(p)) => {
+                let digest = sha2::Sha256::digest(
+                    format!("{}\n{}\n{}", p.boot, p.network, p.listen).as_bytes(),
+                );
+                format!("{name}_{}", hex::encode(&digest[..6]))
+            }
+            (Self::Named(name), None) => format!("{name}_{pid}"),
+        }
+    }
+}
+
+/// Where Kubernetes puts the namespace of a pod's service account.
+pub const SERVICE_ACCOUNT_NAMESPACE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The namespace of the Lease (and of the ConfigMaps next to it): `--lease-namespace`
+/// when given; else the namespace the controller runs in: its pod's (`pod`, the service
+/// account's namespace file), else the kubeconfig context's (`kubeconfig`); else
+/// `default`. The chart grants Leases in the release's namespace only, which is the
+/// pod's, and the context's for a process run outside the cluster with a kubeconfig of
+/// the chart's ServiceAccount set to that namespace.
+#[must_use]
+pub fn lease_namespace(flag: Option<&str>, pod: Option<&str>, kubeconfig: Option<&str>) -> String {
+    [flag, pod, kubeconfig]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|n| !n.is_empty())
+        .unwrap_or("default")
+        .to_owned()
 }
 
 /// Timings of the election.
@@ -293,6 +392,11 @@ mod tests {
         assert_eq!(step("a", None, t(0)), Step::Acquire);
         assert_eq!(step("a", Some(&held("a", 0)), t(100)), Step::Renew);
         assert_eq!(
+            step("a", Some(&held("a", 0)), t(1)),
+            Step::Renew,
+            "its own Lease, however fresh: a replica restarted as `a` leads again at once"
+        );
+        assert_eq!(
             step("a", Some(&held("b", 0)), t(10)),
             Step::Wait { holder: "b".into() }
         );
@@ -312,6 +416,99 @@ mod tests {
             ..held("b", 0)
         };
         assert_eq!(step("a", Some(&never), t(1)), Step::Acquire);
+    }
+
+    fn place(boot: &str, network: &str, listen: &str) -> Place {
+        Place {
+            boot: boot.into(),
+            network: network.into(),
+            listen: listen.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_replica_is_named_after_its_pod_else_its_host() {
+        assert_eq!(
+            name(Some("vigie-5f7c9d8b4-qx2lm"), Some("node-1")),
+            "vigie-5f7c9d8b4-qx2lm"
+        );
+        assert_eq!(name(None, Some("laptop\n")), "laptop");
+        assert_eq!(name(Some(""), Some(" ")), "vigie");
+        assert_eq!(name(None, None), "vigie");
+    }
+
+    #[test]
+    fn the_same_replica_restarted_in_place_keeps_its_identity_and_no_other_process_shares_it() {
+        let named = Identity::Named("vigie-0".into());
+        let here = place("b00t", "net:[4026531840]", "0.0.0.0:8080");
+        let id = named.resolve(Some(&here), 41);
+        assert!(id.starts_with("vigie-0_"), "{id}");
+        assert_eq!(id.len(), "vigie-0_".len() + 12, "{id}");
+        assert_eq!(
+            named.resolve(Some(&here), 97),
+            id,
+            "restarted (another pid) in the same pod, or with the same --listen on the same machine"
+        );
+        for (why, elsewhere) in [
+            (
+                "another listen address",
+                place("b00t", "net:[4026531840]", "0.0.0.0:8081"),
+            ),
+            (
+                "another network namespace (pod)",
+                place("b00t", "net:[4026532001]", "0.0.0.0:8080"),
+            ),
+            (
+                "another machine, or a reboot",
+                place("other", "net:[4026531840]", "0.0.0.0:8080"),
+            ),
+        ] {
+            assert_ne!(named.resolve(Some(&elsewhere), 41), id, "{why}");
+        }
+        assert_ne!(
+            Identity::Named("vigie-1".into()).resolve(Some(&here), 41),
+            id,
+            "another pod"
+        );
+    }
+
+    #[test]
+    fn without_a_place_the_process_id_stands_in_and_a_given_identity_is_kept() {
+        let named = Identity::Named("laptop".into());
+        assert_eq!(named.resolve(None, 41), "laptop_41");
+        assert_ne!(named.resolve(None, 97), named.resolve(None, 41));
+        let here = place("b00t", "net:[1]", "127.0.0.1:8080");
+        assert_eq!(
+            Identity::Given("one".into()).resolve(Some(&here), 41),
+            "one"
+        );
+        assert_eq!(Identity::Given("one".into()).resolve(None, 41), "one");
+    }
+
+    #[test]
+    fn the_lease_goes_where_the_controller_runs_unless_told() {
+        let ns = |flag, pod, kubeconfig| lease_namespace(flag, pod, kubeconfig);
+        assert_eq!(
+            ns(Some("ops"), Some("vigie-system"), Some("apps")),
+            "ops",
+            "the flag overrides"
+        );
+        assert_eq!(
+            ns(None, Some("vigie-system\n"), Some("apps")),
+            "vigie-system",
+            "in a pod: the service account's namespace (the file ends with no newline, but might)"
+        );
+        assert_eq!(
+            ns(None, None, Some("vigie-system")),
+            "vigie-system",
+            "outside the cluster: the kubeconfig context's"
+        );
+        assert_eq!(ns(None, None, None), "default");
+        assert_eq!(
+            ns(Some(""), Some("  "), Some("apps")),
+            "apps",
+            "empty values count as unset"
+        );
     }
 
     #[test]

@@ -62,12 +62,14 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Run only while holding the Lease.
     pub leader_election: bool,
-    /// The Lease's namespace.
-    pub lease_namespace: String,
+    /// The Lease's namespace when given (`--lease-namespace`); else the namespace the
+    /// controller runs in ([`leader::lease_namespace`]).
+    pub lease_namespace: Option<String>,
     /// The Lease's name.
     pub lease_name: String,
-    /// This replica's identity (the pod name).
-    pub identity: String,
+    /// This replica's identity in the Lease, given or named after the pod or host
+    /// ([`leader::Identity::resolve`] completes it once the listener is bound).
+    pub identity: leader::Identity,
     /// Client-side API requests per second.
     pub qps: f64,
     /// Requests allowed at once above `qps`.
@@ -110,6 +112,10 @@ pub enum OperatorError {
 pub struct Ctx {
     pub(crate) client: Client,
     pub(crate) options: Options,
+    /// The Lease's namespace, where the ConfigMaps `vigie-push` and `vigie-gitops` go.
+    pub(crate) lease_namespace: String,
+    /// This replica's identity (in the Lease, and the Events' reporting instance).
+    pub(crate) identity: String,
     pub(crate) shared: Arc<Shared>,
     pub(crate) recorder: Recorder,
     pub(crate) environments: Store<Environment>,
@@ -219,7 +225,7 @@ pub(crate) async fn transition_event(
         ),
         regarding: Some(regarding),
         reporting_controller: Some("vigie.dev/controller".into()),
-        reporting_instance: Some(ctx.options.identity.clone()),
+        reporting_instance: Some(ctx.identity.clone()),
         ..Event::default()
     };
     let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);
@@ -397,6 +403,13 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     shared.persist = Some(Arc::new(KubePersist {
         client: client.clone(),
     }));
+    let lease_namespace = leader::lease_namespace(
+        options.lease_namespace.as_deref(),
+        std::fs::read_to_string(leader::SERVICE_ACCOUNT_NAMESPACE)
+            .ok()
+            .as_deref(),
+        Some(client.default_namespace()),
+    );
     let shared = Arc::new(shared);
     let listener =
         TcpListener::bind(options.listen)
@@ -405,7 +418,20 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
                 addr: options.listen,
                 source,
             })?;
-    tracing::info!(listen = %options.listen, identity = %options.identity, namespace = options.namespace.as_deref().unwrap_or("(all)"), "vigie controller started");
+    let listen_failed = |source| OperatorError::Listen {
+        addr: options.listen,
+        source,
+    };
+    let bound = listener.local_addr().map_err(listen_failed)?;
+    // A named identity rests on the address being this process's for as long as it may
+    // lead: the socket is held until `run` returns, whatever becomes of the HTTP task.
+    let _held = std::os::fd::AsFd::as_fd(&listener)
+        .try_clone_to_owned()
+        .map_err(listen_failed)?;
+    let identity = options
+        .identity
+        .resolve(leader::Place::here(bound).as_ref(), std::process::id());
+    tracing::info!(listen = %bound, identity = %identity, lease_namespace = %lease_namespace, namespace = options.namespace.as_deref().unwrap_or("(all)"), "vigie controller started");
     let http = tokio::spawn(crate::http::listener::serve(
         listener,
         server::router(shared.clone()),
@@ -429,7 +455,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     let relay = options.leader_election.then(|| {
         tokio::spawn(relay::standby(
             client.clone(),
-            options.lease_namespace.clone(),
+            lease_namespace.clone(),
             shared.clone(),
         ))
     });
@@ -442,9 +468,9 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     let elector = options.leader_election.then(|| {
         leader::Elector::new(
             client.clone(),
-            &options.lease_namespace,
+            &lease_namespace,
             &options.lease_name,
-            &options.identity,
+            &identity,
             leader::Timings::default(),
         )
     });
@@ -463,7 +489,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
 
     let reporter = Reporter {
         controller: "vigie".into(),
-        instance: Some(options.identity.clone()),
+        instance: Some(identity.clone()),
     };
     let (env_reader, env_writer) = reflector::store::<Environment>();
     let (loc_reader, loc_writer) = reflector::store::<CodeLocation>();
@@ -471,6 +497,8 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         options: options.clone(),
+        lease_namespace: lease_namespace.clone(),
+        identity: identity.clone(),
         shared: shared.clone(),
         environments: env_reader,
         locations: loc_reader,
@@ -551,7 +579,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     let relayed = options.leader_election.then(|| {
         tokio::spawn(relay::leader(
             client.clone(),
-            options.lease_namespace.clone(),
+            lease_namespace.clone(),
             shared.clone(),
         ))
     });

@@ -6,6 +6,8 @@
 
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
+pub mod docs;
+
 use std::{
     io::Write,
     path::{Path, PathBuf},
@@ -245,6 +247,7 @@ pub struct Controller {
     pub port: u16,
     pub log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, Option<String>)>,
     kubeconfig: PathBuf,
     secret: String,
 }
@@ -272,6 +275,7 @@ impl Controller {
                 "--log-format=text".into(),
                 "--instance=e2e".into(),
             ],
+            env: vec![("POD_NAME".into(), None)],
             kubeconfig: kubeconfig.to_owned(),
             secret: WEBHOOK_SECRET.into(),
         }
@@ -282,6 +286,19 @@ impl Controller {
         self.args.extend_from_slice(more);
     }
 
+    /// Drops the arguments `new` set that start with `prefix` (`--identity=`,
+    /// `--lease-namespace=`), so the controller takes its default.
+    pub fn without_arg(&mut self, prefix: &str) {
+        self.args.retain(|a| !a.starts_with(prefix));
+    }
+
+    /// Sets an environment variable of the process, or with `None` makes sure it is
+    /// unset (`POD_NAME` is unset unless a test sets it).
+    pub fn env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.map(Into::into)));
+    }
+
     /// Starts (again).
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -289,7 +306,14 @@ impl Controller {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vigie"));
+        for (key, value) in &self.env {
+            match value {
+                Some(v) => command.env(key, v),
+                None => command.env_remove(key),
+            };
+        }
+        let child = command
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("VIGIE_WEBHOOK_SECRET", &self.secret)
