@@ -37,3 +37,39 @@ impl Category {
         }
     }
 }
+
+/// Why something could not be recorded durably (the state file, a status in the
+/// Kubernetes API): the cause, kept, and its category.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct RecordError {
+    /// The kind of fault.
+    pub category: Category,
+    /// The cause.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl RecordError {
+    /// The state file could not be written.
+    pub fn store(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            category: Category::Store,
+            source: source.into(),
+        }
+    }
+
+    /// The Kubernetes API refused or did not answer (a conflict is retried at once).
+    #[must_use]
+    pub fn kubernetes(source: kube::Error) -> Self {
+        let category = match &source {
+            kube::Error::Api(s) if s.code == 409 => Category::Conflict,
+            kube::Error::Api(s) if s.code == 422 || s.code == 400 => Category::InvalidSpec,
+            _ => Category::Transient,
+        };
+        Self {
+            category,
+            source: Box::new(source),
+        }
+    }
+}

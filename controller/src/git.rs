@@ -7,7 +7,7 @@ use crate::{api::Sha, error::Category};
 
 /// Why git could not answer. Each variant carries the message for people (credentials
 /// redacted); the variant says what kind of fault it is.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GitError {
     /// The remote did not answer, refused the credentials, or its host key is not
     /// trusted.
@@ -19,6 +19,9 @@ pub enum GitError {
     /// The local mirror could not be created or read.
     #[error("{0}")]
     Local(String),
+    /// The remote did not answer in time.
+    #[error("no answer from the repository within {0}s")]
+    Timeout(u64),
 }
 
 impl GitError {
@@ -26,7 +29,7 @@ impl GitError {
     #[must_use]
     pub fn category(&self) -> Category {
         match self {
-            Self::Remote(_) => Category::Forge,
+            Self::Remote(_) | Self::Timeout(_) => Category::Forge,
             Self::NotFound(_) => Category::InvalidSpec,
             Self::Local(_) => Category::Store,
         }

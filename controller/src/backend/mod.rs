@@ -117,11 +117,20 @@ pub enum Probe {
 }
 
 /// Why a backend could not act.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BackendError {
     /// The engine did not answer or refused the request.
     #[error("failed to reach the Docker engine: {0}")]
     Engine(String),
+    /// The TLS Secret of a Docker host cannot be used (the message names it).
+    #[error("{reason}")]
+    TlsSecret {
+        /// What is wrong.
+        reason: String,
+        /// The kind of fault (a missing Secret waits for a person, an API that does
+        /// not answer is retried).
+        category: crate::error::Category,
+    },
     /// A container name Vigie needs is held by a container it does not drive (the
     /// message says which and what to do).
     #[error("{0}")]
@@ -169,6 +178,7 @@ impl BackendError {
             Self::Engine(_) | Self::NameTaken(_) => Category::Engine,
             Self::Kubernetes(_) => Category::Transient,
             Self::Unsupported(_) | Self::Compose { .. } => Category::InvalidSpec,
+            Self::TlsSecret { category, .. } => *category,
             Self::Image { .. } => Category::Artifact,
             Self::Checkout { .. } => Category::Forge,
         }

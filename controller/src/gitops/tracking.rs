@@ -76,7 +76,7 @@ pub trait Tracking: Send + Sync {
         release: &Bound,
         sha: &Sha,
         reference: &str,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), crate::error::RecordError>> + Send;
 
     /// Tells why the Release is not moved (called once per reason).
     fn report(
@@ -93,7 +93,7 @@ pub trait Tracking: Send + Sync {
         release: &Bound,
         sha: &Sha,
         reference: &str,
-        outcome: Result<String, String>,
+        outcome: Result<String, writeback::WriteBackError>,
     ) -> impl Future<Output = ()> + Send;
 }
 
@@ -244,8 +244,7 @@ async fn carry_out<T: Tracking>(
                 }
                 Err(e) => {
                     signals.metrics.write_back_errors.inc();
-                    let e = e.to_string();
-                    if !reported.first(key, &e) {
+                    if !reported.first(key, &e.to_string()) {
                         return;
                     }
                     tracing::warn!(release = %key, error = %e, "tracking: write-back failed");

@@ -47,7 +47,7 @@ pub trait Persist: Send + Sync {
     fn persist(
         &self,
         verdicts: Vec<(String, BTreeMap<Sha, StoredVerdict>)>,
-    ) -> futures::future::BoxFuture<'_, Result<(), String>>;
+    ) -> futures::future::BoxFuture<'_, Result<(), crate::error::RecordError>>;
 }
 
 /// What the server and the reconciler share.
@@ -172,7 +172,11 @@ impl Shared {
 
     /// Hands the verdicts of `locations` to [`Shared::persist`]; on failure the
     /// delivery is forgotten, so the sender's retry is not taken for a replay.
-    async fn persist_verdicts(&self, locations: &[String], delivery: &str) -> Result<(), String> {
+    async fn persist_verdicts(
+        &self,
+        locations: &[String],
+        delivery: &str,
+    ) -> Result<(), crate::error::RecordError> {
         let Some(persist) = &self.persist else {
             return Ok(());
         };

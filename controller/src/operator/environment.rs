@@ -56,10 +56,10 @@ pub async fn controller(
     .await;
 }
 
-async fn check(ctx: &Ctx, env: &Environment) -> Result<(), String> {
+async fn check(ctx: &Ctx, env: &Environment) -> Result<(), crate::backend::BackendError> {
     match super::release::backend_of(ctx, env).await? {
-        AnyBackend::Kubernetes(k) => k.check().await.map_err(|e| e.to_string()),
-        AnyBackend::Docker(d) => d.ping().await.map_err(|e| e.to_string()),
+        AnyBackend::Kubernetes(k) => k.check().await,
+        AnyBackend::Docker(d) => d.ping().await,
     }
 }
 
@@ -128,7 +128,7 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, kube:
             crate::lifecycle::READY,
             ConditionStatus::False,
             "BackendUnavailable",
-            e,
+            &e.to_string(),
             now,
             env.metadata.generation,
         ),

@@ -40,6 +40,7 @@ use tokio::net::TcpListener;
 use crate::{
     api::{CodeLocation, Environment, Release, Sha},
     ci::StoredVerdict,
+    error::RecordError,
     http::server::{self, Persist, Shared},
 };
 
@@ -280,13 +281,17 @@ impl KubePersist {
         &self,
         key: &str,
         verdicts: &BTreeMap<Sha, StoredVerdict>,
-    ) -> Result<(), String> {
-        let (ns, name) = key
-            .split_once('/')
-            .ok_or_else(|| format!("{key}: not a namespace/name key"))?;
+    ) -> Result<(), RecordError> {
+        let (ns, name) = key.split_once('/').ok_or_else(|| RecordError {
+            category: crate::error::Category::InvalidSpec,
+            source: format!("{key}: not a namespace/name key").into(),
+        })?;
         let api: Api<CodeLocation> = Api::namespaced(self.client.clone(), ns);
         for _ in 0..5 {
-            let current = api.get_status(name).await.map_err(|e| e.to_string())?;
+            let current = api
+                .get_status(name)
+                .await
+                .map_err(RecordError::kubernetes)?;
             let existing = current
                 .status
                 .as_ref()
@@ -313,12 +318,13 @@ impl KubePersist {
             {
                 Ok(_) => return Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(RecordError::kubernetes(e)),
             }
         }
-        Err(format!(
-            "{key}: status kept changing; gave up after 5 tries"
-        ))
+        Err(RecordError {
+            category: crate::error::Category::Conflict,
+            source: format!("{key}: status kept changing; gave up after 5 tries").into(),
+        })
     }
 }
 
@@ -326,7 +332,7 @@ impl Persist for KubePersist {
     fn persist(
         &self,
         verdicts: Vec<(String, BTreeMap<Sha, StoredVerdict>)>,
-    ) -> BoxFuture<'_, Result<(), String>> {
+    ) -> BoxFuture<'_, Result<(), RecordError>> {
         Box::pin(async move {
             for (key, v) in &verdicts {
                 self.persist_one(key, v).await?;

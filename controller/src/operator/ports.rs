@@ -96,7 +96,7 @@ impl VerdictStore for LocationVerdicts<'_> {
         subject: &Subject<'_>,
         sha: &Sha,
         verdict: &CiVerdict,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::error::RecordError> {
         let Some(persist) = &self.ctx.shared.persist else {
             return Ok(());
         };

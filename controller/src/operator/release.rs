@@ -4,6 +4,7 @@
 //! removes the workloads when the Release is deleted, unless it carries
 //! `vigie.dev/orphan: "true"`.
 
+use crate::backend::BackendError;
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -72,7 +73,7 @@ pub enum Error {
     Reconcile(#[from] reconcile::Error),
     /// The Environment's backend cannot be used (its TLS Secret, its engine address).
     #[error("backend: {0}")]
-    Backend(String),
+    Backend(#[source] BackendError),
 }
 
 impl Error {
@@ -83,7 +84,7 @@ impl Error {
             Self::Kube(kube::Error::Api(s)) if s.code == 409 => Category::Conflict,
             Self::Kube(_) | Self::Finalizer(_) => Category::Transient,
             Self::Reconcile(e) => e.category(),
-            Self::Backend(_) => Category::Engine,
+            Self::Backend(e) => e.category(),
         }
     }
 }
@@ -355,7 +356,7 @@ where
 
 /// The backend of an Environment (Docker connections are kept while their settings
 /// and TLS Secret stay the same).
-pub(super) async fn backend_of(ctx: &Ctx, env: &Environment) -> Result<AnyBackend, String> {
+pub(super) async fn backend_of(ctx: &Ctx, env: &Environment) -> Result<AnyBackend, BackendError> {
     let ns = env.namespace().unwrap_or_default();
     match &env.spec.backend {
         BackendSpec::Kubernetes(k) => {
@@ -387,7 +388,7 @@ pub(super) async fn backend_of(ctx: &Ctx, env: &Environment) -> Result<AnyBacken
             {
                 return Ok(AnyBackend::Docker(b.clone()));
             }
-            let b = DockerBackend::connect(&spec).map_err(|e| e.to_string())?;
+            let b = DockerBackend::connect(&spec)?;
             if let Ok(mut cache) = ctx.docker.lock() {
                 cache.insert(key, (fingerprint, b.clone()));
             }

@@ -192,25 +192,44 @@ pub async fn docker_tls(
     namespace: &str,
     environment: &str,
     name: &str,
-) -> Result<DockerTlsFiles, String> {
-    use sha2::Digest;
+) -> Result<DockerTlsFiles, crate::backend::BackendError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    use sha2::Digest;
+
+    use crate::{backend::BackendError, error::Category};
+    let refused = |reason: String| BackendError::TlsSecret {
+        reason,
+        category: Category::InvalidSpec,
+    };
+    let failed = |reason: String| BackendError::TlsSecret {
+        reason,
+        category: Category::Transient,
+    };
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = match api.get_opt(name).await {
         Ok(Some(s)) => s,
-        Ok(None) => return Err(format!("TLS Secret {namespace}/{name} does not exist")),
-        Err(kube::Error::Api(s)) if s.code == 403 => {
-            return Err(format!(
-                "reading TLS Secret {namespace}/{name} is forbidden: grant vigie get on secrets in {namespace}"
-            ));
+        Ok(None) => {
+            return Err(refused(format!(
+                "TLS Secret {namespace}/{name} does not exist"
+            )));
         }
-        Err(e) => return Err(format!("reading TLS Secret {namespace}/{name}: {e}")),
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return Err(refused(format!(
+                "reading TLS Secret {namespace}/{name} is forbidden: grant vigie get on secrets in {namespace}"
+            )));
+        }
+        Err(e) => {
+            return Err(failed(format!(
+                "reading TLS Secret {namespace}/{name}: {e}"
+            )));
+        }
     };
     let data = secret.data.unwrap_or_default();
     let get = |k: &str| {
         data.get(k)
             .map(|v| v.0.clone())
-            .ok_or_else(|| format!("TLS Secret {namespace}/{name} has no key {k:?}"))
+            .ok_or_else(|| refused(format!("TLS Secret {namespace}/{name} has no key {k:?}")))
     };
     let (ca, cert, key) = (get("ca.crt")?, get("tls.crt")?, get("tls.key")?);
     let mut h = sha2::Sha256::new();
@@ -222,7 +241,7 @@ pub async fn docker_tls(
     let dir = std::env::temp_dir()
         .join(format!("vigie-docker-tls-{}", std::process::id()))
         .join(format!("{namespace}-{environment}-{fingerprint}"));
-    let write = |file: &str, content: &[u8]| -> Result<std::path::PathBuf, String> {
+    let write = |file: &str, content: &[u8]| -> Result<std::path::PathBuf, BackendError> {
         let path = dir.join(file);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -230,9 +249,9 @@ pub async fn docker_tls(
             .write(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            .map_err(|e| failed(format!("writing {}: {e}", path.display())))?;
         std::io::Write::write_all(&mut f, content)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            .map_err(|e| failed(format!("writing {}: {e}", path.display())))?;
         Ok(path)
     };
     if dir.join("key.pem").exists() {
@@ -244,9 +263,10 @@ pub async fn docker_tls(
             fingerprint,
         });
     }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| failed(format!("creating {}: {e}", dir.display())))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("securing {}: {e}", dir.display()))?;
+        .map_err(|e| failed(format!("securing {}: {e}", dir.display())))?;
     Ok(DockerTlsFiles {
         ca: write("ca.pem", &ca)?,
         cert: write("cert.pem", &cert)?,

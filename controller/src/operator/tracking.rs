@@ -143,7 +143,12 @@ impl ApiTracking<'_> {
 }
 
 impl Tracking for ApiTracking<'_> {
-    async fn move_to(&self, b: &Bound, sha: &Sha, reference: &str) -> Result<(), String> {
+    async fn move_to(
+        &self,
+        b: &Bound,
+        sha: &Sha,
+        reference: &str,
+    ) -> Result<(), crate::error::RecordError> {
         let api: Api<Release> = Api::namespaced(self.ctx.client.clone(), &b.key.namespace);
         let patch = serde_json::json!({ "spec": { "revision": sha.as_str() } });
         let params = PatchParams {
@@ -152,7 +157,7 @@ impl Tracking for ApiTracking<'_> {
         };
         api.patch(&b.key.name, &params, &Patch::Merge(&patch))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(crate::error::RecordError::kubernetes)?;
         let note = self.moved(b, sha, reference);
         self.publish(b, EventType::Normal, "Tracked", &note).await;
         Ok(())
@@ -171,7 +176,7 @@ impl Tracking for ApiTracking<'_> {
         b: &Bound,
         sha: &Sha,
         reference: &str,
-        outcome: Result<String, String>,
+        outcome: Result<String, crate::gitops::writeback::WriteBackError>,
     ) {
         match outcome {
             Ok(how) => {
@@ -180,7 +185,7 @@ impl Tracking for ApiTracking<'_> {
                     .await;
             }
             Err(e) => {
-                self.publish(b, EventType::Warning, "WriteBackFailed", &e)
+                self.publish(b, EventType::Warning, "WriteBackFailed", &e.to_string())
                     .await;
             }
         }

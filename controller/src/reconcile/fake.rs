@@ -228,7 +228,7 @@ impl ports::Ci for FakeCi {
 pub struct FakeRevisions(pub Mutex<BTreeMap<String, Sha>>);
 
 impl ports::Revisions for FakeRevisions {
-    async fn resolve(&self, _: &str, revision: &str) -> Result<Sha, String> {
+    async fn resolve(&self, _: &str, revision: &str) -> Result<Sha, crate::git::GitError> {
         if let Ok(sha) = revision.parse() {
             return Ok(sha);
         }
@@ -237,7 +237,7 @@ impl ports::Revisions for FakeRevisions {
             .unwrap()
             .get(revision)
             .cloned()
-            .ok_or_else(|| format!("no ref {revision}"))
+            .ok_or_else(|| crate::git::GitError::NotFound(format!("no ref {revision}")))
     }
 }
 

@@ -73,7 +73,7 @@ impl Subject<'_> {
 /// The ports one reconcile goes through.
 pub struct Ports<'a, B, S, C, R, N, K> {
     /// The Environment's backend, or why it cannot be reached.
-    pub backend: Result<&'a B, String>,
+    pub backend: Result<&'a B, BackendError>,
     /// Where the status is recorded.
     pub store: &'a S,
     /// CI verdicts.
@@ -267,7 +267,7 @@ where
             return (
                 WorkloadObservation {
                     backend: BackendState::Unreachable {
-                        reason: reason.clone(),
+                        reason: reason.to_string(),
                     },
                     sha: None,
                     health: HealthState::Unknown,
@@ -304,7 +304,10 @@ pub async fn resolve<R: Revisions>(subject: &Subject<'_>, revisions: &R) -> Desi
         .await
     {
         Ok(sha) => Desired::Sha(sha),
-        Err(reason) => Desired::Unresolved { revision, reason },
+        Err(e) => Desired::Unresolved {
+            revision,
+            reason: e.to_string(),
+        },
     }
 }
 

@@ -46,7 +46,7 @@ pub trait Revisions: Send + Sync {
         &self,
         repo: &str,
         revision: &str,
-    ) -> impl Future<Output = Result<Sha, String>> + Send;
+    ) -> impl Future<Output = Result<Sha, crate::git::GitError>> + Send;
 }
 
 /// Tells people what happened: notification sinks, Kubernetes Events.

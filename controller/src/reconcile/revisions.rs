@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::ports::Revisions;
-use crate::api::Sha;
+use crate::{api::Sha, git::GitError};
 
 /// How long a revision's resolution is reused.
 pub const TTL: Duration = Duration::from_secs(30);
@@ -15,7 +15,7 @@ pub const TTL: Duration = Duration::from_secs(30);
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Answers by (repository, revision), with when they were had.
-type Answers = HashMap<(String, String), (Instant, Result<Sha, String>)>;
+type Answers = HashMap<(String, String), (Instant, Result<Sha, GitError>)>;
 
 /// The git implementation of [`Revisions`]: a full SHA is itself; a branch or a tag is
 /// asked of the repository, off the async runtime, at most every [`TTL`].
@@ -25,7 +25,7 @@ pub struct Git {
 }
 
 impl Revisions for Git {
-    async fn resolve(&self, repo: &str, revision: &str) -> Result<Sha, String> {
+    async fn resolve(&self, repo: &str, revision: &str) -> Result<Sha, GitError> {
         if let Ok(sha) = revision.parse::<Sha>() {
             return Ok(sha);
         }
@@ -39,15 +39,10 @@ impl Revisions for Git {
             return r;
         }
         let (url, rev) = key.clone();
-        let resolving = tokio::task::spawn_blocking(move || {
-            crate::git::resolve(&url, &rev).map_err(String::from)
-        });
+        let resolving = tokio::task::spawn_blocking(move || crate::git::resolve(&url, &rev));
         let result = match tokio::time::timeout(TIMEOUT, resolving).await {
-            Ok(joined) => joined.unwrap_or_else(|e| Err(e.to_string())),
-            Err(_) => Err(format!(
-                "no answer from the repository within {}s",
-                TIMEOUT.as_secs()
-            )),
+            Ok(joined) => joined.unwrap_or_else(|e| Err(GitError::Local(e.to_string()))),
+            Err(_) => Err(GitError::Timeout(TIMEOUT.as_secs())),
         };
         if let Ok(mut m) = self.resolved.lock() {
             m.retain(|_, (at, _)| at.elapsed() < TTL);

@@ -35,7 +35,7 @@ pub trait VerdictStore: Send + Sync {
         subject: &Subject<'_>,
         sha: &Sha,
         verdict: &CiVerdict,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), crate::error::RecordError>> + Send;
 
     /// Reads a secret the CI settings name (a token).
     fn secret(

@@ -68,7 +68,7 @@ impl VerdictStore for StateVerdicts<'_> {
         subject: &Subject<'_>,
         sha: &Sha,
         verdict: &CiVerdict,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::error::RecordError> {
         let stored = crate::ci::StoredVerdict::new(verdict.clone(), Timestamp::now());
         self.0
             .update(|next| {
@@ -77,7 +77,7 @@ impl VerdictStore for StateVerdicts<'_> {
             })
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(crate::error::RecordError::store)
     }
 
     fn secret(
@@ -132,7 +132,12 @@ impl Notifier for Sinks<'_> {
 pub struct StateTracking<'a>(pub &'a Shared);
 
 impl Tracking for StateTracking<'_> {
-    async fn move_to(&self, release: &Bound, sha: &Sha, reference: &str) -> Result<(), String> {
+    async fn move_to(
+        &self,
+        release: &Bound,
+        sha: &Sha,
+        reference: &str,
+    ) -> Result<(), crate::error::RecordError> {
         let now = Timestamp::now();
         let tracked = Tracked {
             sha: Some(sha.clone()),
@@ -144,7 +149,7 @@ impl Tracking for StateTracking<'_> {
             .update(|next| next.tracked.insert(release.key.to_string(), tracked))
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(crate::error::RecordError::store)
     }
 
     async fn report(&self, release: &Bound, _: Refusal, reason: &str) {
@@ -167,7 +172,7 @@ impl Tracking for StateTracking<'_> {
         release: &Bound,
         sha: &Sha,
         reference: &str,
-        outcome: Result<String, String>,
+        outcome: Result<String, crate::gitops::writeback::WriteBackError>,
     ) {
         let now = Timestamp::now();
         let (line, refused) = match outcome {

@@ -3,6 +3,7 @@
 //! pipeline as the operator ([`crate::reconcile`]) with the state file as its store,
 //! then writes back rollbacks and removes what no Release wants any more.
 
+use crate::backend::BackendError;
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -228,7 +229,7 @@ pub struct Runner {
     shared: Arc<Shared>,
     manifests: Option<Manifests>,
     fingerprint: Option<String>,
-    backends: BTreeMap<String, Result<DockerBackend, String>>,
+    backends: BTreeMap<String, Result<DockerBackend, BackendError>>,
     windows: BTreeMap<String, Windows>,
     /// What the pipeline applied, per Release.
     memory: Memory,
@@ -607,11 +608,11 @@ impl Runner {
         self.windows.clear();
         for ((_, name), env) in &m.environments {
             let backend = match &env.object.spec.backend {
-                BackendSpec::Docker(d) => DockerBackend::connect(d).map_err(|e| e.to_string()),
-                BackendSpec::Kubernetes(k) => Err(format!(
+                BackendSpec::Docker(d) => DockerBackend::connect(d),
+                BackendSpec::Kubernetes(k) => Err(BackendError::Unsupported(format!(
                     "the Kubernetes backend (namespace {}) needs the operator, not vigie run",
                     k.namespace
-                )),
+                ))),
             };
             if let Err(e) = &backend {
                 tracing::error!(environment = %name, error = %e, "backend unusable");
@@ -825,11 +826,13 @@ impl Runner {
         reconcile::release(&subject, &ports).await.ok()
     }
 
-    fn backend(&self, environment: &str) -> Result<&DockerBackend, String> {
+    fn backend(&self, environment: &str) -> Result<&DockerBackend, BackendError> {
         match self.backends.get(environment) {
             Some(Ok(b)) => Ok(b),
             Some(Err(e)) => Err(e.clone()),
-            None => Err(format!("no backend for environment {environment}")),
+            None => Err(BackendError::Unsupported(format!(
+                "no backend for environment {environment}"
+            ))),
         }
     }
 
