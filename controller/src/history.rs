@@ -53,6 +53,26 @@ fn event(e: HistoryEvent) -> &'static str {
     }
 }
 
+/// Why a Release's history could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The state file could not be read.
+    #[error(transparent)]
+    State(#[from] crate::store::StateError),
+    /// The Kubernetes API refused or did not answer.
+    #[error("{what}: {source}")]
+    Kubernetes {
+        /// What was asked.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// There is no state file, or no such Release.
+    #[error("{0}")]
+    NotFound(String),
+}
+
 /// The history of the Release binding `location` to `environment` in the state file.
 ///
 /// # Errors
@@ -61,20 +81,19 @@ pub fn from_state(
     path: &std::path::Path,
     location: &str,
     environment: &str,
-) -> Result<Vec<HistoryEntry>, String> {
-    let state = crate::store::load(path)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no state file at {}", path.display()))?;
+) -> Result<Vec<HistoryEntry>, HistoryError> {
+    let state = crate::store::load(path)?
+        .ok_or_else(|| HistoryError::NotFound(format!("no state file at {}", path.display())))?;
     state
         .releases
         .values()
         .find(|r| r.code_location == location && r.environment == environment)
         .map(|r| r.status.history.clone())
         .ok_or_else(|| {
-            format!(
+            HistoryError::NotFound(format!(
                 "no Release of {location} in {environment} in {}",
                 path.display()
-            )
+            ))
         })
 }
 
@@ -86,21 +105,29 @@ pub async fn from_kubernetes(
     namespace: &str,
     location: &str,
     environment: &str,
-) -> Result<Vec<HistoryEntry>, String> {
+) -> Result<Vec<HistoryEntry>, HistoryError> {
     let client = kube::Client::try_default()
         .await
-        .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+        .map_err(|source| HistoryError::Kubernetes {
+            what: "cannot reach Kubernetes".into(),
+            source,
+        })?;
     let api: kube::Api<crate::api::Release> = kube::Api::namespaced(client, namespace);
     let list = api
         .list(&kube::api::ListParams::default())
         .await
-        .map_err(|e| format!("cannot list Releases in {namespace}: {e}"))?;
+        .map_err(|source| HistoryError::Kubernetes {
+            what: format!("cannot list Releases in {namespace}"),
+            source,
+        })?;
     list.items
         .into_iter()
         .find(|r| r.spec.code_location == location && r.spec.environment == environment)
         .map(|r| r.status.map(|s| s.history).unwrap_or_default())
         .ok_or_else(|| {
-            format!("no Release of {location} in {environment} in namespace {namespace}")
+            HistoryError::NotFound(format!(
+                "no Release of {location} in {environment} in namespace {namespace}"
+            ))
         })
 }
 

@@ -19,7 +19,10 @@ pub(super) fn history(
             .build()
         {
             Ok(rt) => rt.block_on(crate::history::from_kubernetes(&ns, location, env)),
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                eprintln!("vigie: failed to start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
         },
     };
     match entries {

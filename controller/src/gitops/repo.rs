@@ -107,7 +107,12 @@ fn ssh_port(url: &str) -> u16 {
 ///
 /// # Errors
 /// The host is unknown, or its key differs from every listed one.
-pub fn check_host_key(known_hosts: &str, host: &str, port: u16, key: &[u8]) -> Result<(), String> {
+pub fn check_host_key(
+    known_hosts: &str,
+    host: &str,
+    port: u16,
+    key: &[u8],
+) -> Result<(), HostKeyError> {
     use base64::Engine as _;
     let hashed_name = if port == 22 {
         host.to_owned()
@@ -144,14 +149,24 @@ pub fn check_host_key(known_hosts: &str, host: &str, port: u16, key: &[u8]) -> R
         }
     }
     if listed {
-        Err(format!(
-            "the host key of {host} differs from the one in knownHosts: refusing to connect (a changed server, or an impostor)"
-        ))
+        Err(HostKeyError::Changed(host.to_owned()))
     } else {
-        Err(format!(
-            "{host} is not in knownHosts: add its key (ssh-keyscan {host}) to trust it"
-        ))
+        Err(HostKeyError::Unknown(host.to_owned()))
     }
+}
+
+/// Why an SSH host is not trusted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HostKeyError {
+    /// Its key differs from every one listed for it.
+    #[error(
+        "the host key of {0} differs from the one in knownHosts: refusing to connect (a changed \
+         server, or an impostor)"
+    )]
+    Changed(String),
+    /// It is not listed.
+    #[error("{0} is not in knownHosts: add its key (ssh-keyscan {0}) to trust it")]
+    Unknown(String),
 }
 
 pub(super) fn callbacks<'a>(
@@ -196,6 +211,7 @@ pub(super) fn callbacks<'a>(
         match check_host_key(known, host, port, key) {
             Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
             Err(why) => {
+                let why = why.to_string();
                 *refused.borrow_mut() = Some(why.clone());
                 Err(git2::Error::from_str(&why))
             }
@@ -494,19 +510,18 @@ mod tests {
         assert_eq!(check_host_key(&known, "10.0.0.1", 22, &key), Ok(()));
         assert_eq!(check_host_key(&known, "127.0.0.1", 2222, &key), Ok(()));
         let other = vec![7u8; key.len()];
-        assert!(
-            check_host_key(&known, "git.example", 22, &other)
-                .unwrap_err()
-                .contains("differs")
+        assert_eq!(
+            check_host_key(&known, "git.example", 22, &other),
+            Err(HostKeyError::Changed("git.example".into()))
         );
-        assert!(
-            check_host_key(&known, "elsewhere", 22, &key)
-                .unwrap_err()
-                .contains("not in knownHosts")
+        assert_eq!(
+            check_host_key(&known, "elsewhere", 22, &key),
+            Err(HostKeyError::Unknown("elsewhere".into()))
         );
         assert!(
             check_host_key("", "git.example", 22, &key)
                 .unwrap_err()
+                .to_string()
                 .contains("not in knownHosts")
         );
     }
@@ -527,13 +542,13 @@ mod tests {
         assert!(
             check_host_key(&known, "127.0.0.1", 22, &key)
                 .unwrap_err()
+                .to_string()
                 .contains("not in knownHosts")
         );
         let other = vec![7u8; key.len()];
-        assert!(
-            check_host_key(&known, "git.example", 22, &other)
-                .unwrap_err()
-                .contains("differs")
+        assert_eq!(
+            check_host_key(&known, "git.example", 22, &other),
+            Err(HostKeyError::Changed("git.example".into()))
         );
         assert!(!hashed_name_is("|1|not base64|x", "git.example"));
     }

@@ -80,15 +80,29 @@ pub enum TagPattern {
 ///
 /// # Errors
 /// A range that does not parse.
-pub fn tag_pattern(s: &str) -> Result<TagPattern, String> {
+pub fn tag_pattern(s: &str) -> Result<TagPattern, NotARange> {
     let t = s.trim();
     if t.starts_with(['>', '<', '=', '^', '~']) {
         semver::VersionReq::parse(t)
             .map(TagPattern::Range)
-            .map_err(|e| format!("{s:?} is not a semver range: {e}"))
+            .map_err(|source| NotARange {
+                value: s.to_owned(),
+                source,
+            })
     } else {
         Ok(TagPattern::Glob(t.to_owned()))
     }
+}
+
+/// A `track[].tags` value that starts like a semver range and is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("{value:?} is not a semver range: {source}")]
+pub struct NotARange {
+    /// The value.
+    pub value: String,
+    /// Why.
+    #[source]
+    pub source: semver::Error,
 }
 
 fn version(tag: &str) -> Option<semver::Version> {

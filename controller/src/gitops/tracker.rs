@@ -18,6 +18,17 @@ pub struct Outcome {
     pub step: Step,
 }
 
+/// Why the tracked refs could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackError {
+    /// The repository could not be fetched or read.
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    /// A rule's tag pattern does not parse.
+    #[error(transparent)]
+    Pattern(#[from] track::NotARange),
+}
+
 /// What an environment's Release knows: its revision (a SHA) and its quarantine.
 pub type Known = (Option<Sha>, Vec<Sha>);
 
@@ -32,7 +43,7 @@ pub fn evaluate(
     creds: &Credentials,
     rules: &[TrackRule],
     known: &dyn Fn(&str) -> Known,
-) -> Result<Vec<Outcome>, String> {
+) -> Result<Vec<Outcome>, TrackError> {
     let mirror = Mirror::open(cache, url)?;
     let mut refspecs: Vec<String> = rules
         .iter()

@@ -169,7 +169,7 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
     for file in &files {
         match read_manifest(file) {
             Ok(text) => sources.push((file.clone(), text)),
-            Err(message) => problems.push(file_problem(file, message)),
+            Err(e) => problems.push(file_problem(file, e.to_string())),
         }
     }
     let mut report = load_sources(&sources);
@@ -190,25 +190,31 @@ pub fn load_paths(paths: &[PathBuf]) -> LoadReport {
     report
 }
 
+/// Why a manifest file was not read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "larger than {} MiB; not read (a file of manifests is a few kilobytes)",
+        yaml::MAX_FILE_BYTES >> 20
+    )]
+    TooLarge,
+    #[error("cannot read: not UTF-8 (invalid byte at offset {0}); manifests are UTF-8 text")]
+    NotUtf8(usize),
+}
+
 /// The text of one manifest file, read only up to [`yaml::MAX_FILE_BYTES`].
-fn read_manifest(file: &Path) -> Result<String, String> {
+fn read_manifest(file: &Path) -> Result<String, ReadError> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::File::open(file)
-        .and_then(|f| f.take(yaml::MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot read: {e}"))?;
+    std::fs::File::open(file)?
+        .take(yaml::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > yaml::MAX_FILE_BYTES {
-        return Err(format!(
-            "larger than {} MiB; not read (a file of manifests is a few kilobytes)",
-            yaml::MAX_FILE_BYTES >> 20
-        ));
+        return Err(ReadError::TooLarge);
     }
-    String::from_utf8(bytes).map_err(|e| {
-        format!(
-            "cannot read: not UTF-8 (invalid byte at offset {}); manifests are UTF-8 text",
-            e.utf8_error().valid_up_to()
-        )
-    })
+    String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.utf8_error().valid_up_to()))
 }
 
 /// Loads manifests from in-memory `(file name, YAML text)` pairs.

@@ -184,8 +184,7 @@ impl KubernetesBackend {
                     self.namespace, existing.name, workload.release
                 ))
             })?;
-        let container = container_name(&current, existing.container.as_deref())
-            .map_err(BackendError::Kubernetes)?;
+        let container = container_name(&current, existing.container.as_deref())?;
         let mut patch = image_patch(&existing.name, &container, image, sha);
         // Labelled so the watch on Vigie's Deployments sees it.
         patch["metadata"]["labels"] = serde_json::json!({

@@ -268,7 +268,8 @@ pub fn image_patch(name: &str, container: &str, image: &str, sha: &Sha) -> serde
 pub fn container_name(
     deployment: &Deployment,
     wanted: Option<&str>,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, crate::backend::BackendError> {
+    use crate::backend::BackendError;
     let containers = deployment
         .spec
         .as_ref()
@@ -277,7 +278,7 @@ pub fn container_name(
         .unwrap_or_default();
     match wanted {
         Some(w) if containers.iter().any(|c| c.name == w) => Ok(w.to_owned()),
-        Some(w) => Err(format!(
+        Some(w) => Err(BackendError::Unsupported(format!(
             "Deployment {} has no container {w:?} (it has {})",
             deployment.metadata.name.as_deref().unwrap_or("?"),
             containers
@@ -285,12 +286,12 @@ pub fn container_name(
                 .map(|c| c.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )),
+        ))),
         None => containers.first().map(|c| c.name.clone()).ok_or_else(|| {
-            format!(
+            BackendError::Unsupported(format!(
                 "Deployment {} has no container",
                 deployment.metadata.name.as_deref().unwrap_or("?")
-            )
+            ))
         }),
     }
 }
@@ -407,7 +408,7 @@ mod tests {
         assert_eq!(container_name(&d, Some("app")).unwrap(), "app");
         let e = container_name(&d, Some("sidecar")).unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "Deployment web-preprod has no container \"sidecar\" (it has app)"
         );
     }
