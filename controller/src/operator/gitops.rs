@@ -211,7 +211,7 @@ async fn once(ctx: &Ctx, options: &Options, synced: &mut Synced) {
         Err(e) => {
             ctx.shared.metrics.git_sync_errors.inc();
             tracing::error!(commit = %sha.short(), error = %e, "failed to apply the manifests");
-            fail(ctx, options, synced, &e, now, "ApplyFailed").await;
+            fail(ctx, options, synced, &e.to_string(), now, "ApplyFailed").await;
         }
     }
 }
@@ -223,9 +223,37 @@ fn namespace_of(meta: &kube::api::ObjectMeta, options: &Options) -> String {
         .unwrap_or_else(|| options.default_namespace.clone())
 }
 
+/// Why the objects of a commit could not all be applied or pruned.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The API server refused or did not answer.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was asked (`applying Release apps/web-prod`).
+        what: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object could not be written as JSON.
+    #[error("{what}: {source}")]
+    Json {
+        /// Which object.
+        what: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Applies every object (Environments and CodeLocations before the Releases that name
 /// them), then prunes, Releases first.
-async fn apply(ctx: &Ctx, options: &Options, m: &Manifests, sha: &Sha) -> Result<Report, String> {
+async fn apply(
+    ctx: &Ctx,
+    options: &Options,
+    m: &Manifests,
+    sha: &Sha,
+) -> Result<Report, ApplyError> {
     let mut report = Report::default();
     let mut keep: BTreeSet<(String, String, String)> = BTreeSet::new();
     for ((_, name), l) in &m.environments {
@@ -256,7 +284,7 @@ async fn apply_one<K>(
     object: &K,
     sha: &Sha,
     report: &mut Report,
-) -> Result<(), String>
+) -> Result<(), ApplyError>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -266,15 +294,19 @@ where
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let kind = K::kind(&()).to_string();
-    let mut desired = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    let json = |source| ApplyError::Json {
+        what: format!("{kind} {ns}/{name}"),
+        source,
+    };
+    let mut desired = serde_json::to_value(object).map_err(json)?;
     let desired_spec = desired.get("spec").cloned();
     // Drift: git's last applied spec differs from the live one, and git did not move.
-    let live = api
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("{kind} {ns}/{name}: {e}"))?;
+    let live = api.get_opt(name).await.map_err(|source| ApplyError::Api {
+        what: format!("{kind} {ns}/{name}"),
+        source,
+    })?;
     if let Some(live) = &live {
-        let live_json = serde_json::to_value(live).map_err(|e| e.to_string())?;
+        let live_json = serde_json::to_value(live).map_err(json)?;
         let managed = live.labels().get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
         let same_commit = live.annotations().get(COMMIT_ANNOTATION) == Some(&sha.to_string());
         if managed && same_commit && live_json.get("spec") != desired_spec.as_ref() {
@@ -284,7 +316,10 @@ where
     let meta = desired
         .get_mut("metadata")
         .and_then(|m| m.as_object_mut())
-        .ok_or("an object without metadata")?;
+        .ok_or_else(|| ApplyError::Json {
+            what: format!("{kind} {ns}/{name}"),
+            source: serde::de::Error::custom("an object without metadata"),
+        })?;
     meta.insert("namespace".into(), ns.into());
     meta.remove("resourceVersion");
     meta.remove("uid");
@@ -305,7 +340,10 @@ where
         &Patch::Apply(&desired),
     )
     .await
-    .map_err(|e| format!("applying {kind} {ns}/{name}: {e}"))?;
+    .map_err(|source| ApplyError::Api {
+        what: format!("applying {kind} {ns}/{name}"),
+        source,
+    })?;
     report.applied += 1;
     Ok(())
 }
@@ -314,7 +352,7 @@ async fn prune<K>(
     ctx: &Ctx,
     keep: &BTreeSet<(String, String, String)>,
     report: &mut Report,
-) -> Result<(), String>
+) -> Result<(), ApplyError>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -327,7 +365,10 @@ where
     let list = api
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(|e| format!("listing {kind}s: {e}"))?;
+        .map_err(|source| ApplyError::Api {
+            what: format!("listing {kind}s"),
+            source,
+        })?;
     for o in list.items {
         let ns = o.namespace().unwrap_or_default();
         let name = o.name_any();
@@ -338,7 +379,12 @@ where
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => report.pruned.push(format!("{kind} {ns}/{name}")),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(format!("pruning {kind} {ns}/{name}: {e}")),
+            Err(source) => {
+                return Err(ApplyError::Api {
+                    what: format!("pruning {kind} {ns}/{name}"),
+                    source,
+                });
+            }
         }
     }
     Ok(())

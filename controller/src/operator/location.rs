@@ -44,17 +44,28 @@ pub async fn controller(
     .await;
 }
 
-/// What is wrong with a location's configuration, if anything.
-async fn problems(ctx: &Ctx, loc: &CodeLocation) -> Result<String, String> {
+/// What is wrong with a location's configuration.
+#[derive(Debug, thiserror::Error)]
+enum Misconfigured {
+    /// Secrets it names cannot be read.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Secrets(Vec<crate::secrets::SecretError>),
+    /// The CI provider refuses or does not answer.
+    #[error("CI provider: {0}")]
+    Provider(crate::ci::poll::PollError),
+}
+
+/// What is wrong with a location's configuration, if anything; else what works.
+async fn problems(ctx: &Ctx, loc: &CodeLocation) -> Result<String, Misconfigured> {
     let ns = loc.namespace().unwrap_or_default();
     let mut errors = Vec::new();
     for r in secrets::references(loc) {
         if let Err(e) = secrets::read(&ctx.client, &ns, &r).await {
-            errors.push(e.to_string());
+            errors.push(e);
         }
     }
     if !errors.is_empty() {
-        return Err(errors.join("; "));
+        return Err(Misconfigured::Secrets(errors));
     }
     let resolve = |s: &crate::api::SecretSource| ctx.secrets.get(&ns, s);
     match ctx
@@ -65,7 +76,7 @@ async fn problems(ctx: &Ctx, loc: &CodeLocation) -> Result<String, String> {
     {
         None => Ok("configuration usable; CI reports through /hooks/ci".into()),
         Some(Ok(())) => Ok("configuration usable; the CI provider answers".into()),
-        Some(Err(e)) => Err(format!("CI provider: {e}")),
+        Some(Err(e)) => Err(Misconfigured::Provider(e)),
     }
 }
 
@@ -91,7 +102,7 @@ async fn reconcile(loc: Arc<CodeLocation>, ctx: Arc<Ctx>) -> Result<Action, kube
             crate::lifecycle::READY,
             ConditionStatus::False,
             "ConfigurationInvalid",
-            e,
+            &e.to_string(),
             now,
             loc.metadata.generation,
         ),

@@ -40,7 +40,7 @@ pub fn set_revision(
     namespace: &str,
     name: &str,
     revision: &str,
-) -> Result<Edit, String> {
+) -> Result<Edit, EditError> {
     let mut found = None;
     for (index, (start, end)) in documents(text).into_iter().enumerate() {
         let Ok(value) = crate::manifest::yaml::from_str::<Value>(&text[start..end]) else {
@@ -62,9 +62,9 @@ pub fn set_revision(
             continue;
         }
         if found.is_some() {
-            return Err(format!(
-                "Release {namespace}/{name} is defined twice in the same file"
-            ));
+            return Err(EditError::Twice {
+                release: format!("{namespace}/{name}"),
+            });
         }
         found = Some((index + 1, start, end, value));
     }
@@ -80,16 +80,37 @@ pub fn set_revision(
         return Ok(Edit::AlreadySet);
     }
     let chunk = &text[start..end];
-    let edited = edit_document(chunk, &value, revision).ok_or_else(|| {
-        format!(
-            "document {document} (Release/{name}): cannot edit spec.revision safely; write it as `revision: <sha>` under `spec:`"
-        )
+    let edited = edit_document(chunk, &value, revision).ok_or_else(|| EditError::Layout {
+        document,
+        name: name.to_owned(),
     })?;
     Ok(Edit::Edited(format!(
         "{}{edited}{}",
         &text[..start],
         &text[end..]
     )))
+}
+
+/// Why a Release's revision is not edited in a file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    /// The Release is in the file twice.
+    #[error("Release {release} is defined twice in the same file")]
+    Twice {
+        /// `namespace/name`.
+        release: String,
+    },
+    /// Its revision is not written in a way that can be edited without guessing.
+    #[error(
+        "document {document} (Release/{name}): cannot edit spec.revision safely; write it as \
+         `revision: <sha>` under `spec:`"
+    )]
+    Layout {
+        /// 1-based document index.
+        document: usize,
+        /// The Release.
+        name: String,
+    },
 }
 
 /// Byte ranges of the documents of a YAML stream (separator lines excluded).
@@ -252,6 +273,7 @@ mod tests {
         assert!(
             set_revision(&twice, "default", "default", "app-dev", "x")
                 .unwrap_err()
+                .to_string()
                 .contains("defined twice")
         );
     }
@@ -261,6 +283,16 @@ mod tests {
         // A spec given as an alias: editing the anchor would change another field too.
         let text = "kind: Environment\n---\nkind: Release\nmetadata: {name: app-dev}\nx-base: &spec {environment: dev, revision: main}\nspec: *spec\n";
         let err = set_revision(text, "default", "default", "app-dev", SHA).unwrap_err();
-        assert!(err.contains("document 2 (Release/app-dev)"), "{err}");
+        assert_eq!(
+            err,
+            EditError::Layout {
+                document: 2,
+                name: "app-dev".into()
+            }
+        );
+        assert!(
+            err.to_string().contains("document 2 (Release/app-dev)"),
+            "{err}"
+        );
     }
 }
