@@ -2113,8 +2113,10 @@ fn helm_status(release: &str, ns: &str) -> Option<serde_json::Value> {
 /// docs/kubernetes.md runs as written on the e2e control plane: its marked shell
 /// blocks in order, in one shell at the repository's root, with `VIGIE` (the binary of
 /// this build), `VIGIE_LISTEN` (a free port) and `VIGIE_IMAGE` (kwok pulls no image)
-/// set as the page says a reader may. After the blocks that promise something, the
-/// test checks it apart from the page's own commands.
+/// set as the page says a reader may, and `VIGIE_NAMESPACE=apps` (`--namespace`): the
+/// other tests of this binary run at the same time in namespaces of their own, which a
+/// controller watching every namespace would act on. After the blocks that promise
+/// something, the test checks it apart from the page's own commands.
 #[tokio::test(flavor = "multi_thread")]
 async fn docs_kubernetes_md_runs_as_written() {
     if !k8s::enabled("docs") {
@@ -2137,6 +2139,7 @@ async fn docs_kubernetes_md_runs_as_written() {
             ("VIGIE", env!("CARGO_BIN_EXE_vigie").into()),
             ("VIGIE_LISTEN", format!("127.0.0.1:{port}")),
             ("VIGIE_IMAGE", image.into()),
+            ("VIGIE_NAMESPACE", "apps".into()),
             ("TMPDIR", scratch.join("tmp").display().to_string()),
             // The reader's git knows who they are.
             ("GIT_AUTHOR_NAME", "Reader".into()),

@@ -1,18 +1,22 @@
-//! A Release's identity: its namespace and name, written `namespace/name` where a
-//! string is needed (the state file, logs).
+//! An object's identity (a Release, a CodeLocation, an Environment): its namespace and
+//! name, written `namespace/name` where a string is needed (the state file, logs, the
+//! maps webhooks look locations up in). Keys are built and read here only.
 
 use std::{fmt, str::FromStr};
 
-/// A Release's namespace and name.
+/// An object's namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReleaseKey {
+pub struct ObjectKey {
     /// The namespace (`default` for manifests that name none).
     pub namespace: String,
-    /// The Release's name.
+    /// The object's name.
     pub name: String,
 }
 
-impl ReleaseKey {
+/// A Release's key.
+pub type ReleaseKey = ObjectKey;
+
+impl ObjectKey {
     /// The key of `name` in `namespace`.
     #[must_use]
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
@@ -22,15 +26,15 @@ impl ReleaseKey {
         }
     }
 
-    /// The key of another object of the same namespace (`namespace/other`): the
-    /// Release's CodeLocation or Environment.
+    /// The key of another object of the same namespace: the Release's CodeLocation or
+    /// Environment.
     #[must_use]
-    pub fn sibling(&self, other: &str) -> String {
-        format!("{}/{other}", self.namespace)
+    pub fn sibling(&self, other: &str) -> Self {
+        Self::new(self.namespace.clone(), other)
     }
 }
 
-impl fmt::Display for ReleaseKey {
+impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
     }
@@ -41,7 +45,7 @@ impl fmt::Display for ReleaseKey {
 #[error("{0:?} is not namespace/name")]
 pub struct KeyError(pub String);
 
-impl FromStr for ReleaseKey {
+impl FromStr for ObjectKey {
     type Err = KeyError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -63,7 +67,7 @@ mod tests {
         let key = ReleaseKey::new("apps", "web-prod");
         assert_eq!(key.to_string(), "apps/web-prod");
         assert_eq!("apps/web-prod".parse::<ReleaseKey>(), Ok(key.clone()));
-        assert_eq!(key.sibling("web"), "apps/web");
+        assert_eq!(key.sibling("web").to_string(), "apps/web");
         for bad in ["", "web", "/web", "apps/", "a/b/c"] {
             assert!(bad.parse::<ReleaseKey>().is_err(), "{bad}");
         }

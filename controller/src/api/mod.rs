@@ -10,7 +10,7 @@ pub mod release;
 pub use code_location::{CodeLocation, CodeLocationSpec, CodeLocationStatus};
 pub use common::{Condition, ConditionStatus, DurationSpec, SecretSource, Sha};
 pub use environment::{Environment, EnvironmentSpec, EnvironmentStatus};
-pub use key::ReleaseKey;
+pub use key::{ObjectKey, ReleaseKey};
 pub use release::{Phase, Release, ReleaseSpec, ReleaseStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

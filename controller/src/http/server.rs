@@ -165,7 +165,10 @@ impl Shared {
         }
         specs
             .keys()
-            .filter(|k| k.rsplit_once('/').is_some_and(|(_, n)| n == name))
+            .filter(|k| {
+                k.parse::<crate::api::key::ObjectKey>()
+                    .is_ok_and(|k| k.name == name)
+            })
             .cloned()
             .collect()
     }

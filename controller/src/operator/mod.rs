@@ -282,11 +282,17 @@ impl KubePersist {
         key: &str,
         verdicts: &BTreeMap<Sha, StoredVerdict>,
     ) -> Result<(), RecordError> {
-        let (ns, name) = key.split_once('/').ok_or_else(|| RecordError {
-            category: crate::error::Category::InvalidSpec,
-            source: format!("{key}: not a namespace/name key").into(),
-        })?;
-        let api: Api<CodeLocation> = Api::namespaced(self.client.clone(), ns);
+        let crate::api::key::ObjectKey {
+            namespace: ns,
+            name,
+        } = key
+            .parse()
+            .map_err(|e: crate::api::key::KeyError| RecordError {
+                category: crate::error::Category::InvalidSpec,
+                source: Box::new(e),
+            })?;
+        let name = name.as_str();
+        let api: Api<CodeLocation> = Api::namespaced(self.client.clone(), &ns);
         for _ in 0..5 {
             let current = api
                 .get_status(name)
@@ -367,12 +373,19 @@ async fn follow_locations(
             Ok(_) => {}
         }
         let all = reader.state();
-        secrets.refresh(&client, &all).await;
+        // The settings first: a delivery to /hooks/ci for a location just created is
+        // matched at once, not after the Secrets of every location are read again (a
+        // delivery signed with the location's own Secret waits for that read, as
+        // before, and the forge retries it).
         let ci = all
             .iter()
             .map(|l| {
                 (
-                    format!("{}/{}", l.namespace().unwrap_or_default(), l.name_any()),
+                    crate::api::key::ObjectKey::new(
+                        l.namespace().unwrap_or_default(),
+                        l.name_any(),
+                    )
+                    .to_string(),
                     l.spec.ci.clone(),
                 )
             })
@@ -387,6 +400,7 @@ async fn follow_locations(
                 .map(|l| l.spec.repo.url.clone())
                 .collect();
         }
+        secrets.refresh(&client, &all).await;
         shared
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -164,8 +164,11 @@ impl SecretCache {
     pub fn resolver(&self) -> SecretResolver {
         let cache = self.clone();
         Arc::new(move |location: &str, source: &SecretSource| {
-            let namespace = location.split_once('/').map_or("", |(ns, _)| ns);
-            cache.get(namespace, source)
+            let namespace = location
+                .parse::<crate::api::key::ObjectKey>()
+                .map(|k| k.namespace)
+                .unwrap_or_default();
+            cache.get(&namespace, source)
         })
     }
 }

@@ -66,7 +66,7 @@ impl Subject<'_> {
     /// `namespace/codeLocation`.
     #[must_use]
     pub fn location_key(&self) -> String {
-        self.key.sibling(&self.spec.code_location)
+        self.key.sibling(&self.spec.code_location).to_string()
     }
 }
 

@@ -180,7 +180,7 @@ impl Control {
                 crate::secrets::resolve,
             ),
         );
-        let key = format!("{ns}/{name}");
+        let key = crate::api::ReleaseKey::new(ns.clone(), name.clone()).to_string();
         let state = self.shared.state.lock().expect("state lock");
         let target = state.releases.get(&key).map(|r| r.status.clone());
         let upstream = env.promotion.as_ref().and_then(|p| {
