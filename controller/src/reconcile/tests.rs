@@ -473,3 +473,71 @@ async fn a_branch_is_resolved_through_the_revisions_port() {
         "{status:#?}"
     );
 }
+
+/// Log lines written into a buffer a test reads.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[test]
+fn what_a_reconcile_logs_carries_the_release_its_place_and_the_sha() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(logs.clone())
+        .finish();
+    let a = sha('a');
+    tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let mut w = World::new();
+                w.revision(&a);
+                w.until(Phase::Verifying).await;
+            });
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let started: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["event"] == "DeployStarted")
+        .collect();
+    assert_eq!(started.len(), 1, "{text}");
+    let span = &started[0]["span"];
+    assert_eq!(span["name"], "reconcile", "{text}");
+    assert_eq!(span["release"], "app-preprod");
+    assert_eq!(span["namespace"], "apps");
+    assert_eq!(span["environment"], "preprod");
+    assert_eq!(span["code_location"], "app");
+    assert_eq!(span["sha"], a.short());
+    assert_eq!(started[0]["fields"]["sha"], a.short());
+}
