@@ -191,7 +191,11 @@ impl Dispatcher {
                     .filter(|s| wants(s, job.message.event))
                     .cloned()
                     .collect();
-                let key = format!("{}/{}", job.namespace, job.message.environment);
+                let key = crate::api::ObjectKey::new(
+                    job.namespace.clone(),
+                    job.message.environment.clone(),
+                )
+                .to_string();
                 let namespace = job.namespace.clone();
                 let message = {
                     let (sender, cache) = (sender.clone(), cache.clone());

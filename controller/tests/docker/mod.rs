@@ -267,12 +267,7 @@ impl Vigie {
     /// SIGTERM; the exit status, or `None` when the process is still there after
     /// `within` (it is then killed).
     pub fn terminate_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take().expect("vigie runs");
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        let mut child = self.sigterm();
         let start = std::time::Instant::now();
         while start.elapsed() < within {
             if let Some(status) = child.try_wait().unwrap() {
@@ -292,13 +287,18 @@ impl Vigie {
 
     /// SIGTERM, as `systemctl stop`; waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("vigie runs");
+        self.sigterm().wait().unwrap()
+    }
+
+    /// Sends SIGTERM to the running `vigie run` and hands over its process.
+    fn sigterm(&mut self) -> Child {
+        let child = self.child.take().expect("vigie runs");
         let sent = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
-        child.wait().unwrap()
+        child
     }
 
     /// SIGKILL, as a crash.
