@@ -42,6 +42,18 @@ impl From<GitError> for String {
     }
 }
 
+/// One commit, as a person reads it in a list (a promotion's or a rollback's).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Commit {
+    /// The commit.
+    pub sha: Sha,
+    /// Its subject line.
+    pub subject: String,
+    /// Its author's name.
+    pub author: String,
+}
+
 /// `url` with any user and password replaced by `***`, for messages.
 #[must_use]
 pub fn redact(url: &str) -> String {

@@ -385,7 +385,7 @@ impl Mirror {
         tip: &Sha,
         hide: Option<&Sha>,
         limit: usize,
-    ) -> Result<(Vec<crate::promote::Commit>, bool), GitError> {
+    ) -> Result<(Vec<crate::git::Commit>, bool), GitError> {
         let missing =
             |s: &Sha| GitError::NotFound(format!("commit {} is not in the repository", s.short()));
         let mut walk = self.repo.revwalk().map_err(local)?;
@@ -402,7 +402,7 @@ impl Mirror {
                 return Ok((out, true));
             }
             let commit = self.repo.find_commit(id).map_err(local)?;
-            out.push(crate::promote::Commit {
+            out.push(crate::git::Commit {
                 sha: sha_of(id),
                 subject: commit
                     .summary()
@@ -444,7 +444,7 @@ pub fn commits_between(
     tip: &Sha,
     hide: Option<&Sha>,
     limit: usize,
-) -> Result<(Vec<crate::promote::Commit>, bool), GitError> {
+) -> Result<(Vec<crate::git::Commit>, bool), GitError> {
     let mirror = Mirror::open(cache, url)?;
     if !mirror.has(tip) || hide.is_some_and(|h| !mirror.has(h)) {
         mirror.fetch(&["refs/heads/*".into(), "refs/tags/*".into()], creds)?;

@@ -135,7 +135,7 @@ pub enum PromoteError {
     Anonymous,
     /// The control socket of `vigie run` could not be used.
     #[error(transparent)]
-    Control(#[from] crate::standalone::control::ControlError),
+    Control(#[from] super::client::ControlError),
     /// `vigie run` answered with an error.
     #[error("{0}")]
     Answer(String),

@@ -9,6 +9,8 @@ pub mod kubernetes;
 
 pub use error::{PromoteError, Refusal};
 
+pub use crate::git::Commit;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -116,18 +118,6 @@ impl Side {
             validated: status.and_then(|s| s.validated_sha.clone()),
         }
     }
-}
-
-/// One commit between the two sides.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Commit {
-    /// The commit.
-    pub sha: Sha,
-    /// Its subject line.
-    pub subject: String,
-    /// Its author's name.
-    pub author: String,
 }
 
 /// What a person is about to do, shown before they confirm.

@@ -25,10 +25,7 @@ use axum::{
 };
 use jiff::Timestamp;
 use serde_json::json;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{UnixListener, UnixStream},
-};
+use tokio::net::{UnixListener, UnixStream};
 
 use crate::http::server::Shared;
 use crate::store::Requests;
@@ -334,95 +331,6 @@ async fn decide(
     .into_response()
 }
 
-/// Why the control socket could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// Nothing listens there.
-    #[error("cannot reach vigie run at {}: {source} (is it running, with this --state?)", .socket.display())]
-    Unreachable {
-        /// The socket.
-        socket: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The exchange broke off.
-    #[error("the control socket: {0}")]
-    Io(#[from] std::io::Error),
-    /// The answer is not HTTP.
-    #[error("the control socket gave no HTTP {0}")]
-    NotHttp(&'static str),
-}
-
-/// One HTTP/1.1 exchange over the control socket; returns the status and the body.
-///
-/// # Errors
-/// The socket cannot be reached (no `vigie run` there), or the answer is not HTTP.
-pub async fn request(
-    socket: &Path,
-    method: &str,
-    path_and_query: &str,
-    body: Option<&serde_json::Value>,
-) -> Result<(u16, serde_json::Value), ControlError> {
-    let mut stream =
-        UnixStream::connect(socket)
-            .await
-            .map_err(|source| ControlError::Unreachable {
-                socket: socket.to_owned(),
-                source,
-            })?;
-    let body = body.map(serde_json::Value::to_string).unwrap_or_default();
-    let head = format!(
-        "{method} {path_and_query} HTTP/1.1\r\nHost: vigie\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(format!("{head}{body}").as_bytes()).await?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await?;
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or(ControlError::NotHttp("answer"))?;
-    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
-    let body = &answer[split + 4..];
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or(ControlError::NotHttp("status"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
-    let value = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
-    Ok((status, value))
-}
-
-/// The body of a chunked HTTP/1.1 answer.
-fn dechunk(mut rest: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
-        let Some(n) = std::str::from_utf8(&rest[..eol])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-        else {
-            break;
-        };
-        let after = &rest[eol + 2..];
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.extend_from_slice(&after[..n]);
-        rest = after[n..].strip_prefix(b"\r\n").unwrap_or(&after[n..]);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,13 +339,5 @@ mod tests {
     fn users_are_named_from_passwd() {
         assert_eq!(user_name(0), "root");
         assert_eq!(user_name(4_000_000_000), "uid 4000000000");
-    }
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(
-            dechunk(b"4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"),
-            b"{\"a\":1}"
-        );
     }
 }
