@@ -4,6 +4,7 @@
 //! ([`crate::http::server`]) or polled ([`poll`], scheduled by
 //! [`crate::reconcile::verdicts::Verdicts`]).
 
+pub mod auth;
 pub mod github;
 pub mod gitlab;
 pub mod glob;

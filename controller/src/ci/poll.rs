@@ -261,20 +261,14 @@ impl Client {
     /// The provider's refusal (401, 403, 404…) or why it did not answer.
     pub async fn check_access(
         &self,
+        auth: &super::auth::Auth,
         ci: &crate::api::code_location::CiSpec,
-        resolve: &(
-             dyn Fn(&crate::api::SecretSource) -> Result<Vec<u8>, crate::secrets::SecretError>
-                 + Sync
-         ),
+        resolve: &super::auth::Resolve<'_>,
     ) -> Option<Result<(), PollError>> {
-        let token = |source: Option<&crate::api::SecretSource>| {
-            source
-                .and_then(|s| resolve(s).ok())
-                .and_then(|t| String::from_utf8(t).ok())
-        };
         if let Some(g) = &ci.github {
             let url = format!("{}/repos/{}", g.api_url.trim_end_matches('/'), g.repository);
-            let auth = token(g.token.as_ref()).map(|t| ("authorization", format!("Bearer {t}")));
+            let token = auth.github(g, resolve).await.ok().flatten();
+            let auth = token.map(|t| ("authorization", format!("Bearer {t}")));
             return Some(self.get(&url, auth).await.map(|_| ()));
         }
         if let Some(g) = &ci.gitlab {
@@ -283,7 +277,8 @@ impl Client {
                 g.api_url.trim_end_matches('/'),
                 encode_project(&g.project)
             );
-            let auth = token(g.token.as_ref()).map(|t| ("private-token", t));
+            let token = auth.gitlab(g, resolve).await.ok().flatten();
+            let auth = token.map(|t| ("private-token", t));
             return Some(self.get(&url, auth).await.map(|_| ()));
         }
         None
@@ -330,23 +325,17 @@ fn encode_project(project: &str) -> String {
 /// when the location's CI is not GitHub or GitLab.
 pub async fn verdict(
     client: &Client,
+    auth: &super::auth::Auth,
     ci: &crate::api::code_location::CiSpec,
     sha: &str,
-    resolve: &(
-         dyn Fn(&crate::api::SecretSource) -> Result<Vec<u8>, crate::secrets::SecretError> + Sync
-     ),
+    resolve: &super::auth::Resolve<'_>,
 ) -> Option<Result<crate::lifecycle::CiVerdict, PollError>> {
-    let token = |source: Option<&crate::api::SecretSource>| {
-        source.and_then(|s| match resolve(s) {
-            Ok(t) => String::from_utf8(t).ok(),
-            Err(e) => {
-                tracing::warn!(error = %e, "CI token unavailable; polling without it");
-                None
-            }
-        })
+    let warned = |e: super::auth::AuthError| {
+        tracing::warn!(error = %e, "CI credential unavailable; polling without it");
+        None
     };
     if let Some(g) = &ci.github {
-        let token = token(g.token.as_ref());
+        let token = auth.github(g, resolve).await.unwrap_or_else(warned);
         let result = async {
             let runs = client
                 .github_check_runs(&g.api_url, &g.repository, sha, token.as_deref())
@@ -359,7 +348,7 @@ pub async fn verdict(
         return Some(result.await);
     }
     if let Some(g) = &ci.gitlab {
-        let token = token(g.token.as_ref());
+        let token = auth.gitlab(g, resolve).await.unwrap_or_else(warned);
         let result = client
             .gitlab_pipelines(&g.api_url, &g.project, sha, token.as_deref())
             .await;

@@ -71,7 +71,7 @@ async fn problems(ctx: &Ctx, loc: &CodeLocation) -> Result<String, Misconfigured
     match ctx
         .polls
         .client()
-        .check_access(&loc.spec.ci, &resolve)
+        .check_access(ctx.polls.auth(), &loc.spec.ci, &resolve)
         .await
     {
         None => Ok("configuration usable; CI reports through /hooks/ci".into()),

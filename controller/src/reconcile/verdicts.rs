@@ -49,6 +49,7 @@ pub trait VerdictStore: Send + Sync {
 #[derive(Default)]
 pub struct Polls {
     client: crate::ci::poll::Client,
+    auth: crate::ci::auth::Auth,
     turns: Mutex<HashMap<(String, Sha), Turn>>,
 }
 
@@ -83,6 +84,12 @@ impl Polls {
     #[must_use]
     pub fn client(&self) -> &crate::ci::poll::Client {
         &self.client
+    }
+
+    /// The credentials of GitHub and GitLab requests.
+    #[must_use]
+    pub fn auth(&self) -> &crate::ci::auth::Auth {
+        &self.auth
     }
 
     /// Whether the (location, SHA) may be polled now.
@@ -148,8 +155,14 @@ impl<S: VerdictStore> Ci for Verdicts<'_, S> {
             return known;
         }
         let resolve = |s: &SecretSource| self.store.secret(subject, s);
-        let Some(result) =
-            crate::ci::poll::verdict(&self.polls.client, spec, sha.as_str(), &resolve).await
+        let Some(result) = crate::ci::poll::verdict(
+            &self.polls.client,
+            &self.polls.auth,
+            spec,
+            sha.as_str(),
+            &resolve,
+        )
+        .await
         else {
             return known;
         };
