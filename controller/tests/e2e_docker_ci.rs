@@ -131,8 +131,8 @@ fn github_check_runs_validate_and_roll_back() {
     );
     assert_eq!(
         github(&v, "check_run", "d-other", &other, SECRET),
-        404,
-        "a repository no CodeLocation watches"
+        202,
+        "a repository no CodeLocation watches: acknowledged, ignored"
     );
     let wrong_sha = check_run(
         13,

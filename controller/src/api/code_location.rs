@@ -114,6 +114,9 @@ pub struct TrackRule {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("[has(self.github), has(self.gitlab), has(self.webhook)].filter(x, x).size() == 1")
     .message("set exactly one of github, gitlab, webhook"))]
+#[x_kube(validation = Rule::new("!has(self.polling) || self.polling != 'never' || (has(self.github) && has(self.github.webhookSecret)) || (has(self.gitlab) && has(self.gitlab.webhookToken)) || has(self.webhook)")
+    .message("polling: never needs the provider's webhook secret (github.webhookSecret or gitlab.webhookToken): without it no verdict can reach Vigie")
+    .field_path(".polling"))]
 pub struct CiSpec {
     /// GitHub check runs and commit statuses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +134,67 @@ pub struct CiSpec {
     #[serde(default = "default_poll_interval")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('10m')").message("must be between 5s and 10m"))]
     pub poll_interval: DurationSpec,
+    /// When GitHub or GitLab is polled for the SHA being verified: `always` (every
+    /// `pollInterval`), `never` (webhook deliveries only), or `fallback` (webhooks, and
+    /// polling once no delivery has come for `pollFallbackAfter`). Default: `fallback`
+    /// when the provider's webhook secret is set, else `always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polling: Option<Polling>,
+    /// With `polling: fallback`, how long without a delivery for the SHA being verified
+    /// before the provider is polled (30s to 1h; default 2m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s') && duration(self) <= duration('1h')").message("must be between 30s and 1h"))]
+    pub poll_fallback_after: Option<DurationSpec>,
+}
+
+/// When a provider's API is polled for verdicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Polling {
+    /// Every `pollInterval` while a SHA is verified.
+    Always,
+    /// Never: verdicts come by webhook only.
+    Never,
+    /// Only after `pollFallbackAfter` without a webhook delivery for the SHA.
+    Fallback,
+}
+
+/// The silence after which `polling: fallback` polls, when not set.
+pub const DEFAULT_POLL_FALLBACK_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl CiSpec {
+    /// The polling in force: as set, else `fallback` when the provider's webhook
+    /// secret is set, else `always`. `never` for `webhook` CI (nothing to poll).
+    #[must_use]
+    pub fn polling(&self) -> Polling {
+        if self.github.is_none() && self.gitlab.is_none() {
+            return Polling::Never;
+        }
+        if let Some(p) = self.polling {
+            return p;
+        }
+        let webhooks = self
+            .github
+            .as_ref()
+            .is_some_and(|g| g.webhook_secret.is_some())
+            || self
+                .gitlab
+                .as_ref()
+                .is_some_and(|g| g.webhook_token.is_some());
+        if webhooks {
+            Polling::Fallback
+        } else {
+            Polling::Always
+        }
+    }
+
+    /// With `polling: fallback`, the silence after which the provider is polled.
+    #[must_use]
+    pub fn poll_fallback_after(&self) -> std::time::Duration {
+        self.poll_fallback_after
+            .as_ref()
+            .map_or(DEFAULT_POLL_FALLBACK_AFTER, |d| d.get())
+    }
 }
 
 fn default_poll_interval() -> DurationSpec {
@@ -187,7 +251,8 @@ fn default_gitlab_api() -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookCi {
-    /// HMAC key; defaults to the process-wide webhook secret.
+    /// This location's own HMAC key: when set, its verdicts must be signed with it (the
+    /// process-wide webhook secret is not accepted for it); else the process-wide secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretSource>,
 }
@@ -388,4 +453,17 @@ pub struct RecordedVerdict {
     /// When Vigie received it.
     #[schemars(with = "String")]
     pub at: jiff::Timestamp,
+    /// How it came: a webhook delivery or a poll of the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<VerdictVia>,
+}
+
+/// How a verdict reached Vigie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum VerdictVia {
+    /// A webhook delivery (`/hooks/ci`, `/hooks/github`, `/hooks/gitlab`).
+    Webhook,
+    /// A poll of GitHub's or GitLab's API.
+    Poll,
 }

@@ -450,7 +450,11 @@ struct StatusEvent {
 struct WorkflowRunBody {
     id: u64,
     head_sha: String,
-    name: String,
+    /// The run's name: empty in GitHub's own published examples.
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    workflow_id: Option<u64>,
     status: String,
     #[serde(default)]
     conclusion: Option<String>,
@@ -459,9 +463,30 @@ struct WorkflowRunBody {
 }
 
 #[derive(Deserialize)]
+struct WorkflowBody {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct WorkflowRunEvent {
     workflow_run: WorkflowRunBody,
+    /// The workflow: its `name` is the one `requiredChecks` name.
+    #[serde(default)]
+    workflow: Option<WorkflowBody>,
     repository: Repo,
+}
+
+/// The check name a workflow run counts under: the workflow's name (`workflow.name`),
+/// else the run's, else the workflow's id — never empty.
+fn workflow_check_name(e: &WorkflowRunEvent) -> String {
+    let named = |n: Option<&String>| n.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    named(e.workflow.as_ref().and_then(|w| w.name.as_ref()))
+        .or_else(|| named(e.workflow_run.name.as_ref()))
+        .unwrap_or_else(|| match e.workflow_run.workflow_id {
+            Some(id) => format!("workflow {id}"),
+            None => format!("workflow run {}", e.workflow_run.id),
+        })
 }
 
 /// Parses a delivery whose signature was verified (`X-Hub-Signature-256`, the same
@@ -498,13 +523,14 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, super::PayloadErro
         }
         "workflow_run" => {
             let e: WorkflowRunEvent = serde_json::from_slice(body).map_err(bad)?;
+            let name = workflow_check_name(&e);
             let w = e.workflow_run;
             Event::WorkflowRun {
                 repository: e.repository.full_name,
                 run: CheckRun {
                     id: w.id,
                     head_sha: w.head_sha,
-                    name: w.name,
+                    name,
                     status: w.status,
                     conclusion: w.conclusion,
                     html_url: w.html_url,
@@ -519,6 +545,106 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, super::PayloadErro
 #[cfg(test)]
 mod webhook_tests {
     use super::*;
+
+    /// A payload GitHub published (tests/fixtures/github), with `edit` applied.
+    fn published(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let path = format!(
+            "{}/tests/fixtures/github/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn a_published_workflow_run_counts_under_the_workflow_name() {
+        let body = published("workflow_run.completed", |_| {});
+        let Event::WorkflowRun { repository, run } = parse_event("workflow_run", &body).unwrap()
+        else {
+            panic!("not a workflow run")
+        };
+        assert_eq!(repository, "octo-org/octo-repo");
+        assert_eq!(
+            run.name, "test",
+            "workflow.name, not the empty workflow_run.name"
+        );
+        assert_eq!(run.head_sha, "3484a3fb816e0859fd6e1cea078d76385ff50625");
+        assert_eq!(
+            verdict(
+                &run.head_sha,
+                std::slice::from_ref(&run),
+                &CombinedStatus::default(),
+                &["test".to_owned()]
+            )
+            .state,
+            CiState::Success,
+            "requiredChecks [test] is met by the workflow named test"
+        );
+        let body = published("workflow_run.completed", |v| {
+            v["workflow_run"]["conclusion"] = "action_required".into();
+        });
+        let Event::WorkflowRun { run, .. } = parse_event("workflow_run", &body).unwrap() else {
+            panic!("not a workflow run")
+        };
+        let v = verdict(
+            &run.head_sha,
+            std::slice::from_ref(&run),
+            &CombinedStatus::default(),
+            &[],
+        );
+        assert_eq!(
+            (v.state, v.failed_checks),
+            (CiState::Failure, vec!["test".to_owned()])
+        );
+        // Without a workflow object and with an empty run name, the run is still named.
+        let body = published("workflow_run.completed", |v| {
+            v.as_object_mut().unwrap().remove("workflow");
+        });
+        let Event::WorkflowRun { run, .. } = parse_event("workflow_run", &body).unwrap() else {
+            panic!("not a workflow run")
+        };
+        assert!(
+            !run.name.is_empty() && run.name.starts_with("workflow"),
+            "{}",
+            run.name
+        );
+    }
+
+    #[test]
+    fn every_published_event_vigie_handles_parses() {
+        match parse_event("check_run", &published("check_run.completed", |_| {})).unwrap() {
+            Event::CheckRun { repository, run } => {
+                assert_eq!(repository, "Codertocat/Hello-World");
+                assert_eq!(
+                    (run.status.as_str(), run.name.is_empty()),
+                    ("completed", false)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_event("check_run", &published("check_run.created", |_| {})).unwrap(),
+            Event::CheckRun { run, .. } if run.conclusion.is_none()
+        ));
+        assert!(matches!(
+            parse_event("check_suite", &published("check_suite.completed", |_| {})).unwrap(),
+            Event::CheckSuite { sha, .. } if sha == "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
+        ));
+        assert!(matches!(
+            parse_event("status", &published("status", |_| {})).unwrap(),
+            Event::Status { sha, .. } if sha == "6113728f27ae82c7b1a177c8d03f9e96e0adf246"
+        ));
+        assert!(matches!(
+            parse_event("workflow_run", &published("workflow_run.requested", |_| {})).unwrap(),
+            Event::WorkflowRun { run, .. } if run.status != "completed" && run.name == "test"
+        ));
+        assert!(matches!(
+            parse_event("ping", &published("ping", |_| {})).unwrap(),
+            Event::Ping
+        ));
+    }
 
     #[test]
     fn deliveries_shaped_as_documented_parse() {

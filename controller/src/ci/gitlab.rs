@@ -199,17 +199,48 @@ struct PipelineAttributes {
 
 #[derive(Deserialize)]
 struct Project {
+    id: u64,
     path_with_namespace: String,
     #[serde(default)]
     web_url: Option<String>,
 }
 
-/// Parses a Pipeline Hook delivery into `(project path, pipeline)`; `Ok(None)` for
+/// The project a delivery is about: its numeric id and its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectRef {
+    /// `project.id`.
+    pub id: u64,
+    /// `project.path_with_namespace`.
+    pub path: String,
+}
+
+impl ProjectRef {
+    /// Whether a CodeLocation's `ci.gitlab.project` names this project: its numeric id,
+    /// or its path, compared as GitLab compares paths (without regard to case).
+    #[must_use]
+    pub fn is(&self, configured: &str) -> bool {
+        let configured = configured.trim().trim_matches('/');
+        if !configured.is_empty() && configured.bytes().all(|b| b.is_ascii_digit()) {
+            return configured.parse::<u64>() == Ok(self.id);
+        }
+        configured.eq_ignore_ascii_case(&self.path)
+    }
+}
+
+impl std::fmt::Display for ProjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (id {})", self.path, self.id)
+    }
+}
+
+/// Parses a Pipeline Hook delivery into `(project, pipeline)`; `Ok(None)` for
 /// other kinds of events (acknowledged and ignored).
 ///
 /// # Errors
 /// The body is not JSON, or not a Pipeline Hook though it says it is.
-pub fn parse_pipeline_hook(body: &[u8]) -> Result<Option<(String, Pipeline)>, super::PayloadError> {
+pub fn parse_pipeline_hook(
+    body: &[u8],
+) -> Result<Option<(ProjectRef, Pipeline)>, super::PayloadError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| super::PayloadError::new("payload", e))?;
     if value.get("object_kind").and_then(serde_json::Value::as_str) != Some("pipeline") {
@@ -224,7 +255,10 @@ pub fn parse_pipeline_hook(body: &[u8]) -> Result<Option<(String, Pipeline)>, su
             .map(|w| format!("{w}/-/pipelines/{}", a.id))
     });
     Ok(Some((
-        hook.project.path_with_namespace,
+        ProjectRef {
+            id: hook.project.id,
+            path: hook.project.path_with_namespace,
+        },
         Pipeline {
             id: a.id,
             sha: a.sha,
@@ -252,7 +286,8 @@ mod hook_tests {
               "web_url": "http://192.168.64.1:3005/gitlab-org/gitlab-test"},
             "builds": []}"#;
         let (project, pipeline) = parse_pipeline_hook(body).unwrap().unwrap();
-        assert_eq!(project, "gitlab-org/gitlab-test");
+        assert_eq!(project.path, "gitlab-org/gitlab-test");
+        assert_eq!(project.id, 1);
         assert_eq!((pipeline.id, pipeline.status.as_str()), (31, "success"));
         assert_eq!(
             pipeline.web_url.as_deref(),
@@ -269,6 +304,58 @@ mod hook_tests {
                 .unwrap_err()
                 .to_string()
                 .starts_with("invalid pipeline payload")
+        );
+    }
+
+    #[test]
+    fn a_project_is_named_by_its_id_or_its_path_in_any_case() {
+        let p = ProjectRef {
+            id: 4242,
+            path: "Data-Platform/Finance".into(),
+        };
+        for configured in [
+            "4242",
+            "Data-Platform/Finance",
+            "data-platform/finance",
+            "DATA-PLATFORM/FINANCE",
+            "/data-platform/finance/",
+        ] {
+            assert!(p.is(configured), "{configured}");
+        }
+        for configured in [
+            "424",
+            "42420",
+            "data-platform",
+            "data-platform/finance-2",
+            "",
+            "other/4242",
+        ] {
+            assert!(!p.is(configured), "{configured}");
+        }
+    }
+
+    #[test]
+    fn the_published_pipeline_hook_example_parses() {
+        let body = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gitlab/pipeline.json"
+        ))
+        .unwrap();
+        let (project, pipeline) = parse_pipeline_hook(&body).unwrap().unwrap();
+        assert_eq!(
+            project,
+            ProjectRef {
+                id: 1,
+                path: "gitlab-org/gitlab-test".into()
+            }
+        );
+        assert_eq!(
+            (
+                pipeline.id,
+                pipeline.ref_.as_str(),
+                pipeline.status.as_str()
+            ),
+            (31, "master", "success")
         );
     }
 

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+pub use crate::api::code_location::VerdictVia;
 use crate::{
     api::{Sha, release::CiState},
     lifecycle::CiVerdict,
@@ -41,18 +42,22 @@ pub struct StoredVerdict {
     pub description: Option<String>,
     /// When it arrived.
     pub at: Timestamp,
+    /// How it came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<VerdictVia>,
 }
 
 impl StoredVerdict {
-    /// A verdict arrived at `at`.
+    /// A verdict arrived at `at`, by `via`.
     #[must_use]
-    pub fn new(v: CiVerdict, at: Timestamp) -> Self {
+    pub fn new(v: CiVerdict, at: Timestamp, via: VerdictVia) -> Self {
         Self {
             state: v.state,
             url: v.url,
             failed_checks: v.failed_checks,
             description: v.description,
             at,
+            via: Some(via),
         }
     }
 
@@ -79,6 +84,7 @@ impl StoredVerdict {
             failed_checks: self.failed_checks.clone(),
             description: self.description.clone(),
             at: self.at,
+            via: self.via,
         }
     }
 
@@ -93,6 +99,7 @@ impl StoredVerdict {
                 failed_checks: r.failed_checks.clone(),
                 description: r.description.clone(),
                 at: r.at,
+                via: r.via,
             },
         )
     }
@@ -151,6 +158,16 @@ impl Verdicts {
         changed
     }
 
+    /// When the latest verdict for `sha` came by webhook, if it did.
+    #[must_use]
+    pub fn delivered_at(&self, location: &str, sha: &Sha) -> Option<Timestamp> {
+        self.0
+            .get(location)
+            .and_then(|m| m.get(sha))
+            .filter(|v| v.via == Some(VerdictVia::Webhook))
+            .map(|v| v.at)
+    }
+
     /// The verdicts of a location as stored.
     #[must_use]
     pub fn stored(&self, location: &str) -> BTreeMap<Sha, StoredVerdict> {
@@ -205,6 +222,7 @@ mod tests {
             failed_checks: vec![],
             description: None,
             at: Timestamp::from_second(secs).unwrap(),
+            via: Some(VerdictVia::Webhook),
         }
     }
 

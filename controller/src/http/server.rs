@@ -255,29 +255,153 @@ fn reply(
         .into_response()
 }
 
+/// A key `/hooks/ci` deliveries may be signed with, and whom it speaks for.
+struct CiKey {
+    /// The CodeLocation whose own `ci.webhook.secret` this is; `None` for the
+    /// process-wide secret, which speaks for every location without a key of its own.
+    owner: Option<String>,
+    secret: Vec<u8>,
+}
+
+/// The keys of `/hooks/ci`: each location's own `ci.webhook.secret`, and the
+/// process-wide secret; `unreadable` lists the locations whose own key cannot be read.
+fn ci_keys(
+    shared: &Shared,
+    specs: &BTreeMap<String, CiSpec>,
+) -> (Vec<CiKey>, BTreeMap<String, String>) {
+    let mut keys: Vec<CiKey> = shared
+        .secret
+        .iter()
+        .map(|s| CiKey {
+            owner: None,
+            secret: s.clone(),
+        })
+        .collect();
+    let mut unreadable = BTreeMap::new();
+    for (name, spec) in specs {
+        let Some(source) = spec.webhook.as_ref().and_then(|w| w.secret.as_ref()) else {
+            continue;
+        };
+        match (shared.resolver)(name, source) {
+            Ok(secret) => keys.push(CiKey {
+                owner: Some(name.clone()),
+                secret,
+            }),
+            Err(e) => {
+                tracing::warn!(code_location = %name, error = %e, "webhook secret unavailable");
+                unreadable.insert(name.clone(), e.to_string());
+            }
+        }
+    }
+    (keys, unreadable)
+}
+
+/// Whether `location` has a `ci.webhook.secret` of its own.
+fn has_own_key(specs: &BTreeMap<String, CiSpec>, location: &str) -> bool {
+    specs
+        .get(location)
+        .and_then(|s| s.webhook.as_ref())
+        .is_some_and(|w| w.secret.is_some())
+}
+
+/// Why a delivery is refused: `(outcome, status, message)`.
+type Refused = (&'static str, StatusCode, String);
+
+/// The keys that verify a `/hooks/ci` delivery (each tried, in constant time, before
+/// the body is read), with the locations whose own key cannot be read; or the refusal.
+fn ci_signers(
+    shared: &Shared,
+    specs: &BTreeMap<String, CiSpec>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Vec<CiKey>, BTreeMap<String, String>), Refused> {
+    let (keys, unreadable) = ci_keys(shared, specs);
+    if keys.is_empty() && unreadable.is_empty() {
+        return Err((
+            "error",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no webhook secret is configured: set --webhook-secret(-file) or the CodeLocation's ci.webhook.secret".into(),
+        ));
+    }
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let none_readable = keys.is_empty();
+    let mut refusal = WebhookError::BadSignature;
+    let mut signers = Vec::new();
+    for key in keys {
+        match webhook::verify(&key.secret, body, signature) {
+            Ok(()) => signers.push(key),
+            Err(e) => refusal = e,
+        }
+    }
+    if !signers.is_empty() {
+        return Ok((signers, unreadable));
+    }
+    if let Some((name, why)) = unreadable.iter().next().filter(|_| none_readable) {
+        return Err((
+            "error",
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the webhook secret of CodeLocation {name} cannot be read: {why}"),
+        ));
+    }
+    tracing::warn!(error = %refusal, "refused a CI webhook delivery");
+    Err((
+        "unauthorized",
+        StatusCode::UNAUTHORIZED,
+        refusal.to_string(),
+    ))
+}
+
+/// Of the locations a verified delivery names, those its key speaks for: a location
+/// with a key of its own takes only that key; the others, the process-wide one.
+fn ci_speaks_for(
+    specs: &BTreeMap<String, CiSpec>,
+    (signers, unreadable): &(Vec<CiKey>, BTreeMap<String, String>),
+    named: &[String],
+    code_location: &str,
+) -> Result<Vec<String>, Refused> {
+    let locations: Vec<String> = named
+        .iter()
+        .filter(|l| {
+            signers.iter().any(|k| match &k.owner {
+                Some(owner) => owner == *l,
+                None => !has_own_key(specs, l),
+            })
+        })
+        .cloned()
+        .collect();
+    if !locations.is_empty() {
+        return Ok(locations);
+    }
+    if let Some((name, why)) = named.iter().find_map(|l| unreadable.get_key_value(l)) {
+        return Err((
+            "error",
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the webhook secret of CodeLocation {name} cannot be read: {why}"),
+        ));
+    }
+    tracing::warn!(
+        code_location,
+        "refused a CI verdict signed with another location's key"
+    );
+    Err((
+        "unauthorized",
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "the signature is not made with the key of CodeLocation {code_location:?} (its ci.webhook.secret, else the process-wide secret)"
+        ),
+    ))
+}
+
 async fn ci_hook(
     AxumState(shared): AxumState<Arc<Shared>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(secret) = shared.secret.as_deref() else {
-        return reply(
-            &shared,
-            "error",
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no webhook secret is configured",
-        );
+    let specs = shared.ci.read().map(|c| c.clone()).unwrap_or_default();
+    let signers = match ci_signers(&shared, &specs, &headers, &body) {
+        Ok(s) => s,
+        Err((outcome, status, message)) => return reply(&shared, outcome, status, message),
     };
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if let Err(e) = webhook::verify(secret, &body, signature) {
-        tracing::warn!(error = %e, "refused a CI webhook delivery");
-        return reply(
-            &shared,
-            "unauthorized",
-            StatusCode::UNAUTHORIZED,
-            e.to_string(),
-        );
-    }
     let report = match webhook::parse(&body) {
         Ok(r) => r,
         Err(WebhookError::InvalidBody(e)) => {
@@ -295,8 +419,8 @@ async fn ci_hook(
     if let Err(e) = webhook::check_fresh(&report, Timestamp::now()) {
         return reply(&shared, "stale", StatusCode::BAD_REQUEST, e.to_string());
     }
-    let locations = shared.locations_named(&report.code_location);
-    if locations.is_empty() {
+    let named = shared.locations_named(&report.code_location);
+    if named.is_empty() {
         return reply(
             &shared,
             "unknown_location",
@@ -304,6 +428,10 @@ async fn ci_hook(
             format!("no CodeLocation {:?} is known", report.code_location),
         );
     }
+    let locations = match ci_speaks_for(&specs, &signers, &named, &report.code_location) {
+        Ok(l) => l,
+        Err((outcome, status, message)) => return reply(&shared, outcome, status, message),
+    };
     let digest = hex::encode(Sha256::digest(&body));
     let result = record_verdict(&shared, &report, &locations, &digest).await;
     if matches!(result, Ok(true))
@@ -367,6 +495,7 @@ async fn record_verdict(
             description: report.description.clone(),
         },
         Timestamp::now(),
+        crate::ci::VerdictVia::Webhook,
     );
     shared
         .update(|next| {
@@ -451,7 +580,7 @@ fn reported(
         next.verdicts.record(
             location,
             sha.clone(),
-            StoredVerdict::new(v, Timestamp::now()),
+            StoredVerdict::new(v, Timestamp::now(), crate::ci::VerdictVia::Webhook),
         );
         let kept = next.verdicts.for_location(location);
         if let Some(by_sha) = next.reported.get_mut(location) {
@@ -537,9 +666,9 @@ async fn github_hook(
     if targets.is_empty() {
         return reply(
             &shared,
-            "unknown_location",
-            StatusCode::NOT_FOUND,
-            format!("no CodeLocation watches {repository}"),
+            "ignored",
+            StatusCode::ACCEPTED,
+            format!("no CodeLocation watches {repository}; nothing recorded"),
         );
     }
     let judge = |r: &Reported, required: &[String]| {
@@ -620,14 +749,14 @@ async fn gitlab_hook(
         );
     };
     let targets = watching(&matched, |spec| {
-        spec.gitlab.as_ref().is_some_and(|g| g.project == project)
+        spec.gitlab.as_ref().is_some_and(|g| project.is(&g.project))
     });
     if targets.is_empty() {
         return reply(
             &shared,
-            "unknown_location",
-            StatusCode::NOT_FOUND,
-            format!("no CodeLocation watches {project}"),
+            "ignored",
+            StatusCode::ACCEPTED,
+            format!("no CodeLocation watches {project}; nothing recorded"),
         );
     }
     // GitLab sends no delivery id: a pipeline's id and status identify a delivery.

@@ -102,11 +102,25 @@ impl VerdictStore for LocationVerdicts<'_> {
         };
         let stored = BTreeMap::from([(
             sha.clone(),
-            StoredVerdict::new(verdict.clone(), jiff::Timestamp::now()),
+            StoredVerdict::new(
+                verdict.clone(),
+                jiff::Timestamp::now(),
+                crate::ci::VerdictVia::Poll,
+            ),
         )]);
         persist
             .persist(vec![(subject.location_key(), stored)])
             .await
+    }
+
+    fn delivered_at(&self, _: &Subject<'_>, sha: &Sha) -> Option<jiff::Timestamp> {
+        self.location
+            .status
+            .as_ref()?
+            .verdicts
+            .iter()
+            .find(|v| &v.sha == sha && v.via == Some(crate::ci::VerdictVia::Webhook))
+            .map(|v| v.at)
     }
 
     fn secret(

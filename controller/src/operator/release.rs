@@ -558,7 +558,7 @@ fn requeue(env: &Environment, loc: &CodeLocation, done: &reconcile::Reconciled) 
         done.status.phase,
         Phase::Deploying | Phase::Verifying | Phase::RollingBack
     );
-    let polled = loc.spec.ci.github.is_some() || loc.spec.ci.gitlab.is_some();
+    let polled = loc.spec.ci.polling() != crate::api::code_location::Polling::Never;
     let after = match env.spec.backend {
         // Watches bring Deployment changes, CI verdicts (the CodeLocation's status) and
         // spec changes: only deadlines and CI polls need a timer.

@@ -15,7 +15,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
 use super::{Subject, ports::Ci};
 use crate::{
-    api::{SecretSource, Sha},
+    api::{SecretSource, Sha, code_location::Polling},
     lifecycle::CiVerdict,
 };
 
@@ -37,6 +37,10 @@ pub trait VerdictStore: Send + Sync {
         verdict: &CiVerdict,
     ) -> impl Future<Output = Result<(), crate::error::RecordError>> + Send;
 
+    /// When the latest verdict for `sha` came by webhook delivery, if it did (the
+    /// silence `polling: fallback` waits for is counted from it).
+    fn delivered_at(&self, subject: &Subject<'_>, sha: &Sha) -> Option<jiff::Timestamp>;
+
     /// Reads a secret the CI settings name (a token).
     fn secret(
         &self,
@@ -57,6 +61,27 @@ struct Turn {
     due: Instant,
     backoff: ExponentialBackoff,
     asked: Instant,
+    /// When the SHA was first asked about: its verification began about then.
+    since: Instant,
+}
+
+/// Whether a SHA in flight is polled under `polling`, given how long it has been in
+/// flight and how long ago its last webhook delivery came (`None`: none yet).
+#[must_use]
+pub fn polled(
+    polling: Polling,
+    in_flight_for: Duration,
+    since_delivery: Option<Duration>,
+    fallback_after: Duration,
+) -> bool {
+    match polling {
+        Polling::Always => true,
+        Polling::Never => false,
+        Polling::Fallback => {
+            let silence = since_delivery.map_or(in_flight_for, |d| d.min(in_flight_for));
+            silence >= fallback_after
+        }
+    }
 }
 
 /// What a poll's outcome means for the next one.
@@ -92,19 +117,21 @@ impl Polls {
         &self.auth
     }
 
-    /// Whether the (location, SHA) may be polled now.
-    fn due(&self, key: &(String, Sha), now: Instant) -> bool {
+    /// Whether the (location, SHA) may be polled now, and for how long it has been
+    /// asked about.
+    fn due(&self, key: &(String, Sha), now: Instant, interval: Duration) -> (bool, Duration) {
         let Ok(mut turns) = self.turns.lock() else {
-            return true;
+            return (true, Duration::ZERO);
         };
         turns.retain(|_, t| now.duration_since(t.asked) < FORGET_AFTER);
-        match turns.get_mut(key) {
-            Some(t) => {
-                t.asked = now;
-                t.due <= now
-            }
-            None => true,
-        }
+        let turn = turns.entry(key.clone()).or_insert_with(|| Turn {
+            due: now,
+            backoff: backoff(interval),
+            asked: now,
+            since: now,
+        });
+        turn.asked = now;
+        (turn.due <= now, now.duration_since(turn.since))
     }
 
     /// Sets the next turn after an outcome; returns the delay chosen.
@@ -117,6 +144,7 @@ impl Polls {
             due: now,
             backoff: backoff(interval),
             asked: now,
+            since: now,
         });
         let delay = match next {
             Next::Interval => {
@@ -147,11 +175,25 @@ impl<S: VerdictStore> Ci for Verdicts<'_, S> {
     ) -> BTreeMap<Sha, CiVerdict> {
         let mut known = self.store.stored(subject);
         let spec = subject.ci;
-        let Some(sha) = in_flight.filter(|_| spec.github.is_some() || spec.gitlab.is_some()) else {
+        let polling = spec.polling();
+        let Some(sha) = in_flight.filter(|_| polling != Polling::Never) else {
             return known;
         };
         let key = (subject.location_key(), sha.clone());
-        if !self.polls.due(&key, Instant::now()) {
+        let interval = spec.poll_interval.get();
+        let (due, in_flight_for) = self.polls.due(&key, Instant::now(), interval);
+        let since_delivery = self
+            .store
+            .delivered_at(subject, sha)
+            .map(|at| jiff::Timestamp::now().duration_since(at).unsigned_abs());
+        if !due
+            || !polled(
+                polling,
+                in_flight_for,
+                since_delivery,
+                spec.poll_fallback_after(),
+            )
+        {
             return known;
         }
         let resolve = |s: &SecretSource| self.store.secret(subject, s);
@@ -166,7 +208,6 @@ impl<S: VerdictStore> Ci for Verdicts<'_, S> {
         else {
             return known;
         };
-        let interval = spec.poll_interval.get();
         let next = match result {
             Ok(verdict) => {
                 if let Err(e) = self.store.record(subject, sha, &verdict).await {
@@ -203,11 +244,15 @@ mod tests {
     fn a_new_sha_is_polled_at_once_then_every_interval() {
         let polls = Polls::default();
         let now = Instant::now();
-        assert!(polls.due(&key(), now));
-        let d = polls.schedule(key(), Duration::from_secs(10), &Next::Interval);
-        assert_eq!(d, Duration::from_secs(10));
-        assert!(!polls.due(&key(), Instant::now()));
-        assert!(polls.due(&key(), Instant::now() + Duration::from_secs(11)));
+        let ten = Duration::from_secs(10);
+        assert!(polls.due(&key(), now, ten).0);
+        let d = polls.schedule(key(), ten, &Next::Interval);
+        assert_eq!(d, ten);
+        assert!(!polls.due(&key(), Instant::now(), ten).0);
+        let later = Instant::now() + Duration::from_secs(11);
+        let (due, asked_for) = polls.due(&key(), later, ten);
+        assert!(due);
+        assert!(asked_for >= Duration::from_secs(11), "{asked_for:?}");
     }
 
     #[test]
@@ -223,6 +268,31 @@ mod tests {
         assert!(delays.iter().all(|d| *d <= MAX_BACKOFF * 2), "{delays:?}");
         assert_eq!(polls.schedule(key(), interval, &Next::Interval), interval);
         assert!(polls.schedule(key(), interval, &Next::Backoff) < Duration::from_secs(21));
+    }
+
+    #[test]
+    fn polling_follows_the_mode_and_the_silence_of_webhooks() {
+        let s = Duration::from_secs;
+        let after = s(120);
+        for in_flight in [s(0), s(119), s(120), s(3600)] {
+            for delivered in [None, Some(s(0)), Some(s(119)), Some(s(120)), Some(s(7200))] {
+                assert!(polled(Polling::Always, in_flight, delivered, after));
+                assert!(!polled(Polling::Never, in_flight, delivered, after));
+                // Silent since the later of: the SHA went in flight, its last delivery.
+                let silence = delivered.map_or(in_flight, |d| d.min(in_flight));
+                assert_eq!(
+                    polled(Polling::Fallback, in_flight, delivered, after),
+                    silence >= after,
+                    "in flight {in_flight:?}, delivered {delivered:?} ago"
+                );
+            }
+        }
+        // A SHA just in flight with a webhook that spoke long ago (for an earlier
+        // verification) waits the whole silence.
+        assert!(!polled(Polling::Fallback, s(5), Some(s(7200)), after));
+        // A webhook that stopped speaking two minutes ago: polled.
+        assert!(polled(Polling::Fallback, s(600), Some(s(121)), after));
+        assert!(!polled(Polling::Fallback, s(600), Some(s(30)), after));
     }
 
     #[test]

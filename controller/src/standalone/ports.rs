@@ -69,7 +69,11 @@ impl VerdictStore for StateVerdicts<'_> {
         sha: &Sha,
         verdict: &CiVerdict,
     ) -> Result<(), crate::error::RecordError> {
-        let stored = crate::ci::StoredVerdict::new(verdict.clone(), Timestamp::now());
+        let stored = crate::ci::StoredVerdict::new(
+            verdict.clone(),
+            Timestamp::now(),
+            crate::ci::VerdictVia::Poll,
+        );
         self.0
             .update(|next| {
                 next.verdicts
@@ -78,6 +82,15 @@ impl VerdictStore for StateVerdicts<'_> {
             .await
             .map(|_| ())
             .map_err(crate::error::RecordError::store)
+    }
+
+    fn delivered_at(&self, subject: &Subject<'_>, sha: &Sha) -> Option<Timestamp> {
+        self.0
+            .state
+            .lock()
+            .expect("state lock")
+            .verdicts
+            .delivered_at(&subject.spec.code_location, sha)
     }
 
     fn secret(

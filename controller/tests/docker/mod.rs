@@ -124,6 +124,16 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// `POST` raw bytes with headers; returns the status code.
 pub fn http_post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> u16 {
+    http_post_reply(port, path, headers, body).0
+}
+
+/// `POST` raw bytes with headers; returns the status code and the body.
+pub fn http_post_reply(
+    port: u16,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -141,11 +151,16 @@ pub fn http_post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8])
     let _ = stream.write_all(body);
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response
+    let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Polls `f` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.
