@@ -11,7 +11,7 @@ use docker::{
     Demo, IMAGE_ARTIFACT, Vigie, docker_available, free_port, http_get, http_post, release,
     vm_manifests, wait_for,
 };
-use providers::{fake_github, fake_gitlab};
+use providers::{counting, fake_github, fake_gitlab};
 use vigie::api::release::HistoryEvent;
 
 const T: Duration = Duration::from_secs(60);
@@ -421,6 +421,87 @@ fn gitlab_is_polled_for_the_sha_in_flight() {
     assert_eq!(
         row.ci_url.as_deref(),
         Some("https://gitlab.example/data/app/-/pipelines/47")
+    );
+    serving(port, a);
+}
+
+#[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+fn github_is_polled_as_the_location_chooses_never_or_after_webhooks_fall_silent() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (a, b) = (demo.sha("good"), demo.sha("bad"));
+    let conclusions = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let (api, hits) = counting(fake_github(conclusions.clone()));
+    let port = free_port();
+    let mut v = Vigie::new("ghmode", &["ghmode-preprod", "ghmode-prod"]);
+    let secret = v.dir.join("gh-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let ci = |polling: &str| {
+        format!(
+            "  ci: {{github: {{repository: octo/app, apiUrl: \"http://127.0.0.1:{api}\", webhookSecret: {{file: \"{}\"}}}}, pollInterval: 5s{polling}}}",
+            secret.display()
+        )
+    };
+    let base = vm_manifests("ghmode", demo, IMAGE_ARTIFACT);
+    v.write(
+        "base.yaml",
+        &base.replace("  ci: {webhook: {}}", &ci(", polling: never")),
+    );
+    v.write(
+        "preprod.yaml",
+        &release("ghmode", "preprod", Some(a), port, ""),
+    );
+    // polling: never — CI says success, but only a delivery may tell Vigie.
+    conclusions.lock().unwrap().insert(a.to_owned(), "success");
+    v.start();
+    v.wait_phase("ghmode-preprod", "Verifying", T);
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(
+        v.row("ghmode-preprod").unwrap().phase,
+        "Verifying",
+        "not polled: still waiting for a delivery"
+    );
+    let run = check_run(21, a, "test", "completed", Some("success"), "octo/app");
+    assert_eq!(github(&v, "check_run", "m-1", &run, SECRET), 202);
+    v.wait_phase("ghmode-preprod", "Validated", T);
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "polling: never asked the provider"
+    );
+
+    // The default with a webhook secret: webhooks, and polling once they fall silent.
+    v.write(
+        "base.yaml",
+        &base.replace("  ci: {webhook: {}}", &ci(", pollFallbackAfter: 10s")),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    conclusions.lock().unwrap().insert(b.to_owned(), "failure");
+    v.write(
+        "preprod.yaml",
+        &release("ghmode", "preprod", Some(b), port, ""),
+    );
+    v.wait_phase("ghmode-preprod", "Verifying", T);
+    let verifying = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "within the silence, the provider is not asked"
+    );
+    let row = v.wait_phase("ghmode-preprod", "RolledBack", T);
+    assert!(
+        verifying.elapsed() >= Duration::from_secs(5),
+        "judged by a poll after the silence"
+    );
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) > 0, "polled");
+    assert_eq!(
+        row.ci_url.as_deref(),
+        Some("https://github.com/octo/app/runs/1"),
+        "the polled verdict"
     );
     serving(port, a);
 }

@@ -141,9 +141,9 @@ pub struct CiSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub polling: Option<Polling>,
     /// With `polling: fallback`, how long without a delivery for the SHA being verified
-    /// before the provider is polled (30s to 1h; default 2m).
+    /// before the provider is polled (10s to 1h; default 2m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('30s') && duration(self) <= duration('1h')").message("must be between 30s and 1h"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('1h')").message("must be between 10s and 1h"))]
     pub poll_fallback_after: Option<DurationSpec>,
 }
 

@@ -129,3 +129,38 @@ pub fn fake_gitlab(statuses: Answers) -> u16 {
         )
     })
 }
+
+/// A stand-in answering as the one on `port` does, counting the requests it forwards
+/// (how often Vigie asked the provider).
+pub fn counting(port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    let front = fake_api(move |path, headers| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        for (k, v) in headers
+            .iter()
+            .filter(|(k, _)| k != "host" && k != "connection")
+        {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let code = match response.split_whitespace().nth(1) {
+            Some("200") => "200 OK",
+            Some("401") => "401 Unauthorized",
+            Some("404") => "404 Not Found",
+            _ => "502 Bad Gateway",
+        };
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
+    });
+    (front, hits)
+}
