@@ -133,7 +133,10 @@ pub fn fake_gitlab(statuses: Answers) -> u16 {
 /// A stand-in answering as the one on `port` does, counting the requests it forwards
 /// (how often Vigie asked the provider).
 pub fn counting(port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{Read, Write};
+    use std::{
+        fmt::Write as _,
+        io::{Read, Write},
+    };
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = hits.clone();
     let front = fake_api(move |path, headers| {
@@ -144,7 +147,7 @@ pub fn counting(port: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsiz
             .iter()
             .filter(|(k, _)| k != "host" && k != "connection")
         {
-            head.push_str(&format!("{k}: {v}\r\n"));
+            let _ = write!(head, "{k}: {v}\r\n");
         }
         head.push_str("\r\n");
         stream.write_all(head.as_bytes()).unwrap();
