@@ -66,9 +66,17 @@ start() {
     systemctl start docker
   else
     make_tls
-    nohup dockerd -H unix:///var/run/docker.sock -H tcp://127.0.0.1:2376 \
-      --tlsverify --tlscacert "$tls/ca.pem" --tlscert "$tls/server-cert.pem" --tlskey "$tls/server-key.pem" \
-      >>"$logfile" 2>&1 &
+    # dockerd outlives this script: it must not inherit its caller's descriptors (a
+    # lock held with flock around `make test` would be held for as long as it runs).
+    (
+      for fd in /proc/$BASHPID/fd/*; do
+        n=${fd##*/}
+        if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null || true; fi
+      done
+      exec nohup dockerd -H unix:///var/run/docker.sock -H tcp://127.0.0.1:2376 \
+        --tlsverify --tlscacert "$tls/ca.pem" --tlscert "$tls/server-cert.pem" --tlskey "$tls/server-key.pem" \
+        >>"$logfile" 2>&1
+    ) &
     echo $! >"$pidfile"
   fi
   wait_answers

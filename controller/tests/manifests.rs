@@ -537,3 +537,43 @@ fn a_byte_order_mark_at_the_start_of_a_file_is_not_content() {
     let with_bom = format!("\u{feff}{}", GOOD.trim_start());
     assert_eq!(problems(&with_bom), Vec::<String>::new());
 }
+
+#[test]
+fn the_polling_choice_is_checked() {
+    let with = |ci: &str| GOOD.replace("ci: {webhook: {}}", ci);
+    let found = problems(&with(
+        "ci: {github: {repository: o/app, apiUrl: 'http://127.0.0.1:9'}, polling: never}",
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("spec.ci.polling") && p.contains("no verdict can reach Vigie")),
+        "{found:#?}"
+    );
+    for ok in [
+        "ci: {github: {repository: o/app, webhookSecret: {env: S}}, polling: never}",
+        "ci: {gitlab: {project: '42', webhookToken: {env: S}}, polling: never}",
+        "ci: {github: {repository: o/app}, polling: always}",
+        "ci: {github: {repository: o/app, webhookSecret: {env: S}}, polling: fallback, pollFallbackAfter: 30s}",
+    ] {
+        assert_eq!(problems(&with(ok)), Vec::<String>::new(), "{ok}");
+    }
+    let found = problems(&with(
+        "ci: {github: {repository: o/app}, polling: fallback, pollFallbackAfter: 2s}",
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("pollFallbackAfter") && p.contains("between 10s and 1h")),
+        "{found:#?}"
+    );
+    let found = problems(&with(
+        "ci: {github: {repository: o/app}, polling: sometimes}",
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("polling") && p.contains("sometimes")),
+        "{found:#?}"
+    );
+}
