@@ -145,7 +145,15 @@ spawn() {
   shift
   running "$name" && return 0
   mkdir -p "$logs" "$run"
-  setsid "$@" >> "$logs/$name.log" 2>&1 < /dev/null &
+  # The daemon outlives this script: it must not inherit its caller's descriptors (a
+  # lock held with flock around the tests would be held for as long as it runs).
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      n=${fd##*/}
+      if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null || true; fi
+    done
+    exec setsid "$@" >> "$logs/$name.log" 2>&1 < /dev/null
+  ) &
   echo $! > "$run/$name.pid"
 }
 
