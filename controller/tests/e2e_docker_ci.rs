@@ -441,7 +441,7 @@ fn github_is_polled_as_the_location_chooses_never_or_after_webhooks_fall_silent(
     std::fs::write(&secret, SECRET).unwrap();
     let ci = |polling: &str| {
         format!(
-            "  ci: {{github: {{repository: octo/app, apiUrl: \"http://127.0.0.1:{api}\", webhookSecret: {{file: \"{}\"}}}}, pollInterval: 5s{polling}}}",
+            "  ci: {{github: {{repository: octo/app, apiUrl: \"http://127.0.0.1:{api}\", webhookSecret: {{file: \"{}\"}}}}, requiredChecks: [test], pollInterval: 5s{polling}}}",
             secret.display()
         )
     };
@@ -464,8 +464,22 @@ fn github_is_polled_as_the_location_chooses_never_or_after_webhooks_fall_silent(
         "Verifying",
         "not polled: still waiting for a delivery"
     );
-    let run = check_run(21, a, "test", "completed", Some("success"), "octo/app");
-    assert_eq!(github(&v, "check_run", "m-1", &run, SECRET), 202);
+    // GitHub's published workflow_run example (workflow "test", an empty run name),
+    // changed only in SHA and repository, meets requiredChecks [test].
+    let mut run: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/github/workflow_run.completed.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    run["workflow_run"]["head_sha"] = a.into();
+    run["repository"]["full_name"] = "octo/app".into();
+    assert_eq!(
+        github(&v, "workflow_run", "m-1", &run.to_string(), SECRET),
+        202
+    );
     v.wait_phase("ghmode-preprod", "Validated", T);
     assert_eq!(
         hits.load(std::sync::atomic::Ordering::SeqCst),

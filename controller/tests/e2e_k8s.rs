@@ -845,6 +845,8 @@ async fn ci_tokens_and_webhook_secrets_come_from_kubernetes_secrets() {
         "ci",
         "--from-literal=gitlab-token=read-api-token",
         "--from-literal=github-webhook=gh-hook-secret",
+        "--from-literal=own-key=the-location-s-own-key",
+        "--from-literal=gitlab-hook=gl-hook-token",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (a, b) = (sha('a'), sha('b'));
@@ -868,6 +870,22 @@ spec:
   repo: {{url: "https://git.example/broken.git"}}
   ci: {{gitlab: {{project: data/app, apiUrl: "http://127.0.0.1:{gitlab}/api/v4", token: {{secretKeyRef: {{name: ci, key: no-such-key}}}}}}}}
   artifact: {{image: {{template: "registry.example/broken:{{sha}}"}}}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: own, namespace: {n}}}
+spec:
+  repo: {{url: "https://git.example/own.git"}}
+  ci: {{webhook: {{secret: {{secretKeyRef: {{name: ci, key: own-key}}}}}}}}
+  artifact: {{image: {{template: "registry.example/own:{{sha}}"}}}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: lab, namespace: {n}}}
+spec:
+  repo: {{url: "https://git.example/lab.git"}}
+  ci: {{gitlab: {{project: "1", apiUrl: "http://127.0.0.1:{gitlab}/api/v4", webhookToken: {{secretKeyRef: {{name: ci, key: gitlab-hook}}}}}}, polling: never}}
+  artifact: {{image: {{template: "registry.example/lab:{{sha}}"}}}}
 "#
     ));
     let mut controller = Controller::new(&ns, &admin(), "one");
@@ -949,8 +967,99 @@ spec:
         "jsonpath={.status.verdicts[0].sha} {.status.verdicts[0].state}",
     ]));
     assert_eq!(recorded, format!("{a} Success"));
+    // A repository no CodeLocation watches: acknowledged and ignored (2xx), so that
+    // GitHub does not show the delivery as failed.
+    let other = body.replace("octo/api", "someone/else");
+    let signature = vigie::ci::webhook::sign(b"gh-hook-secret", other.as_bytes());
+    let (status, reply) = k8s::http(
+        controller.port,
+        "POST",
+        "/hooks/github",
+        &[
+            ("x-github-event", "check_run".into()),
+            ("x-github-delivery", "d-3".into()),
+            ("x-hub-signature-256", signature),
+        ],
+        other.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{reply}");
+    assert!(reply.contains("\"ignored\""), "{reply}");
+
+    // A CodeLocation's own ci.webhook.secret, from its Secret, signs its verdicts; the
+    // process-wide key does not speak for it.
+    let own = |key: &str, sha: &str| {
+        let body = format!(r#"{{"codeLocation":"own","sha":"{sha}","state":"success"}}"#);
+        let signature = vigie::ci::webhook::sign(key.as_bytes(), body.as_bytes());
+        k8s::http(
+            controller.port,
+            "POST",
+            "/hooks/ci",
+            &[(vigie::ci::webhook::SIGNATURE_HEADER, signature)],
+            body.as_bytes(),
+        )
+        .map_or(0, |(s, _)| s)
+    };
+    eventually(
+        T,
+        "a verdict signed with the location's own key",
+        || async { (own("the-location-s-own-key", &a) == 202).then_some(()) },
+    )
+    .await;
+    assert_eq!(own(k8s::WEBHOOK_SECRET, &b), 401);
+    let recorded = stdout(&kubectl(&[
+        "-n",
+        &n,
+        "get",
+        "codelocation",
+        "own",
+        "-o",
+        "jsonpath={.status.verdicts[*].sha}",
+    ]));
+    assert_eq!(recorded, a, "only the verdict signed with its own key");
+
+    // GitLab's published Pipeline Hook names project 1: the location that names the
+    // project by its numeric id gets the verdict.
+    let mut pipeline: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gitlab/pipeline.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    pipeline["object_attributes"]["sha"] = a.clone().into();
+    let pipeline = serde_json::to_vec(&pipeline).unwrap();
+    let (status, reply) = k8s::http(
+        controller.port,
+        "POST",
+        "/hooks/gitlab",
+        &[
+            ("x-gitlab-event", "Pipeline Hook".into()),
+            ("x-gitlab-token", "gl-hook-token".into()),
+        ],
+        &pipeline,
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{reply}");
+    let recorded = stdout(&kubectl(&[
+        "-n",
+        &n,
+        "get",
+        "codelocation",
+        "lab",
+        "-o",
+        "jsonpath={.status.verdicts[0].sha} {.status.verdicts[0].state} {.status.verdicts[0].via}",
+    ]));
+    assert_eq!(recorded, format!("{a} Success webhook"));
+
     let log = controller.log();
-    for secret in ["read-api-token", "gh-hook-secret"] {
+    for secret in [
+        "read-api-token",
+        "gh-hook-secret",
+        "the-location-s-own-key",
+        "gl-hook-token",
+    ] {
         assert!(!log.contains(secret), "a secret value in the log");
     }
 }
