@@ -480,3 +480,26 @@ async fn gitlab_deployments_follow_the_lifecycle_and_a_redeploy_is_a_new_one() {
         "every request was one GitLab accepts"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_deleted_on_the_forge_is_created_again() {
+    use HistoryEvent::{Deployed, RolledBack};
+    let forge = Forge::start();
+    let token = token_file("deleted", GITHUB_TOKEN);
+    let w = World::new(&github_ci(&forge, &token, "{}"));
+    let b = sha('b');
+    let r = reporter(None, quick());
+    let mut history = vec![(Deployed, &b)];
+    w.report(&r, &status(Phase::Verifying, None, Some(&b), &history));
+    forge.wait(T, "B in progress", |f| {
+        f.states("preprod", b.as_str()) == ["in_progress"]
+    });
+    // Someone deletes it on GitHub (`DELETE /repos/{owner}/{repo}/deployments/{id}`).
+    forge.book.lock().unwrap().deployments.clear();
+    history.push((RolledBack, &b));
+    w.report(&r, &status(Phase::RolledBack, None, Some(&b), &history));
+    forge.wait(T, "B failure on a new deployment", |f| {
+        f.states("preprod", b.as_str()) == ["failure"]
+    });
+    assert_eq!(forge.deployments("preprod", b.as_str()).len(), 1);
+}

@@ -397,7 +397,7 @@ impl Reporter {
                     .lock()
                     .ok()
                     .and_then(|b| b.ids.get(&job.key).copied());
-                let (id, done) = inner
+                let result = inner
                     .client
                     .github(
                         &g.api_url,
@@ -407,7 +407,23 @@ impl Reporter {
                         (settings.deployments, settings.commit_status),
                         known,
                     )
-                    .await?;
+                    .await;
+                let (id, done) = match result {
+                    // The deployment this process knew is gone (deleted on GitHub): it
+                    // is looked up again, and created again if need be, at once.
+                    Err(ReportError::Refused {
+                        status: 404, url, ..
+                    }) if known.is_some() => {
+                        if let Ok(mut book) = inner.book.lock() {
+                            book.ids.remove(&job.key);
+                        }
+                        return Err(ReportError::Unavailable {
+                            url,
+                            reason: "the deployment is gone; looking it up again".into(),
+                        });
+                    }
+                    other => other?,
+                };
                 if let (Some(id), Ok(mut book)) = (id, inner.book.lock()) {
                     book.ids.insert(job.key.clone(), id);
                 }
