@@ -11,6 +11,7 @@ pub mod backend;
 pub mod ci;
 pub mod cli;
 pub mod error;
+pub mod forge;
 pub mod git;
 pub mod gitops;
 pub mod history;

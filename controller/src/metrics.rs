@@ -32,6 +32,15 @@ pub struct NotificationLabel {
     pub outcome: &'static str,
 }
 
+/// A forge report's provider and what became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForgeLabel {
+    /// github, gitlab.
+    pub provider: &'static str,
+    /// delivered, unchanged, retried, failed.
+    pub outcome: &'static str,
+}
+
 /// `outcome` of a webhook delivery.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -100,6 +109,8 @@ pub struct Metrics {
     pub notifications: Family<NotificationLabel, Counter>,
     /// HTTP connections closed at once, by reason.
     pub http_refused: Family<RejectionLabel, Counter>,
+    /// Reports to the forge (deployment statuses, commit statuses) by provider and outcome.
+    pub forge_reports: Family<ForgeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -124,6 +135,12 @@ impl Default for Metrics {
         let notifications = Family::<NotificationLabel, Counter>::default();
         let http_refused = Family::<RejectionLabel, Counter>::default();
         let reconcile_errors = Family::<CategoryLabel, Counter>::default();
+        let forge_reports = Family::<ForgeLabel, Counter>::default();
+        registry.register(
+            "forge_reports",
+            "Reports to the forge (deployments, commit statuses) by provider and outcome",
+            forge_reports.clone(),
+        );
         registry.register(
             "reconcile_errors",
             "Failed reconciles of a Release by the category of the fault",
@@ -208,6 +225,7 @@ impl Default for Metrics {
             write_back_errors,
             notifications,
             http_refused,
+            forge_reports,
         }
     }
 }

@@ -14,6 +14,7 @@
 #![allow(clippy::too_many_lines, reason = "each test tells one story, in order")]
 
 mod docker;
+mod forges;
 mod gitserve;
 mod skip;
 
@@ -1062,6 +1063,106 @@ spec:
     ] {
         assert!(!log.contains(secret), "a secret value in the log");
     }
+}
+
+/// Waits until the forge stand-in shows what `f` wants.
+async fn forge_shows(forge: &forges::Forge, what: &str, f: impl Fn(&forges::Forge) -> bool) {
+    let start = std::time::Instant::now();
+    while !f(forge) {
+        assert!(
+            start.elapsed() < T,
+            "timed out after {T:?} waiting for the forge to show {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The operator reports to the forge what the pipeline records (the same code as
+/// `vigie run`): a GitHub stand-in shows deploy, validate, red and rollback, with the
+/// token from a Secret; a controller killed mid-verification creates no second
+/// Deployment there.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_reports_deployments_to_the_forge() {
+    if !k8s::enabled("forge") {
+        return;
+    }
+    let ns = Namespace::new("forge");
+    let n = ns.name.clone();
+    let forge = forges::Forge::start();
+    let out = kubectl(&[
+        "-n",
+        &n,
+        "create",
+        "secret",
+        "generic",
+        "github",
+        &format!("--from-literal=token={}", forges::GITHUB_TOKEN),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (sha('a'), sha('b'));
+    let ci = format!(
+        "  ci: {{github: {{repository: octo/app, apiUrl: \"{}\", token: {{secretKeyRef: {{name: github, key: token}}}}, report: {{commitStatus: true}}}}, requiredChecks: [test], pollInterval: 5s}}",
+        forge.github_api()
+    );
+    apply(
+        &manifests(&n, &a)
+            .replace("  ci: {webhook: {}}", &ci)
+            .replace(
+                "  verification: {timeout: 10m}",
+                "  verification: {timeout: 10m}\n  url: https://preprod.example.com",
+            ),
+    );
+    let mut controller = Controller::new(&ns, &admin(), "one");
+    controller.args(&["--public-url".into(), "https://vigie.example.com".into()]);
+    controller.start();
+    wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    forge_shows(&forge, "A in progress", |f| {
+        f.states("preprod", &a) == ["in_progress"]
+    })
+    .await;
+    forge.set_ci(&a, "success");
+    wait_phase(&n, "web-preprod", Phase::Validated).await;
+    forge_shows(&forge, "A success", |f| {
+        f.states("preprod", &a) == ["in_progress", "success"]
+    })
+    .await;
+    let latest = forge.latest_status("preprod", &a).unwrap();
+    assert_eq!(
+        latest["log_url"],
+        format!("https://vigie.example.com/releases/{n}/web-preprod")
+    );
+    assert_eq!(latest["environment_url"], "https://preprod.example.com");
+
+    // B, then a crash while it is verified.
+    set_revision(&n, "web-preprod", &b);
+    wait_phase(&n, "web-preprod", Phase::Verifying).await;
+    forge_shows(&forge, "B in progress", |f| {
+        f.states("preprod", &b) == ["in_progress"]
+    })
+    .await;
+    controller.kill();
+    forge.fail([
+        forges::Fault::Status(503, None),
+        forges::Fault::Status(429, Some(2)),
+    ]);
+    controller.start();
+    forge.set_ci(&b, "failure");
+    wait_phase(&n, "web-preprod", Phase::RolledBack).await;
+    wait_rolled_out(&n, "web-preprod", &image(&a)).await;
+    forge_shows(&forge, "B failure", |f| {
+        f.states("preprod", &b) == ["in_progress", "failure"]
+    })
+    .await;
+    assert_eq!(forge.deployments("preprod", &a).len(), 1);
+    assert_eq!(forge.deployments("preprod", &b).len(), 1);
+    assert_eq!(
+        forge.commit_states(&b, "vigie/preprod"),
+        ["pending", "failure"]
+    );
+    assert!(
+        !controller.log().contains(forges::GITHUB_TOKEN),
+        "a token in the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

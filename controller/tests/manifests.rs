@@ -577,3 +577,61 @@ fn the_polling_choice_is_checked() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn forge_reporting_settings_are_checked_with_the_field_named() {
+    let with = |ci: &str, env: &str| {
+        GOOD.replace("  ci: {webhook: {}}", &format!("  ci: {ci}"))
+            .replace(
+                "  backend: {docker: {}}\n",
+                &format!("  backend: {{docker: {{}}}}\n{env}"),
+            )
+    };
+    let reported =
+        "{github: {repository: octo/app, report: {commitStatus: true}}, requiredChecks: [test]}";
+    assert_eq!(
+        problems(&with(reported, "  url: https://preprod.example.com\n")),
+        Vec::<String>::new()
+    );
+    assert!(problems(&with("{gitlab: {project: data/app, report: {}}}", "")).is_empty());
+    for ci in [
+        "{github: {repository: octo/app, report: {commitStatus: true}}}",
+        "{github: {repository: octo/app, report: {commitStatus: true}}, requiredChecks: ['*']}",
+        "{github: {repository: octo/app, report: {commitStatus: true}}, requiredChecks: [vigie/preprod]}",
+    ] {
+        let found = problems(&with(ci, ""));
+        assert_eq!(found.len(), 1, "{ci}: {found:?}");
+        assert!(
+            found[0].contains("spec.ci.requiredChecks")
+                && found[0].contains("github.report.commitStatus needs requiredChecks"),
+            "{found:?}"
+        );
+    }
+    let found = problems(&with(
+        "{github: {repository: octo/app, report: {deployment: true}}}",
+        "  url: ftp://preprod\n",
+    ));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|p| p.contains("spec.url")), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("spec.ci.github.report") && p.contains("deployment")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn what_the_forge_shows_is_decided_without_io() {
+    let text = std::fs::read_to_string(root().join("controller/src/forge/rules.rs")).unwrap();
+    for forbidden in [
+        "reqwest",
+        "tokio::",
+        "kube::",
+        "std::fs",
+        "std::net",
+        "Timestamp::now",
+    ] {
+        assert!(!text.contains(forbidden), "forge/rules.rs uses {forbidden}");
+    }
+}

@@ -117,6 +117,9 @@ pub struct TrackRule {
 #[x_kube(validation = Rule::new("!has(self.polling) || self.polling != 'never' || (has(self.github) && has(self.github.webhookSecret)) || (has(self.gitlab) && has(self.gitlab.webhookToken)) || has(self.webhook)")
     .message("polling: never needs the provider's webhook secret (github.webhookSecret or gitlab.webhookToken): without it no verdict can reach Vigie")
     .field_path(".polling"))]
+#[x_kube(validation = Rule::new("!(has(self.github) && has(self.github.report) && has(self.github.report.commitStatus) && self.github.report.commitStatus) || (size(self.requiredChecks) > 0 && self.requiredChecks.all(c, !c.startsWith('vigie/') && c != '*'))")
+    .message("github.report.commitStatus needs requiredChecks naming the CI checks (not '*' nor 'vigie/…'): Vigie's own status vigie/<environment> must not count as a check")
+    .field_path(".requiredChecks"))]
 pub struct CiSpec {
     /// GitHub check runs and commit statuses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +221,43 @@ pub struct GitHubCi {
     /// Secret of the repository webhook (`X-Hub-Signature-256`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<SecretSource>,
+    /// Report deployments back to GitHub (a Deployment per environment and SHA with its
+    /// statuses, and optionally a commit status `vigie/<environment>`). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<GitHubReport>,
+}
+
+/// What Vigie reports back to GitHub, with the token of `ci.github.token` (it needs
+/// `deployments: write`, and `statuses: write` for commit statuses).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitHubReport {
+    /// A Deployment per environment and SHA, its status following the Release:
+    /// `in_progress` while deploying and verifying, `success` once validated, `failure`
+    /// when rolled back, `error` when a person is needed, `inactive` once replaced.
+    #[serde(default = "yes")]
+    pub deployments: bool,
+    /// A commit status `vigie/<environment>` on each SHA deployed (`pending`, `success`,
+    /// `failure`, `error`). It needs `ci.requiredChecks`, so that Vigie never waits for
+    /// its own status.
+    #[serde(default)]
+    pub commit_status: bool,
+}
+
+/// What Vigie reports back to GitLab, with the token of `ci.gitlab.token` (a token with
+/// the `api` scope and the Developer role).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitLabReport {
+    /// A deployment per environment and SHA, its status following the Release:
+    /// `running` while deploying and verifying, `success` once validated, `failed` when
+    /// rolled back or when a person is needed.
+    #[serde(default = "yes")]
+    pub deployments: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_github_api() -> String {
@@ -241,6 +281,10 @@ pub struct GitLabCi {
     /// Secret token of the project webhook (`X-Gitlab-Token`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_token: Option<SecretSource>,
+    /// Report deployments back to GitLab (a deployment per environment and SHA with its
+    /// status). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<GitLabReport>,
 }
 
 fn default_gitlab_api() -> String {

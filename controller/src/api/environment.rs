@@ -69,6 +69,11 @@ pub struct EnvironmentSpec {
     /// Periodic health monitoring of the releases running here.
     #[serde(default)]
     pub monitoring: Monitoring,
+    /// The environment's address (`https://preprod.example.com`), shown on the forge
+    /// as the deployment's environment URL when reporting is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://\S+$"), length(max = 2048))]
+    pub url: Option<String>,
     /// How many entries each Release keeps in `status.history`.
     #[serde(default = "default_history_limit")]
     #[schemars(range(min = 1, max = 500))]

@@ -63,7 +63,7 @@ pub struct Client {
 
 /// The wait a rate-limited answer asks for: `Retry-After` (seconds), else
 /// `X-RateLimit-Reset`/`RateLimit-Reset` (epoch seconds) when the remaining quota is 0.
-fn retry_after(headers: &header::HeaderMap, now: Timestamp) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &header::HeaderMap, now: Timestamp) -> Option<Duration> {
     let get = |name: &str| {
         headers
             .get(name)
@@ -308,7 +308,7 @@ impl Client {
 }
 
 /// A GitLab project id or path, percent-encoded for a URL path segment.
-fn encode_project(project: &str) -> String {
+pub(crate) fn encode_project(project: &str) -> String {
     project
         .bytes()
         .map(|b| {

@@ -235,6 +235,10 @@ pub struct RunArgs {
     /// File holding the HMAC key of /hooks/ci (else VIGIE_WEBHOOK_SECRET).
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Vigie's public address (`https://vigie.example.com`): reports to the forge link
+    /// back to `{URL}/releases/{namespace}/{name}`; without it they carry no link.
+    #[arg(long, env = "VIGIE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Seconds between rounds when nothing happens (changes to the manifests and CI
     /// verdicts wake the reconciler at once).
     #[arg(long, default_value_t = 2.0)]
@@ -287,6 +291,10 @@ pub struct ControllerArgs {
     /// File holding the HMAC key of /hooks/ci (else VIGIE_WEBHOOK_SECRET).
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Vigie's public address (`https://vigie.example.com`): reports to the forge link
+    /// back to `{URL}/releases/{namespace}/{name}`; without it they carry no link.
+    #[arg(long, env = "VIGIE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Instance id labelled on Docker containers (two operators sharing a Docker host
     /// must differ).
     #[arg(long, env = "VIGIE_INSTANCE", default_value = "operator")]

@@ -65,6 +65,14 @@ pub(super) fn controller(args: ControllerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let public_url = match args.public_url.as_deref().map(crate::forge::public_url) {
+        Some(Err(e)) => {
+            eprintln!("vigie: --public-url {e}");
+            return ExitCode::FAILURE;
+        }
+        Some(Ok(u)) => Some(u),
+        None => None,
+    };
     let identity = match args.identity {
         Some(given) => Identity::Given(given),
         None => Identity::Named(leader::name(
@@ -91,6 +99,7 @@ pub(super) fn controller(args: ControllerArgs) -> ExitCode {
         webhook_secret: secret,
         concurrency: args.concurrency.max(1),
         instance: args.instance,
+        public_url,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

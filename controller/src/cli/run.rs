@@ -64,6 +64,14 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let public_url = match args.public_url.as_deref().map(crate::forge::public_url) {
+        Some(Err(e)) => {
+            eprintln!("vigie: --public-url {e}");
+            return ExitCode::FAILURE;
+        }
+        Some(Ok(u)) => Some(u),
+        None => None,
+    };
     let mut git_cache = args.state.clone().into_os_string();
     git_cache.push(".git-cache");
     let options = crate::standalone::run::Options {
@@ -83,6 +91,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         removal_grace: std::time::Duration::from_secs(args.removal_grace),
         write_back,
         git_author,
+        public_url,
     };
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(2))
     else {

@@ -87,6 +87,8 @@ pub struct Options {
     pub track_interval: Duration,
     /// Where git repositories (manifests, tracked code) are mirrored.
     pub git_cache: std::path::PathBuf,
+    /// Vigie's public URL: reports to the forge link back to a Release's history.
+    pub public_url: Option<String>,
 }
 
 /// Why `vigie controller` stopped.
@@ -143,6 +145,8 @@ pub struct Ctx {
     pub(crate) writer: Option<Arc<crate::gitops::writeback::Writer>>,
     /// Sends the Environments' notifications in the background.
     pub(crate) dispatcher: crate::notify::deliver::Dispatcher,
+    /// Reports deployments back to the forge in the background.
+    pub(crate) reporter: crate::forge::Reporter,
 }
 
 impl Ctx {
@@ -513,7 +517,21 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     };
     let (env_reader, env_writer) = reflector::store::<Environment>();
     let (loc_reader, loc_writer) = reflector::store::<CodeLocation>();
+    let polls = crate::reconcile::verdicts::Polls::default();
+    // The CI token is read from the Secret cache that polling reads (it follows
+    // CodeLocations' Secrets).
+    let forge = {
+        let cache = secrets_cache.clone();
+        crate::forge::Reporter::new(
+            polls.shared_auth(),
+            Arc::new(move |ns, source| cache.get(ns, source)),
+            options.public_url.clone(),
+            shared.metrics.forge_reports.clone(),
+            crate::forge::Retry::default(),
+        )
+    };
     let ctx = Arc::new(Ctx {
+        reporter: forge,
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         options: options.clone(),
@@ -560,7 +578,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
             )
         },
         secrets: secrets_cache,
-        polls: crate::reconcile::verdicts::Polls::default(),
+        polls,
         revisions: crate::reconcile::revisions::Git::default(),
         memory: crate::reconcile::Memory::default(),
         failures: Mutex::new(HashMap::new()),
@@ -638,6 +656,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     // The last transitions' messages (a rollback's, say) go out before the Lease is
     // given up; within the pod's default 30 s grace period.
     ctx.dispatcher.flush(Duration::from_secs(5)).await;
+    ctx.reporter.flush(Duration::from_secs(3)).await;
     shared.metrics.leader.set(0);
     if result.is_ok()
         && let Some(e) = &elector

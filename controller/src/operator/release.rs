@@ -537,6 +537,7 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
         ci: &ci,
         revisions: &ctx.revisions,
         notifier: &notifier,
+        forge: &ctx.reporter,
         clock: &SystemClock,
         memory: &ctx.memory,
         metrics: &ctx.shared.metrics,

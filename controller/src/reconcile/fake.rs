@@ -299,3 +299,32 @@ impl ports::Clock for FakeClock {
         *self.0.lock().unwrap()
     }
 }
+
+/// Records what the forge would be asked to show after each reconcile.
+#[derive(Default)]
+pub struct FakeForge(pub Mutex<Vec<Vec<(Sha, crate::forge::rules::State)>>>);
+
+impl FakeForge {
+    /// The states reported for `sha`, in order, repeats folded.
+    pub fn states_of(&self, sha: &Sha) -> Vec<crate::forge::rules::State> {
+        let mut out = Vec::new();
+        for round in self.0.lock().unwrap().iter() {
+            for (s, state) in round {
+                if s == sha && out.last() != Some(state) {
+                    out.push(*state);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl ports::Forge for FakeForge {
+    fn report(&self, subject: &Subject<'_>, status: &ReleaseStatus) {
+        let wanted = crate::forge::rules::desired(status, &subject.spec.environment)
+            .into_iter()
+            .map(|w| (w.sha, w.state))
+            .collect();
+        self.0.lock().unwrap().push(wanted);
+    }
+}

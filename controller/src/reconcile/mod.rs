@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! observe ─► resolve ─► verdicts ─► decide ─► record ─► act ─► report
-//! Backend    Revisions  Ci          (pure)    Store     Backend Notifier
+//! Backend    Revisions  Ci          (pure)    Store     Backend Notifier, Forge
 //! ```
 //!
 //! Each step is a function named for it; the I/O steps reach the world only through
@@ -25,7 +25,7 @@ use std::{collections::BTreeMap, time::Instant};
 
 pub use crate::api::ReleaseKey;
 pub use memory::Memory;
-pub use ports::{Ci, Clock, Notifier, Revisions, Store, SystemClock};
+pub use ports::{Ci, Clock, Forge, NoForge, Notifier, Revisions, Store, SystemClock};
 
 use crate::{
     api::{
@@ -82,6 +82,8 @@ pub struct Ports<'a, B, S, C, R, N, K> {
     pub revisions: &'a R,
     /// Who is told.
     pub notifier: &'a N,
+    /// The forge the deployments are reported to (in the background).
+    pub forge: &'a dyn Forge,
     /// The time.
     pub clock: &'a K,
     /// What was applied, between reconciles (nothing needed to resume).
@@ -217,6 +219,8 @@ where
                 Some(e)
             }
         };
+        // What is recorded, shown on the forge: queued, never awaited.
+        ports.forge.report(subject, &status);
         Ok(Reconciled {
             status,
             requeue_after: recorded.requeue_after,

@@ -66,6 +66,22 @@ pub trait Notifier: Send + Sync {
     ) -> impl Future<Output = ()> + Send;
 }
 
+/// Shows each Release's deployments on the forge (GitHub, GitLab): the recorded status
+/// is handed over after every reconcile and sent in the background, so that a slow or
+/// failing forge never holds a deploy or a rollback.
+pub trait Forge: Send + Sync {
+    /// The status recorded for the subject; queued, never awaited.
+    fn report(&self, subject: &Subject<'_>, status: &ReleaseStatus);
+}
+
+/// No forge to report to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoForge;
+
+impl Forge for NoForge {
+    fn report(&self, _: &Subject<'_>, _: &ReleaseStatus) {}
+}
+
 /// The time, passed in: never read inside the rules.
 pub trait Clock: Send + Sync {
     /// Now.

@@ -6,7 +6,8 @@
 use super::{
     Error, Memory, Ports, Reconciled, ReleaseKey, Subject,
     fake::{
-        Engine, FakeBackend, FakeCi, FakeClock, FakeNotifier, FakeRevisions, FakeStore, Journal,
+        Engine, FakeBackend, FakeCi, FakeClock, FakeForge, FakeNotifier, FakeRevisions, FakeStore,
+        Journal,
     },
     release,
 };
@@ -55,6 +56,7 @@ struct World {
     ci: FakeCi,
     revisions: FakeRevisions,
     notifier: FakeNotifier,
+    forge: FakeForge,
     clock: FakeClock,
     memory: Memory,
     metrics: Metrics,
@@ -82,6 +84,7 @@ impl World {
             ci: FakeCi::default(),
             revisions: FakeRevisions::default(),
             notifier: FakeNotifier::new(&journal),
+            forge: FakeForge::default(),
             clock: FakeClock::new(),
             memory: Memory::default(),
             metrics: Metrics::default(),
@@ -122,6 +125,7 @@ impl World {
             ci: &self.ci,
             revisions: &self.revisions,
             notifier: &self.notifier,
+            forge: &self.forge,
             clock: &self.clock,
             memory: &self.memory,
             metrics: &self.metrics,
@@ -233,6 +237,32 @@ async fn a_red_verdict_rolls_back_to_the_validated_sha_recorded_first() {
         "{:?}",
         w.journal.lines()
     );
+}
+
+#[tokio::test]
+async fn the_forge_is_shown_each_recorded_state_even_when_the_engine_refuses() {
+    use crate::forge::rules::State::{Failure, InProgress, Inactive, Success};
+    let (a, b, c) = (sha('a'), sha('b'), sha('c'));
+    let mut w = World::validated(&a).await;
+    assert_eq!(w.forge.states_of(&a), vec![InProgress, Success]);
+    // Red: B fails and A serves again, whatever the engine says after the record.
+    w.revision(&b);
+    w.until(Phase::Verifying).await;
+    *w.backend.engine.lock().unwrap() = Engine::Refuses;
+    w.ci.set(&b, CiState::Failure);
+    let _ = w.reconcile().await;
+    assert_eq!(w.status().phase, Phase::RollingBack);
+    assert_eq!(w.forge.states_of(&b), vec![InProgress, Failure]);
+    *w.backend.engine.lock().unwrap() = Engine::Up;
+    w.until(Phase::RolledBack).await;
+    assert_eq!(w.forge.states_of(&a), vec![InProgress, Success]);
+    // C validated: it succeeds and A, which it replaced, goes inactive.
+    w.revision(&c);
+    w.until(Phase::Verifying).await;
+    w.ci.set(&c, CiState::Success);
+    w.until(Phase::Validated).await;
+    assert_eq!(w.forge.states_of(&c), vec![InProgress, Success]);
+    assert_eq!(w.forge.states_of(&a), vec![InProgress, Success, Inactive]);
 }
 
 #[tokio::test]
@@ -502,6 +532,20 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 
 #[test]
 fn what_a_reconcile_logs_carries_the_release_its_place_and_the_sha() {
+    // Whether a log call is enabled is cached per call site, for every thread: a test
+    // running the same reconcile on another thread, with no subscriber, would have it
+    // cached as disabled. A process-wide subscriber that takes everything (and writes
+    // nowhere) keeps every call site enabled; this thread's own subscriber still gets
+    // this thread's lines.
+    static EVERYTHING: std::sync::Once = std::sync::Once::new();
+    EVERYTHING.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(std::io::sink)
+                .finish(),
+        );
+    });
     let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .json()

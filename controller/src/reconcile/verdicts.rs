@@ -53,7 +53,7 @@ pub trait VerdictStore: Send + Sync {
 #[derive(Default)]
 pub struct Polls {
     client: crate::ci::poll::Client,
-    auth: crate::ci::auth::Auth,
+    auth: std::sync::Arc<crate::ci::auth::Auth>,
     turns: Mutex<HashMap<(String, Sha), Turn>>,
 }
 
@@ -115,6 +115,12 @@ impl Polls {
     #[must_use]
     pub fn auth(&self) -> &crate::ci::auth::Auth {
         &self.auth
+    }
+
+    /// The credentials, to share with the other callers of the providers' APIs.
+    #[must_use]
+    pub fn shared_auth(&self) -> std::sync::Arc<crate::ci::auth::Auth> {
+        self.auth.clone()
     }
 
     /// Whether the (location, SHA) may be polled now, and for how long it has been

@@ -69,6 +69,8 @@ pub struct Options {
     pub write_back: crate::gitops::writeback::Scope,
     /// The author of those commits.
     pub git_author: crate::gitops::writeback::Author,
+    /// Vigie's public URL: reports to the forge link back to a Release's history.
+    pub public_url: Option<String>,
 }
 
 /// Why `vigie run` stopped.
@@ -188,6 +190,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     if let Some(d) = &runner.dispatcher {
         d.flush(Duration::from_secs(10)).await;
     }
+    runner.reporter.flush(Duration::from_secs(5)).await;
     server.abort();
     let _ = std::fs::remove_file(&options.control_socket);
     Ok(())
@@ -248,6 +251,8 @@ pub struct Runner {
     writer: Option<Arc<crate::gitops::writeback::Writer>>,
     /// Sends the Environments' notifications in the background.
     dispatcher: Option<crate::notify::deliver::Dispatcher>,
+    /// Reports deployments back to the forge in the background.
+    reporter: crate::forge::Reporter,
 }
 
 /// One Release, ready to be reconciled.
@@ -285,9 +290,18 @@ impl Runner {
                 crate::notify::deliver::Retry::default(),
             )
         });
+        let polls = Polls::default();
+        let reporter = crate::forge::Reporter::new(
+            polls.shared_auth(),
+            Arc::new(|_, source| crate::secrets::resolve(source)),
+            options.public_url.clone(),
+            shared.metrics.forge_reports.clone(),
+            crate::forge::Retry::default(),
+        );
         Self {
             writer,
             dispatcher,
+            reporter,
             instance: instance_id(&options.state),
             options,
             shared,
@@ -296,7 +310,7 @@ impl Runner {
             backends: BTreeMap::new(),
             windows: BTreeMap::new(),
             memory: Memory::default(),
-            polls: Polls::default(),
+            polls,
             revisions: Git::default(),
             git_fetched: None,
             git_seen: None,
@@ -819,6 +833,7 @@ impl Runner {
             ci: &ci,
             revisions: &self.revisions,
             notifier: &notifier,
+            forge: &self.reporter,
             clock: &SystemClock,
             memory: &self.memory,
             metrics: &self.shared.metrics,

@@ -41,6 +41,7 @@ pub fn environment() -> EnvironmentSpec {
         hooks: Hooks::default(),
         notifications: Vec::new(),
         monitoring: Monitoring::default(),
+        url: None,
         history_limit: 50,
     }
 }
