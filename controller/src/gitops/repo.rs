@@ -51,6 +51,31 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// [`Self::from_spec`], plus an installation token when the credentials name a
+    /// GitHub App (`githubApp`): minted, or reused while fresh, by `auth`, before any
+    /// blocking git work. An App that gives no token is left out, with a warning
+    /// naming why (the remote then refuses, and says so).
+    pub async fn resolve(
+        spec: Option<&crate::api::code_location::GitCredentials>,
+        auth: &crate::ci::auth::Auth,
+        resolve: &crate::ci::auth::Resolve<'_>,
+    ) -> Self {
+        let mut creds = Self::from_spec(spec, resolve);
+        if let Some(app) = spec.and_then(|c| c.github_app.as_ref()) {
+            let what = "repo.credentials.githubApp.privateKey";
+            match auth
+                .github_app(&app.api_url, &app.app(), what, resolve)
+                .await
+            {
+                Ok(token) => creds.token = Some(token),
+                Err(e) => tracing::warn!(error = %e, "repository credential unavailable"),
+            }
+        }
+        creds
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
