@@ -1,5 +1,6 @@
 //! A local mirror of a remote branch (git2): fetched on demand, read at a commit,
-//! asked about ancestry. Credentials: a token for HTTPS, a private key for SSH with
+//! asked about ancestry. Credentials: a token (or a GitHub App's installation token,
+//! had before the blocking work) for HTTPS, a private key for SSH with
 //! the server's host key checked against `known_hosts` lines (an unknown or changed
 //! host key is refused, never trusted silently). Secrets never reach messages.
 
@@ -49,9 +50,7 @@ impl Credentials {
             known_hosts: read(c.known_hosts.as_ref()),
         }
     }
-}
 
-impl Credentials {
     /// [`Self::from_spec`], plus an installation token when the credentials name a
     /// GitHub App (`githubApp`): minted, or reused while fresh, by `auth`, before any
     /// blocking git work. An App that gives no token is left out, with a warning
