@@ -130,6 +130,51 @@ spec: {codeLocation: missing, environment: prod, revision: main}
 }
 
 #[test]
+fn a_github_app_replaces_a_token_and_names_the_app_once() {
+    let yaml = r"
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {name: both}
+spec:
+  repo:
+    url: https://github.com/octo/app.git
+    credentials:
+      token: {env: GIT_TOKEN}
+      githubApp: {appId: 1, installationId: 2, privateKey: {file: /etc/vigie/app.pem}}
+  ci:
+    github:
+      repository: octo/app
+      token: {env: GITHUB_TOKEN}
+      app: {appId: 1, clientId: Iv23liExample, installationId: 0, privateKey: {file: /etc/vigie/app.pem}}
+  artifact: {image: {template: 'registry.example/app:{sha}'}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {name: app}
+spec:
+  repo:
+    url: https://github.com/octo/app.git
+    credentials:
+      githubApp: {clientId: Iv23liExample, installationId: 2, privateKey: {secretKeyRef: {name: app, key: private-key.pem}}}
+  ci:
+    github:
+      repository: octo/app
+      app: {appId: 1, installationId: 2, privateKey: {file: /etc/vigie/app.pem}}
+  artifact: {image: {template: 'registry.example/app:{sha}'}}
+";
+    let got = problems(yaml);
+    let expected = [
+        "test.yaml: document 1 (CodeLocation/both): spec.ci.github.app.installationId: 0 is less than the minimum 1",
+        "test.yaml: document 1 (CodeLocation/both): spec.ci.github.app: set either appId or clientId",
+        "test.yaml: document 1 (CodeLocation/both): spec.ci.github.app: set either token or app, not both",
+        "test.yaml: document 1 (CodeLocation/both): spec.repo.credentials: set exactly one of token (HTTPS), githubApp (HTTPS) or sshKey (SSH)",
+    ];
+    let mut got = got;
+    got.sort();
+    assert_eq!(got, expected);
+}
+
+#[test]
 fn wrong_types_kinds_and_yaml_errors_are_named() {
     let yaml = r"
 apiVersion: vigie.dev/v1

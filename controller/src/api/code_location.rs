@@ -65,7 +65,7 @@ pub struct Repository {
     #[serde(default = "default_branch")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$"))]
     pub branch: String,
-    /// Credentials: a token for HTTPS, or an SSH key and known hosts.
+    /// Credentials: a token or a GitHub App for HTTPS, or an SSH key and known hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<GitCredentials>,
 }
@@ -77,12 +77,16 @@ fn default_branch() -> String {
 /// Credentials for a git remote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("has(self.token) != has(self.sshKey)").message("set either token (HTTPS) or sshKey (SSH)"))]
+#[x_kube(validation = Rule::new("[has(self.token), has(self.sshKey), has(self.githubApp)].filter(x, x).size() == 1").message("set exactly one of token (HTTPS), githubApp (HTTPS) or sshKey (SSH)"))]
 #[x_kube(validation = Rule::new("!has(self.sshKey) || has(self.knownHosts)").message("sshKey requires knownHosts: unknown hosts are never trusted").field_path(".knownHosts"))]
 pub struct GitCredentials {
     /// Token for HTTPS remotes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<SecretSource>,
+    /// A GitHub App whose installation tokens are sent for HTTPS remotes (user
+    /// `x-access-token`), minted and refreshed by Vigie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_app: Option<GitHubAppClone>,
     /// Private key for SSH remotes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_key: Option<SecretSource>,
@@ -207,6 +211,7 @@ fn default_poll_interval() -> DurationSpec {
 /// GitHub (github.com or Enterprise).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.token) || !has(self.app)").message("set either token or app, not both").field_path(".app"))]
 pub struct GitHubCi {
     /// `owner/repo`.
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))]
@@ -215,9 +220,13 @@ pub struct GitHubCi {
     #[serde(default = "default_github_api")]
     #[schemars(regex(pattern = "^https?://"))]
     pub api_url: String,
-    /// API token.
+    /// API token (a personal access token). Exclusive with `app`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<SecretSource>,
+    /// A GitHub App installation whose tokens Vigie mints and refreshes, instead of
+    /// a personal token. Exclusive with `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<GitHubApp>,
     /// Secret of the repository webhook (`X-Hub-Signature-256`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<SecretSource>,
@@ -262,6 +271,80 @@ fn yes() -> bool {
 
 fn default_github_api() -> String {
     "https://api.github.com".to_owned()
+}
+
+/// A GitHub App installation: Vigie signs a JSON web token with the App's private key
+/// and exchanges it for an installation token (valid one hour, refreshed before it
+/// expires).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.appId) != has(self.clientId)").message("set either appId or clientId"))]
+pub struct GitHubApp {
+    /// The App's ID (its settings page, "App ID"). Exclusive with `clientId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub app_id: Option<u64>,
+    /// The App's client ID (`Iv23…`), which GitHub recommends as the token issuer;
+    /// older GitHub Enterprise Server versions take `appId` only. Exclusive with `appId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]+$"), length(max = 100))]
+    pub client_id: Option<String>,
+    /// The installation of the App on the repository's owner (the number at the end of
+    /// `https://github.com/organizations/<org>/settings/installations/<id>`).
+    #[schemars(range(min = 1))]
+    pub installation_id: u64,
+    /// The App's private key, as GitHub downloads it (PEM, `BEGIN RSA PRIVATE KEY`;
+    /// PKCS#8 `BEGIN PRIVATE KEY` is accepted too).
+    pub private_key: SecretSource,
+}
+
+impl GitHubApp {
+    /// The issuer of the App's tokens: its client ID, else its App ID.
+    #[must_use]
+    pub fn issuer(&self) -> String {
+        match (&self.client_id, self.app_id) {
+            (Some(id), _) => id.clone(),
+            (None, Some(id)) => id.to_string(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// A GitHub App whose installation tokens clone a repository over HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.appId) != has(self.clientId)").message("set either appId or clientId"))]
+pub struct GitHubAppClone {
+    /// The API that mints the tokens (`https://github.example.com/api/v3` for Enterprise).
+    #[serde(default = "default_github_api")]
+    #[schemars(regex(pattern = "^https?://"))]
+    pub api_url: String,
+    /// The App's ID. Exclusive with `clientId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub app_id: Option<u64>,
+    /// The App's client ID (`Iv23…`). Exclusive with `appId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]+$"), length(max = 100))]
+    pub client_id: Option<String>,
+    /// The installation of the App on the repository's owner.
+    #[schemars(range(min = 1))]
+    pub installation_id: u64,
+    /// The App's private key (PEM).
+    pub private_key: SecretSource,
+}
+
+impl GitHubAppClone {
+    /// The App, without the API it is reached at.
+    #[must_use]
+    pub fn app(&self) -> GitHubApp {
+        GitHubApp {
+            app_id: self.app_id,
+            client_id: self.client_id.clone(),
+            installation_id: self.installation_id,
+            private_key: self.private_key.clone(),
+        }
+    }
 }
 
 /// GitLab (gitlab.com or self-managed).

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod github;
+pub mod github_app;
 pub mod gitlab;
 pub mod glob;
 pub mod poll;

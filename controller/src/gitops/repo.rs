@@ -1,5 +1,6 @@
 //! A local mirror of a remote branch (git2): fetched on demand, read at a commit,
-//! asked about ancestry. Credentials: a token for HTTPS, a private key for SSH with
+//! asked about ancestry. Credentials: a token (or a GitHub App's installation token,
+//! had before the blocking work) for HTTPS, a private key for SSH with
 //! the server's host key checked against `known_hosts` lines (an unknown or changed
 //! host key is refused, never trusted silently). Secrets never reach messages.
 
@@ -48,6 +49,29 @@ impl Credentials {
             ssh_key: read(c.ssh_key.as_ref()).map(|k| k + "\n"),
             known_hosts: read(c.known_hosts.as_ref()),
         }
+    }
+
+    /// [`Self::from_spec`], plus an installation token when the credentials name a
+    /// GitHub App (`githubApp`): minted, or reused while fresh, by `auth`, before any
+    /// blocking git work. An App that gives no token is left out, with a warning
+    /// naming why (the remote then refuses, and says so).
+    pub async fn resolve(
+        spec: Option<&crate::api::code_location::GitCredentials>,
+        auth: &crate::ci::auth::Auth,
+        resolve: &crate::ci::auth::Resolve<'_>,
+    ) -> Self {
+        let mut creds = Self::from_spec(spec, resolve);
+        if let Some(app) = spec.and_then(|c| c.github_app.as_ref()) {
+            let what = "repo.credentials.githubApp.privateKey";
+            match auth
+                .github_app(&app.api_url, &app.app(), what, resolve)
+                .await
+            {
+                Ok(token) => creds.token = Some(token),
+                Err(e) => tracing::warn!(error = %e, "repository credential unavailable"),
+            }
+        }
+        creds
     }
 }
 

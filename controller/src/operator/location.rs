@@ -53,6 +53,9 @@ enum Misconfigured {
     /// The CI provider refuses or does not answer.
     #[error("CI provider: {0}")]
     Provider(crate::ci::poll::PollError),
+    /// A GitHub App gives no installation token.
+    #[error("{0}")]
+    Credential(crate::ci::auth::AuthError),
 }
 
 /// What is wrong with a location's configuration, if anything; else what works.
@@ -68,6 +71,24 @@ async fn problems(ctx: &Ctx, loc: &CodeLocation) -> Result<String, Misconfigured
         return Err(Misconfigured::Secrets(errors));
     }
     let resolve = |s: &crate::api::SecretSource| ctx.secrets.get(&ns, s);
+    let auth = ctx.polls.auth();
+    if let Some(g) = &loc.spec.ci.github {
+        auth.github(g, &resolve)
+            .await
+            .map_err(Misconfigured::Credential)?;
+    }
+    if let Some(app) = loc
+        .spec
+        .repo
+        .credentials
+        .as_ref()
+        .and_then(|c| c.github_app.as_ref())
+    {
+        let what = "repo.credentials.githubApp.privateKey";
+        auth.github_app(&app.api_url, &app.app(), what, &resolve)
+            .await
+            .map_err(Misconfigured::Credential)?;
+    }
     match ctx
         .polls
         .client()

@@ -189,13 +189,23 @@ impl Notifier for EventNotifier<'_> {
             .await;
         }
         let repo = &self.location.spec.repo;
+        // The credentials (an App's token may need a request) only when a sink is told.
+        let creds = if subject.environment.notifications.is_empty() {
+            None
+        } else {
+            let resolve =
+                |s: &crate::api::SecretSource| self.ctx.secrets.get(&subject.key.namespace, s);
+            Some(
+                crate::gitops::repo::Credentials::resolve(
+                    repo.credentials.as_ref(),
+                    self.ctx.polls.auth(),
+                    &resolve,
+                )
+                .await,
+            )
+        };
         crate::reconcile::send_to_sinks(&self.ctx.dispatcher, subject, notifications, || {
-            Some((
-                repo.url.clone(),
-                crate::gitops::repo::Credentials::from_spec(repo.credentials.as_ref(), |s| {
-                    self.ctx.secrets.get(&subject.key.namespace, s)
-                }),
-            ))
+            creds.map(|c| (repo.url.clone(), c))
         });
     }
 

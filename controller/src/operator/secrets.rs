@@ -30,6 +30,7 @@ pub fn references(location: &CodeLocation) -> Vec<SecretKeyRef> {
     let mut sources: Vec<Option<&SecretSource>> = Vec::new();
     if let Some(g) = &spec.ci.github {
         sources.extend([g.token.as_ref(), g.webhook_secret.as_ref()]);
+        sources.push(g.app.as_ref().map(|a| &a.private_key));
     }
     if let Some(g) = &spec.ci.gitlab {
         sources.extend([g.token.as_ref(), g.webhook_token.as_ref()]);
@@ -39,6 +40,7 @@ pub fn references(location: &CodeLocation) -> Vec<SecretKeyRef> {
     }
     if let Some(c) = &spec.repo.credentials {
         sources.extend([c.token.as_ref(), c.ssh_key.as_ref(), c.known_hosts.as_ref()]);
+        sources.push(c.github_app.as_ref().map(|a| &a.private_key));
     }
     sources
         .into_iter()

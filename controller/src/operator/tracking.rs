@@ -89,9 +89,12 @@ async fn check(ctx: &Ctx, loc: &CodeLocation, cache: &std::path::Path, reported:
     let place = tracking::Location {
         name: &name,
         url: &loc.spec.repo.url,
-        credentials: Credentials::from_spec(loc.spec.repo.credentials.as_ref(), |s| {
-            ctx.secrets.get(&ns, s)
-        }),
+        credentials: Credentials::resolve(
+            loc.spec.repo.credentials.as_ref(),
+            ctx.polls.auth(),
+            &|s| ctx.secrets.get(&ns, s),
+        )
+        .await,
         rules: &loc.spec.track,
         cache: cache.to_owned(),
     };

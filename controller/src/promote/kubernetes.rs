@@ -152,8 +152,12 @@ impl Cluster {
             })?;
         let secrets = SecretCache::default();
         secrets.refresh(&self.client, &[Arc::new(l.clone())]).await;
-        let creds =
-            Credentials::from_spec(l.spec.repo.credentials.as_ref(), |s| secrets.get(ns, s));
+        let creds = Credentials::resolve(
+            l.spec.repo.credentials.as_ref(),
+            &crate::ci::auth::Auth::default(),
+            &|s| secrets.get(ns, s),
+        )
+        .await;
         super::fill_commits(plan, kind, cache.to_owned(), l.spec.repo.url.clone(), creds).await
     }
 

@@ -92,7 +92,11 @@ pub async fn serve(path: &Path, shared: Arc<Shared>, cache: PathBuf) -> std::io:
     let app = Router::new()
         .route("/v1/promote", get(promote_plan).post(promote_apply))
         .route("/v1/rollback", get(rollback_plan).post(rollback_apply))
-        .with_state(Arc::new(Control { shared, cache }));
+        .with_state(Arc::new(Control {
+            shared,
+            cache,
+            auth: crate::ci::auth::Auth::default(),
+        }));
     tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<Peer>();
         if let Err(e) = axum::serve(listener, service).await {
@@ -105,6 +109,9 @@ pub async fn serve(path: &Path, shared: Arc<Shared>, cache: PathBuf) -> std::io:
 struct Control {
     shared: Arc<Shared>,
     cache: PathBuf,
+    /// Credentials of the repositories whose commits a plan lists (a GitHub App's
+    /// installation tokens, kept between requests).
+    auth: crate::ci::auth::Auth,
 }
 
 fn refuse(status: StatusCode, error: impl Into<String>) -> Response {
@@ -116,7 +123,7 @@ struct Found {
     key: String,
     over: Option<String>,
     env: crate::api::environment::EnvironmentSpec,
-    repo: (String, crate::gitops::repo::Credentials),
+    repo: (String, Option<crate::api::code_location::GitCredentials>),
     target: Option<ReleaseStatus>,
     upstream: Option<ReleaseStatus>,
 }
@@ -172,10 +179,7 @@ impl Control {
             })?;
         let repo = (
             location.object.spec.repo.url.clone(),
-            crate::gitops::repo::Credentials::from_spec(
-                location.object.spec.repo.credentials.as_ref(),
-                crate::secrets::resolve,
-            ),
+            location.object.spec.repo.credentials.clone(),
         );
         let key = crate::api::ReleaseKey::new(ns.clone(), name.clone()).to_string();
         let state = self.shared.state.lock().expect("state lock");
@@ -214,7 +218,13 @@ impl Control {
         )
         .map_err(|e| refuse(StatusCode::CONFLICT, e.to_string()))?;
         if commits {
-            let (url, creds) = found.repo.clone();
+            let (url, spec) = found.repo.clone();
+            let creds = crate::gitops::repo::Credentials::resolve(
+                spec.as_ref(),
+                &self.auth,
+                &crate::secrets::resolve,
+            )
+            .await;
             if let Err(e) =
                 promote::fill_commits(&mut plan, kind, self.cache.join("code"), url, creds).await
             {

@@ -109,6 +109,8 @@ pub struct Sinks<'a> {
     pub dispatcher: Option<&'a crate::notify::deliver::Dispatcher>,
     /// The manifests in force.
     pub manifests: &'a Manifests,
+    /// The process's credentials (a GitHub App's installation tokens).
+    pub auth: &'a crate::ci::auth::Auth,
 }
 
 impl Notifier for Sinks<'_> {
@@ -116,22 +118,25 @@ impl Notifier for Sinks<'_> {
         let Some(dispatcher) = self.dispatcher else {
             return;
         };
-        crate::reconcile::send_to_sinks(dispatcher, subject, notifications, || {
-            let key = (
-                subject.key.namespace.clone(),
-                subject.spec.code_location.clone(),
-            );
-            self.manifests.code_locations.get(&key).map(|l| {
+        let key = (
+            subject.key.namespace.clone(),
+            subject.spec.code_location.clone(),
+        );
+        // The credentials (an App's token may need a request) only when a sink is told.
+        let repo = match self.manifests.code_locations.get(&key) {
+            Some(l) if !subject.environment.notifications.is_empty() => {
                 let spec = &l.object.spec.repo;
-                (
-                    spec.url.clone(),
-                    crate::gitops::repo::Credentials::from_spec(
-                        spec.credentials.as_ref(),
-                        crate::secrets::resolve,
-                    ),
+                let creds = crate::gitops::repo::Credentials::resolve(
+                    spec.credentials.as_ref(),
+                    self.auth,
+                    &crate::secrets::resolve,
                 )
-            })
-        });
+                .await;
+                Some((spec.url.clone(), creds))
+            }
+            _ => None,
+        };
+        crate::reconcile::send_to_sinks(dispatcher, subject, notifications, || repo);
     }
 
     async fn action_failed(&self, _: &Subject<'_>, _: &Error) {

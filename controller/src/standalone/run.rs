@@ -449,10 +449,12 @@ impl Runner {
             let place = crate::gitops::tracking::Location {
                 name,
                 url: &spec.repo.url,
-                credentials: crate::gitops::repo::Credentials::from_spec(
+                credentials: crate::gitops::repo::Credentials::resolve(
                     spec.repo.credentials.as_ref(),
-                    crate::secrets::resolve,
-                ),
+                    self.polls.auth(),
+                    &crate::secrets::resolve,
+                )
+                .await,
                 rules: &spec.track,
                 cache: self.options.git_cache.clone(),
             };
@@ -826,6 +828,7 @@ impl Runner {
         let notifier = Sinks {
             dispatcher: self.dispatcher.as_ref(),
             manifests,
+            auth: self.polls.auth(),
         };
         let ports = Ports {
             backend: self.backend(&item.workload.environment),

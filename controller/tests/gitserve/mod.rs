@@ -38,6 +38,9 @@ pub struct HttpGit {
     pub port: u16,
 }
 
+/// Whether a request's Basic credentials (user, password) are taken.
+pub type Check = std::sync::Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 /// Called with the method and the target (`/ops.git/info/refs?service=…`) of each
 /// authorized request before Git answers it: a test makes a concurrent push there.
 pub type BeforeRequest = std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>;
@@ -52,15 +55,30 @@ impl HttpGit {
     /// Serves `root` on a free port, calling `before` ahead of each request.
     #[must_use]
     pub fn start_with(root: &Path, token: &str, before: BeforeRequest) -> Self {
+        let token = token.to_owned();
+        Self::serve(
+            root,
+            std::sync::Arc::new(move |_: &str, password: &str| password == token),
+            before,
+        )
+    }
+
+    /// Serves `root` on a free port; a request is taken when `check(user, password)`
+    /// of its Basic authentication says so (tokens that change: a GitHub App's).
+    #[must_use]
+    pub fn start_checked(root: &Path, check: Check) -> Self {
+        Self::serve(root, check, std::sync::Arc::new(|_: &str, _: &str| {}))
+    }
+
+    fn serve(root: &Path, check: Check, before: BeforeRequest) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let root = root.to_owned();
-        let token = token.to_owned();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (root, token, before) = (root.clone(), token.clone(), before.clone());
+                let (root, check, before) = (root.clone(), check.clone(), before.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &root, &token, &*before);
+                    let _ = serve(stream, &root, &*check, &*before);
                 });
             }
         });
@@ -74,7 +92,10 @@ impl HttpGit {
     }
 }
 
-fn authorized(headers: &[(String, String)], token: &str) -> bool {
+fn authorized(
+    headers: &[(String, String)],
+    check: &(dyn Fn(&str, &str) -> bool + Send + Sync),
+) -> bool {
     use base64::Engine as _;
     headers
         .iter()
@@ -86,7 +107,7 @@ fn authorized(headers: &[(String, String)], token: &str) -> bool {
                 .ok()
         })
         .and_then(|d| String::from_utf8(d).ok())
-        .is_some_and(|up| up.split_once(':').is_some_and(|(_, p)| p == token))
+        .is_some_and(|up| up.split_once(':').is_some_and(|(u, p)| check(u, p)))
 }
 
 #[allow(
@@ -96,7 +117,7 @@ fn authorized(headers: &[(String, String)], token: &str) -> bool {
 fn serve(
     stream: TcpStream,
     root: &Path,
-    token: &str,
+    check: &(dyn Fn(&str, &str) -> bool + Send + Sync),
     before: &(dyn Fn(&str, &str) + Send + Sync),
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -142,7 +163,7 @@ fn serve(
         body.resize(n, 0);
         reader.read_exact(&mut body)?;
     }
-    if !authorized(&headers, token) {
+    if !authorized(&headers, check) {
         write!(
             out,
             "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

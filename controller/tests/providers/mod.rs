@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test binary uses part of it")]
 
+pub mod github_app;
+
 /// Shared state of a provider stand-in: what CI says now, per SHA.
 pub type Answers =
     std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, &'static str>>>;
@@ -50,7 +52,13 @@ pub fn fake_api(
 /// A stand-in for GitHub's REST API: check runs and combined status per SHA, as the
 /// documentation shapes them.
 pub fn fake_github(conclusions: Answers) -> u16 {
-    fake_api(move |path, _| {
+    fake_api(move |path, _| github_answer(&conclusions, path))
+}
+
+/// GitHub's answer to `GET path` (a repository, a SHA's check runs or its combined
+/// status) when CI says `conclusions`.
+pub fn github_answer(conclusions: &Answers, path: &str) -> (&'static str, String) {
+    {
         if path
             .split('?')
             .next()
@@ -81,7 +89,7 @@ pub fn fake_github(conclusions: Answers) -> u16 {
             format!(r#"{{"state": "pending", "sha": "{sha}", "total_count": 0, "statuses": []}}"#)
         };
         ("200 OK", body)
-    })
+    }
 }
 
 /// A stand-in for GitLab's pipelines API; checks the token and the URL-encoded
