@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::rules::{GitLabStep, State, gitlab_step};
 use crate::{
     api::Sha,
-    ci::poll::{encode_project, retry_after},
+    ci::poll::{PollError, encode_project, retry_after},
     git::redact,
 };
 
@@ -31,40 +31,9 @@ pub enum ReportError {
     /// No token is configured: reporting writes to the API and needs one.
     #[error("{0} is not set: reporting to the forge needs a token allowed to write deployments")]
     NoToken(&'static str),
-    /// The provider asks to wait (rate limit, `Retry-After`).
-    #[error("rate limited by {url}; retry after {retry_after:?}")]
-    RateLimited {
-        /// The request.
-        url: String,
-        /// How long to wait.
-        retry_after: Duration,
-    },
-    /// The provider refused the request (401, 403, 404, 422, …): a configuration problem.
-    #[error("{url} answered {status}: {message}")]
-    Refused {
-        /// The request.
-        url: String,
-        /// The status.
-        status: u16,
-        /// The provider's message.
-        message: String,
-    },
-    /// The provider failed or did not answer in time: try again later.
-    #[error("{url}: {reason}")]
-    Unavailable {
-        /// The request.
-        url: String,
-        /// What happened.
-        reason: String,
-    },
-    /// The answer is not what the API documents.
-    #[error("{url} answered something that is not the documented JSON: {reason}")]
-    Malformed {
-        /// The request.
-        url: String,
-        /// The parse error.
-        reason: String,
-    },
+    /// The provider's API did not take the request: the same answers as a poll's.
+    #[error(transparent)]
+    Api(#[from] PollError),
 }
 
 /// Whether and when a failed report is worth another attempt.
@@ -83,12 +52,14 @@ impl ReportError {
     #[must_use]
     pub fn again(&self) -> Again {
         match self {
-            Self::RateLimited { retry_after, .. } => Again::After(*retry_after),
-            Self::Unavailable { .. } | Self::Malformed { .. } | Self::Credential(_) => {
-                Again::Backoff
-            }
-            Self::Refused { status: 408, .. } => Again::Backoff,
-            Self::Refused { .. } | Self::NoToken(_) => Again::Never,
+            Self::Api(PollError::RateLimited { retry_after, .. }) => Again::After(*retry_after),
+            Self::Api(
+                PollError::Unavailable { .. }
+                | PollError::Malformed { .. }
+                | PollError::Refused { status: 408, .. },
+            )
+            | Self::Credential(_) => Again::Backoff,
+            Self::Api(PollError::Refused { .. }) | Self::NoToken(_) => Again::Never,
         }
     }
 }
@@ -263,42 +234,43 @@ impl Client {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(serde_json::to_vec(body).unwrap_or_default());
         }
-        let response = request.send().await.map_err(|e| ReportError::Unavailable {
-            url: shown.clone(),
-            reason: if e.is_timeout() {
-                "timed out".into()
-            } else {
-                "no answer".into()
-            },
+        let response = request.send().await.map_err(|e| {
+            ReportError::Api(PollError::Unavailable {
+                url: shown.clone(),
+                reason: if e.is_timeout() {
+                    "timed out".into()
+                } else {
+                    "no answer".into()
+                },
+            })
         })?;
         let status = response.status();
         let headers = response.headers().clone();
         if let Some(wait) =
             retry_after(&headers, Timestamp::now()).filter(|_| matches!(status.as_u16(), 403 | 429))
         {
-            return Err(ReportError::RateLimited {
+            return Err(ReportError::Api(PollError::RateLimited {
                 url: shown,
                 retry_after: wait,
-            });
+            }));
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(ReportError::RateLimited {
+            return Err(ReportError::Api(PollError::RateLimited {
                 url: shown,
                 retry_after: Duration::from_secs(60),
-            });
+            }));
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ReportError::Unavailable {
+        let bytes = response.bytes().await.map_err(|e| {
+            ReportError::Api(PollError::Unavailable {
                 url: shown.clone(),
                 reason: e.to_string(),
-            })?;
+            })
+        })?;
         if status.is_server_error() {
-            return Err(ReportError::Unavailable {
+            return Err(ReportError::Api(PollError::Unavailable {
                 url: shown,
                 reason: status.to_string(),
-            });
+            }));
         }
         let parsed = serde_json::from_slice::<Value>(&bytes);
         if !status.is_success() {
@@ -310,15 +282,17 @@ impl Client {
                     None => None,
                 })
                 .unwrap_or_default();
-            return Err(ReportError::Refused {
+            return Err(ReportError::Api(PollError::Refused {
                 url: shown,
                 status: status.as_u16(),
                 message,
-            });
+            }));
         }
-        parsed.map_err(|e| ReportError::Malformed {
-            url: shown,
-            reason: e.to_string(),
+        parsed.map_err(|e| {
+            ReportError::Api(PollError::Malformed {
+                url: shown,
+                reason: e.to_string(),
+            })
         })
     }
 
@@ -358,10 +332,10 @@ impl Client {
                     .await?;
                 id = created.get("id").and_then(Value::as_u64);
                 if id.is_none() {
-                    return Err(ReportError::Malformed {
+                    return Err(ReportError::Api(PollError::Malformed {
                         url,
                         reason: "no deployment id".into(),
-                    });
+                    }));
                 }
                 written = true;
             }
@@ -543,10 +517,12 @@ mod tests {
 
     #[test]
     fn errors_say_whether_to_try_again() {
-        let refused = |status| ReportError::Refused {
-            url: "u".into(),
-            status,
-            message: String::new(),
+        let refused = |status| {
+            ReportError::Api(PollError::Refused {
+                url: "u".into(),
+                status,
+                message: String::new(),
+            })
         };
         assert_eq!(refused(401).again(), Again::Never);
         assert_eq!(refused(422).again(), Again::Never);
@@ -556,18 +532,18 @@ mod tests {
             Again::Never
         );
         assert_eq!(
-            ReportError::RateLimited {
+            ReportError::Api(PollError::RateLimited {
                 url: "u".into(),
                 retry_after: Duration::from_secs(7)
-            }
+            })
             .again(),
             Again::After(Duration::from_secs(7))
         );
         assert_eq!(
-            ReportError::Unavailable {
+            ReportError::Api(PollError::Unavailable {
                 url: "u".into(),
                 reason: "502".into()
-            }
+            })
             .again(),
             Again::Backoff
         );

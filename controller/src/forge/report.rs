@@ -22,7 +22,7 @@ use crate::{
         ReleaseStatus, SecretSource, Sha,
         code_location::{GitHubCi, GitLabCi},
     },
-    ci::auth::Auth,
+    ci::{auth::Auth, poll::PollError},
     metrics::ForgeLabel,
     reconcile::{Forge, Subject},
     secrets::SecretError,
@@ -309,10 +309,10 @@ impl Reporter {
                 tokio::time::timeout(retry.timeout, self.once(&job))
                     .await
                     .unwrap_or_else(|_| {
-                        Err(ReportError::Unavailable {
+                        Err(ReportError::Api(PollError::Unavailable {
                             url: api.clone(),
                             reason: format!("no answer within {:?}", retry.timeout),
-                        })
+                        }))
                     })
             };
             let report = &job.report;
@@ -411,16 +411,16 @@ impl Reporter {
                 let (id, done) = match result {
                     // The deployment this process knew is gone (deleted on GitHub): it
                     // is looked up again, and created again if need be, at once.
-                    Err(ReportError::Refused {
+                    Err(ReportError::Api(PollError::Refused {
                         status: 404, url, ..
-                    }) if known.is_some() => {
+                    })) if known.is_some() => {
                         if let Ok(mut book) = inner.book.lock() {
                             book.ids.remove(&job.key);
                         }
-                        return Err(ReportError::Unavailable {
+                        return Err(ReportError::Api(PollError::Unavailable {
                             url,
                             reason: "the deployment is gone; looking it up again".into(),
-                        });
+                        }));
                     }
                     other => other?,
                 };
