@@ -130,6 +130,36 @@ impl Push {
 mod tests {
     use super::*;
 
+    fn published(path: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/{path}.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_published_push_payloads_parse() {
+        let p = github(&published("github/push")).unwrap();
+        assert_eq!(
+            (p.reference.as_str(), p.branch()),
+            ("refs/tags/simple-tag", None)
+        );
+        assert!(p.is_for("https://github.com/Codertocat/Hello-World.git"));
+        assert!(p.is_for("git@github.com:Codertocat/Hello-World.git"));
+        let p = gitlab(&published("gitlab/push")).unwrap();
+        assert_eq!(p.branch(), Some("master"));
+        assert_eq!(p.after, "da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
+        assert!(p.is_for("http://example.com/mike/diaspora.git"));
+        assert!(p.is_for("git@example.com:mike/diaspora.git"));
+        let p = gitlab(&published("gitlab/tag_push")).unwrap();
+        assert_eq!(
+            (p.reference.as_str(), p.branch()),
+            ("refs/tags/v1.0.0", None)
+        );
+        assert!(p.is_for("ssh://git@example.com/jsmith/example.git"));
+    }
+
     #[test]
     fn urls_of_one_repository_compare_equal() {
         let n = normalize("https://github.com/Acme/ops.git");
