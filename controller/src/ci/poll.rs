@@ -98,6 +98,58 @@ fn next_link(headers: &header::HeaderMap) -> Option<String> {
     })
 }
 
+/// A request that got no answer.
+pub(crate) fn unanswered(shown: &str, e: &reqwest::Error) -> PollError {
+    PollError::Unavailable {
+        url: shown.to_owned(),
+        reason: if e.is_timeout() {
+            "timed out".into()
+        } else {
+            "no answer".into()
+        },
+    }
+}
+
+/// What a provider's answer tells when it is not a success: a rate limit, its failure,
+/// its refusal (with its `message`); `None` for a success.
+pub(crate) fn failure(
+    shown: &str,
+    status: StatusCode,
+    headers: &header::HeaderMap,
+    body: &[u8],
+) -> Option<PollError> {
+    if let Some(wait) =
+        retry_after(headers, Timestamp::now()).filter(|_| matches!(status.as_u16(), 403 | 429))
+    {
+        return Some(PollError::RateLimited {
+            url: shown.to_owned(),
+            retry_after: wait,
+        });
+    }
+    if status.is_server_error() {
+        return Some(PollError::Unavailable {
+            url: shown.to_owned(),
+            reason: status.to_string(),
+        });
+    }
+    if status.is_success() {
+        return None;
+    }
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| match v.get("message") {
+            Some(serde_json::Value::String(m)) => Some(m.clone()),
+            Some(other) => Some(other.to_string()),
+            None => None,
+        })
+        .unwrap_or_default();
+    Some(PollError::Refused {
+        url: shown.to_owned(),
+        status: status.as_u16(),
+        message,
+    })
+}
+
 impl Default for Client {
     fn default() -> Self {
         Self::new()
@@ -143,14 +195,7 @@ impl Client {
         if let Some((etag, _)) = &cached {
             request = request.header(header::IF_NONE_MATCH, etag.as_str());
         }
-        let response = request.send().await.map_err(|e| PollError::Unavailable {
-            url: shown.clone(),
-            reason: if e.is_timeout() {
-                "timed out".into()
-            } else {
-                "no answer".into()
-            },
-        })?;
+        let response = request.send().await.map_err(|e| unanswered(&shown, &e))?;
         let status = response.status();
         let headers = response.headers().clone();
         if status == StatusCode::NOT_MODIFIED
@@ -158,34 +203,12 @@ impl Client {
         {
             return Ok((body, headers));
         }
-        if let Some(wait) =
-            retry_after(&headers, Timestamp::now()).filter(|_| matches!(status.as_u16(), 403 | 429))
-        {
-            return Err(PollError::RateLimited {
-                url: shown,
-                retry_after: wait,
-            });
-        }
         let body = response.bytes().await.map_err(|e| PollError::Unavailable {
             url: shown.clone(),
             reason: e.to_string(),
         })?;
-        if status.is_server_error() {
-            return Err(PollError::Unavailable {
-                url: shown,
-                reason: format!("{status}"),
-            });
-        }
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-                .unwrap_or_default();
-            return Err(PollError::Refused {
-                url: shown,
-                status: status.as_u16(),
-                message,
-            });
+        if let Some(e) = failure(&shown, status, &headers, &body) {
+            return Err(e);
         }
         if let Some(etag) = headers.get(header::ETAG).and_then(|v| v.to_str().ok()) {
             self.cache

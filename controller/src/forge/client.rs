@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::rules::{GitLabStep, State, gitlab_step};
 use crate::{
     api::Sha,
-    ci::poll::{PollError, encode_project, retry_after},
+    ci::poll::{PollError, encode_project, failure, retry_after, unanswered},
     git::redact,
 };
 
@@ -234,27 +234,13 @@ impl Client {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(serde_json::to_vec(body).unwrap_or_default());
         }
-        let response = request.send().await.map_err(|e| {
-            ReportError::Api(PollError::Unavailable {
-                url: shown.clone(),
-                reason: if e.is_timeout() {
-                    "timed out".into()
-                } else {
-                    "no answer".into()
-                },
-            })
-        })?;
+        let response = request.send().await.map_err(|e| unanswered(&shown, &e))?;
         let status = response.status();
         let headers = response.headers().clone();
-        if let Some(wait) =
-            retry_after(&headers, Timestamp::now()).filter(|_| matches!(status.as_u16(), 403 | 429))
+        // A 429 without a word of when: a minute.
+        if status == StatusCode::TOO_MANY_REQUESTS
+            && retry_after(&headers, Timestamp::now()).is_none()
         {
-            return Err(ReportError::Api(PollError::RateLimited {
-                url: shown,
-                retry_after: wait,
-            }));
-        }
-        if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(ReportError::Api(PollError::RateLimited {
                 url: shown,
                 retry_after: Duration::from_secs(60),
@@ -266,28 +252,10 @@ impl Client {
                 reason: e.to_string(),
             })
         })?;
-        if status.is_server_error() {
-            return Err(ReportError::Api(PollError::Unavailable {
-                url: shown,
-                reason: status.to_string(),
-            }));
+        if let Some(e) = failure(&shown, status, &headers, &bytes) {
+            return Err(e.into());
         }
         let parsed = serde_json::from_slice::<Value>(&bytes);
-        if !status.is_success() {
-            let message = parsed
-                .ok()
-                .and_then(|v| match v.get("message") {
-                    Some(Value::String(m)) => Some(m.clone()),
-                    Some(other) => Some(other.to_string()),
-                    None => None,
-                })
-                .unwrap_or_default();
-            return Err(ReportError::Api(PollError::Refused {
-                url: shown,
-                status: status.as_u16(),
-                message,
-            }));
-        }
         parsed.map_err(|e| {
             ReportError::Api(PollError::Malformed {
                 url: shown,
