@@ -28,3 +28,4 @@ pub mod standalone;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod web;

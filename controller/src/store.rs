@@ -48,6 +48,10 @@ pub struct State {
     /// What people asked through `vigie promote` and `vigie rollback` (by `namespace/name`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub requests: BTreeMap<String, Requests>,
+    /// Quarantines people cleared from the web view (by `namespace/name`), laid over
+    /// the manifests' `clearQuarantine`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clearances: BTreeMap<String, Vec<crate::api::release::QuarantineClearance>>,
 }
 
 /// A person's promotion or rollback of one Release, laid over its manifest.

@@ -205,6 +205,58 @@ pub struct GitArgs {
     pub git_author: String,
 }
 
+/// The web view's sessions, spelled the same in both modes.
+#[derive(Debug, clap::Args)]
+pub struct WebArgs {
+    /// Serve no web view (the port keeps /healthz, /readyz, /metrics and /hooks).
+    #[arg(long, env = "VIGIE_NO_WEB")]
+    pub no_web: bool,
+    /// Trust this request header, set by an authenticating reverse proxy, as the name
+    /// of the person (e.g. `X-Forwarded-User`). Only when nothing but the proxy can
+    /// reach Vigie's port: anyone reaching it could send the header.
+    #[arg(long, env = "VIGIE_WEB_USER_HEADER")]
+    pub web_user_header: Option<String>,
+    /// File holding the key (32 bytes or more) that signs web sessions and CSRF tokens.
+    /// Replicas given the same key share logins; without it a random key is made at
+    /// start (a restart logs everyone out).
+    #[arg(long, env = "VIGIE_WEB_SESSION_KEY_FILE")]
+    pub web_session_key_file: Option<PathBuf>,
+}
+
+impl WebArgs {
+    /// The web view's options (`None`: no web view); `secure` marks cookies for HTTPS.
+    ///
+    /// # Errors
+    /// The header name or the key file is wrong.
+    pub fn options(&self, secure: bool) -> Result<Option<crate::web::Options>, String> {
+        if self.no_web {
+            return Ok(None);
+        }
+        let user_header = self
+            .web_user_header
+            .as_deref()
+            .map(|h| {
+                axum::http::HeaderName::try_from(h.trim())
+                    .map_err(|_| format!("--web-user-header {h:?} is not a header name"))
+            })
+            .transpose()?;
+        let key = match &self.web_session_key_file {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| format!("--web-session-key-file {}: {e}", path.display()))?;
+                crate::web::session::Key::new(&bytes)
+                    .map_err(|e| format!("--web-session-key-file {}: {e}", path.display()))?
+            }
+            None => crate::web::session::Key::random(),
+        };
+        Ok(Some(crate::web::Options {
+            key,
+            user_header,
+            secure,
+        }))
+    }
+}
+
 /// Options of `vigie run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -239,6 +291,14 @@ pub struct RunArgs {
     /// back to `{URL}/releases/{namespace}/{name}`; without it they carry no link.
     #[arg(long, env = "VIGIE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// File of `name:token` lines: people log in to the web view with their token to
+    /// promote, roll back or clear a quarantine (without it, and without
+    /// --web-user-header, the pages are read-only). Re-read at each login.
+    #[arg(long, env = "VIGIE_WEB_TOKEN_FILE")]
+    pub web_token_file: Option<PathBuf>,
+    /// The web view's sessions.
+    #[command(flatten)]
+    pub web: WebArgs,
     /// Seconds between rounds when nothing happens (changes to the manifests and CI
     /// verdicts wake the reconciler at once).
     #[arg(long, default_value_t = 2.0)]
@@ -295,6 +355,9 @@ pub struct ControllerArgs {
     /// back to `{URL}/releases/{namespace}/{name}`; without it they carry no link.
     #[arg(long, env = "VIGIE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The web view's sessions (people log in with a Kubernetes bearer token).
+    #[command(flatten)]
+    pub web: WebArgs,
     /// Instance id labelled on Docker containers (two operators sharing a Docker host
     /// must differ).
     #[arg(long, env = "VIGIE_INSTANCE", default_value = "operator")]

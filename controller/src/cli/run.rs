@@ -64,13 +64,12 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let public_url = match args.public_url.as_deref().map(crate::forge::public_url) {
-        Some(Err(e)) => {
-            eprintln!("vigie: --public-url {e}");
+    let (public_url, web) = match web_setup(&args) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("vigie: {e}");
             return ExitCode::FAILURE;
         }
-        Some(Ok(u)) => Some(u),
-        None => None,
     };
     let mut git_cache = args.state.clone().into_os_string();
     git_cache.push(".git-cache");
@@ -92,6 +91,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         write_back,
         git_author,
         public_url,
+        web,
     };
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(2))
     else {
@@ -104,4 +104,32 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Vigie's public URL and the web view of `vigie run` (`None`: `--no-web`).
+fn web_setup(
+    args: &RunArgs,
+) -> Result<(Option<String>, Option<crate::standalone::web::Setup>), String> {
+    let public_url = args
+        .public_url
+        .as_deref()
+        .map(crate::forge::public_url)
+        .transpose()
+        .map_err(|e| format!("--public-url {e}"))?;
+    let secure = public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let Some(options) = args.web.options(secure)? else {
+        return Ok((public_url, None));
+    };
+    let tokens = args
+        .web_token_file
+        .clone()
+        .map(crate::standalone::web::TokenFile::new)
+        .transpose()
+        .map_err(|e| format!("--{e}"))?;
+    Ok((
+        public_url,
+        Some(crate::standalone::web::Setup { options, tokens }),
+    ))
 }

@@ -83,6 +83,9 @@ pub struct Shared {
     pub track_pushed: AtomicBool,
     /// The manifests in force (`vigie run`), for `vigie promote` and `vigie rollback`.
     pub manifests: RwLock<Option<Arc<crate::manifest::Manifests>>>,
+    /// Ticks at every change of the state or of the manifests in force (the web
+    /// view's live pages follow it).
+    pub changes: tokio::sync::watch::Sender<u64>,
     /// One writer of the state at a time (see [`Shared::update`]).
     writer: tokio::sync::Mutex<()>,
 }
@@ -106,6 +109,7 @@ impl Shared {
             tracked_repos: RwLock::new(Vec::new()),
             track_pushed: AtomicBool::new(false),
             manifests: RwLock::new(None),
+            changes: tokio::sync::watch::Sender::new(0),
             writer: tokio::sync::Mutex::new(()),
         }
     }
@@ -151,7 +155,13 @@ impl Shared {
                 })??;
         }
         *self.state.lock().expect("state lock") = next;
+        self.changed();
         Ok(out)
+    }
+
+    /// Tells the live pages that what they show changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The CodeLocation keys a delivery naming `name` reaches: the exact key, else

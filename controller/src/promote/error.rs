@@ -151,6 +151,12 @@ pub enum PromoteError {
     /// The terminal could not be read or written.
     #[error("the terminal: {0}")]
     Terminal(#[from] std::io::Error),
+    /// Nothing can be decided yet (`vigie run` has no valid manifests loaded).
+    #[error("{0}")]
+    NotReady(String),
+    /// The decision could not be recorded; nothing changed.
+    #[error("not recorded: {0}")]
+    NotRecorded(String),
 }
 
 impl PromoteError {
@@ -163,7 +169,11 @@ impl PromoteError {
                 Category::InvalidSpec
             }
             Self::NotFound(_) | Self::Answer(_) | Self::Anonymous => Category::InvalidSpec,
-            Self::Kubernetes { .. } | Self::Control(_) | Self::Terminal(_) => Category::Transient,
+            Self::Kubernetes { .. }
+            | Self::Control(_)
+            | Self::Terminal(_)
+            | Self::NotReady(_)
+            | Self::NotRecorded(_) => Category::Transient,
             Self::Git(_) => Category::Forge,
         }
     }

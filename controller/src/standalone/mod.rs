@@ -2,8 +2,10 @@
 //! directory of manifests, recording status in a state file.
 
 pub mod control;
+pub mod desk;
 pub(crate) mod ports;
 pub mod run;
 /// The state file, under its former path.
 pub use crate::store as state;
 pub mod status;
+pub mod web;

@@ -71,6 +71,8 @@ pub struct Options {
     pub git_author: crate::gitops::writeback::Author,
     /// Vigie's public URL: reports to the forge link back to a Release's history.
     pub public_url: Option<String>,
+    /// The web view (`None`: not served).
+    pub web: Option<super::web::Setup>,
 }
 
 /// Why `vigie run` stopped.
@@ -135,9 +137,17 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         manifests = %shown(&options.manifests),
         "vigie run started"
     );
+    let mut app = server::router(shared.clone());
+    if let Some(setup) = options.web.clone() {
+        app = app.merge(super::web::router(
+            setup,
+            shared.clone(),
+            options.git_cache.clone(),
+        ));
+    }
     let server = tokio::spawn(crate::http::listener::serve(
         listener,
-        server::router(shared.clone()),
+        app,
         options.http,
         shared.metrics.http_refused.clone(),
     ));
@@ -662,6 +672,7 @@ impl Runner {
         if let Ok(mut shared) = self.shared.manifests.write() {
             *shared = Some(Arc::new(m.clone()));
         }
+        self.shared.changed();
         self.manifests = Some(m);
     }
 
@@ -680,9 +691,13 @@ impl Runner {
         let Some(m) = &self.manifests else {
             return Vec::new();
         };
-        let (tracked, requests) = {
+        let (tracked, requests, clearances) = {
             let state = self.shared.state.lock().expect("state lock");
-            (state.tracked.clone(), state.requests.clone())
+            (
+                state.tracked.clone(),
+                state.requests.clone(),
+                state.clearances.clone(),
+            )
         };
         m.releases
             .iter()
@@ -701,6 +716,12 @@ impl Runner {
                 let track = tracked.get(&shown);
                 if let Some(req) = requests.get(&shown) {
                     req.apply(&mut release.spec, track.and_then(|t| t.at));
+                }
+                if let Some(cleared) = clearances.get(&shown) {
+                    release
+                        .spec
+                        .clear_quarantine
+                        .extend(cleared.iter().cloned());
                 }
                 if let Some(t) = track
                     && let Some(sha) = &t.sha
