@@ -16,8 +16,9 @@ all: fmt-check lint test
 ci: deps fmt-check lint test
 
 ## Everything `make test` uses: as root on Debian, installs the missing packages
-## (docker.io, openssh-server, python3-aiosmtpd, ...) and rustfmt/clippy; elsewhere
-## stops with one message listing what is missing and how to get it.
+## (docker.io, openssh-server, python3-aiosmtpd, chromium and chromium-driver for the
+## browser tests, ...) and rustfmt/clippy; elsewhere stops with one message listing
+## what is missing and how to get it.
 deps:
 	e2e/deps.sh install
 
@@ -39,11 +40,12 @@ lint:
 
 ## Everything: unit, property and integration tests, the CRD drift check, the
 ## examples, the chart's lint, and the end-to-end tests against a real Docker engine
-## and a real Kubernetes control plane (both built or started here).
+## and a real Kubernetes control plane (both built or started here) and in a real
+## headless Chromium.
 ## Ends with a summary per tier (unit, property, integration, Docker, Kubernetes,
 ## browser); a test that cannot run for want of a part fails, with the install hint.
 test: deps build generate-check validate-examples docker k8s helm-lint
-	VIGIE_E2E_DOCKER=1 VIGIE_E2E_K8S=1 CARGO="$(CARGO)" e2e/test.sh --lib --bins --tests
+	VIGIE_E2E_DOCKER=1 VIGIE_E2E_K8S=1 VIGIE_E2E_BROWSER=1 CARGO="$(CARGO)" e2e/test.sh --lib --bins --tests
 
 ## The tests that need no Docker engine nor control plane (those are skipped, and the
 ## summary says why).

@@ -59,6 +59,8 @@ survey() {
   need "test -x /usr/sbin/sshd" openssh-server "sshd: a real SSH git remote on 127.0.0.1"
   need "command -v ssh-keygen" openssh-client "ssh-keygen: the SSH remote's keys"
   need "/usr/bin/python3 -c 'import aiosmtpd'" python3-aiosmtpd "aiosmtpd: a real SMTP server (STARTTLS, AUTH) for the email notifications"
+  need "command -v chromium" chromium "chromium: the web view's tests drive a real headless browser"
+  need "command -v chromedriver" chromium-driver "chromedriver: the WebDriver server those tests speak to"
 }
 
 report() {

@@ -6,7 +6,8 @@
 #
 # The output is kept in target/test.log; tests that skip for a missing part write a line
 # to $VIGIE_TEST_SKIPS (target/test-skips.tsv). Under `make test` (VIGIE_E2E_DOCKER=1,
-# VIGIE_E2E_K8S=1) a missing part fails its test instead, with the install hint.
+# VIGIE_E2E_K8S=1, VIGIE_E2E_BROWSER=1) a missing part fails its test instead, with the
+# install hint.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
