@@ -388,7 +388,10 @@ fn whole(
     title: &str,
     body: &str,
 ) -> Response {
-    html(status, page::layout(title, &web.viewer(who), None, body))
+    html(
+        status,
+        page::layout(title, &web.viewer(who), None, "", body),
+    )
 }
 
 async fn front(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
@@ -402,6 +405,7 @@ async fn front(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
             "Environments",
             &web.viewer(who.as_ref()),
             Some("/fragments/board"),
+            "",
             &body,
         ),
     )
@@ -517,7 +521,8 @@ async fn release_page(
             &format!("{ns}/{name}"),
             &web.viewer(who.as_ref()),
             Some(&live),
-            &format!("{note}{body}"),
+            note,
+            &body,
         ),
     )
 }

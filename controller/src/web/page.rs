@@ -105,7 +105,13 @@ pub struct Viewer<'a> {
 /// A whole page around `body`; `live` is the address of the fragment that replaces
 /// `#live` when the server says something changed.
 #[must_use]
-pub fn layout(title: &str, viewer: &Viewer<'_>, live: Option<&str>, body: &str) -> String {
+pub fn layout(
+    title: &str,
+    viewer: &Viewer<'_>,
+    live: Option<&str>,
+    flash: &str,
+    body: &str,
+) -> String {
     let mut who = String::new();
     match (viewer.person, viewer.csrf) {
         (Some(p), Some(csrf)) if viewer.can_logout => {
@@ -134,7 +140,7 @@ pub fn layout(title: &str, viewer: &Viewer<'_>, live: Option<&str>, body: &str) 
          <link rel=\"icon\" href=\"data:,\">\
          <script src=\"/assets/app.js\" defer></script></head>\
          <body><a class=\"skip\" href=\"#live\">Skip to content</a>\
-         <header><a class=\"brand\" href=\"/\">Vigie</a><nav>{who}</nav></header>\
+         <header><a class=\"brand\" href=\"/\">Vigie</a><nav>{who}</nav></header>{flash}\
          <main id=\"live\" tabindex=\"-1\"{live_attr}>{body}</main></body></html>\n",
         title = esc(title),
     )

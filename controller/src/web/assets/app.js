@@ -9,16 +9,26 @@
   if (!live || !window.EventSource) return;
   let busy = false;
   let again = false;
+  let waiting = false;
   function refresh() {
     if (busy) { again = true; return; }
     busy = true;
     fetch(live.dataset.live, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
-        // Keep what a person is typing: a page with a filled field is not replaced.
-        const typing = live.querySelector("input:not([type=hidden])");
-        if (typing && typing.value !== "" && live.contains(document.activeElement)) return;
+        // A person filling a form keeps it: the part is replaced once they leave it.
+        const active = document.activeElement;
+        if (active && live.contains(active) && active.closest("form")) {
+          waiting = true;
+          return;
+        }
+        // A link that had the keyboard's focus keeps it after the replacement.
+        const href = active && live.contains(active) ? active.getAttribute("href") : null;
         live.innerHTML = html;
+        if (href) {
+          const same = live.querySelector('a[href="' + CSS.escape(href) + '"]');
+          if (same) same.focus();
+        }
         document.body.dataset.updated = String(Date.now());
         confirmations();
       })
@@ -28,13 +38,25 @@
         if (again) { again = false; refresh(); }
       });
   }
+  live.addEventListener("focusout", function () {
+    setTimeout(function () {
+      const active = document.activeElement;
+      if (waiting && !(active && live.contains(active) && active.closest("form"))) {
+        waiting = false;
+        refresh();
+      }
+    }, 0);
+  });
   const events = new EventSource("/events");
   events.addEventListener("change", refresh);
+  // Once connected (and again after a reconnection), catch up with whatever changed
+  // between the page's rendering and the stream's start.
   events.addEventListener("open", function () {
-    document.body.dataset.live = "on";
+    document.body.dataset.stream = "open";
+    refresh();
   });
   events.addEventListener("error", function () {
-    document.body.dataset.live = "off";
+    document.body.dataset.stream = "closed";
   });
 })();
 
