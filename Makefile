@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VIGIE := target/debug/vigie
 
-.PHONY: all ci deps deps-check fmt fmt-check lint test unit e2e docker k8s stop generate generate-check bench bench-k8s fuzz demo build validate-examples helm-lint
+.PHONY: all ci deps deps-check fmt fmt-check lint test unit e2e docker k8s stop generate generate-check bench bench-web bench-k8s fuzz demo build validate-examples helm-lint
 
 # CI builds once per run: incremental compilation only costs disk there (gigabytes of
 # dep-graphs for ~20 test binaries; a CI run once ran out of space).
@@ -64,6 +64,7 @@ k8s:
 ## Stops what `make test` and `make demo` started: the control plane, the dockerd that
 ## e2e/docker.sh started, and the containers the tests and the demo left.
 stop:
+	-[ ! -f /tmp/vigie-demo/vigie.pid ] || kill $$(cat /tmp/vigie-demo/vigie.pid) 2>/dev/null; rm -f /tmp/vigie-demo/vigie.pid
 	-ids=$$(docker ps -aq --filter label=app.kubernetes.io/managed-by=vigie 2>/dev/null); [ -z "$$ids" ] || docker rm -f $$ids >/dev/null
 	e2e/k8s.sh stop
 	e2e/docker.sh stop
@@ -99,6 +100,11 @@ fuzz:
 ## Benchmarks that print figures (ratios against baselines measured in the same run).
 bench: build docker
 	$(CARGO) bench --locked --bench docker
+
+## The web view's pages with 50 code locations × 5 environments, against a static
+## asset of the same server.
+bench-web:
+	$(CARGO) bench --locked --bench web
 
 ## 500 Releases on the real control plane, against 500 Deployments created directly.
 bench-k8s: build k8s

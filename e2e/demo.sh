@@ -5,6 +5,8 @@
 # `vigie run` on examples/demo/, deploys the good commit to preprod (port 8500),
 # validates it, deploys a bad one, posts a red CI verdict and shows the rollback.
 # Then promotes the good commit to prod (port 8501) with `vigie promote`, DEPLOY typed.
+# Ends with the web view's address: `vigie run` keeps running, and the page shows the
+# rollback (log in with the token printed to act from the page).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -48,9 +50,16 @@ for f in "$top"/examples/demo/*.yaml; do
   sed -e "s|file:///tmp/vigie-demo/repo|file://$work/repo|" -e "s|revision: main|revision: $good|" "$f" > "$work/manifests/$(basename "$f")"
 done
 
-say "vigie run --manifests $work/manifests --state $work/state.json --listen $listen"
-"$vigie" run --manifests "$work/manifests" --state "$work/state.json" --listen "$listen" --interval 1 >"$work/vigie.log" 2>&1 &
+# The web view's login: one person, a fresh token each demo.
+token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf 'demo:%s\n' "$token" > "$work/web-tokens"
+chmod 600 "$work/web-tokens"
+
+say "vigie run --manifests $work/manifests --state $work/state.json --listen $listen --web-token-file $work/web-tokens"
+"$vigie" run --manifests "$work/manifests" --state "$work/state.json" --listen "$listen" --interval 1 \
+  --web-token-file "$work/web-tokens" >"$work/vigie.log" 2>&1 &
 echo $! > "$work/vigie.pid"
+# Stopped if the demo fails; left running (for the web view) when it succeeds.
 trap 'kill "$(cat "$work/vigie.pid")" 2>/dev/null || true' EXIT
 
 say "1. The good commit ${good:0:7} is deployed to preprod first, then CI is awaited"
@@ -93,5 +102,18 @@ echo "prod answers: $(serve 8501)"
 status
 "$vigie" history demo-app --env prod --state "$work/state.json"
 
-say "Done. The containers keep running; remove them with:"
-echo "  docker rm -f \$(docker ps -aq --filter label=vigie.dev/code-location=demo-app)"
+say "6. The web view shows it all: the grid, and preprod's rollback on its Release page"
+page=$(curl -s --max-time 5 "http://$listen/releases/default/demo-app-preprod")
+if ! grep -q 'data-phase="rolled-back"' <<<"$page" || ! grep -q "quarantined <code title=\"$bad\"" <<<"$page"; then
+  echo "the Release page does not show the rollback; log: $work/vigie.log" >&2
+  exit 1
+fi
+echo "the Release page shows the rollback of ${bad:0:7} to ${good:0:7}"
+trap - EXIT
+
+say "Done. vigie run keeps running (pid $(cat "$work/vigie.pid")) for the web view:"
+echo "  http://$listen/"
+echo "  http://$listen/releases/default/demo-app-preprod   (the rollback)"
+echo "  log in as demo with the token: $token"
+echo "Stop it and remove the containers with:"
+echo "  kill \$(cat $work/vigie.pid); docker rm -f \$(docker ps -aq --filter label=vigie.dev/code-location=demo-app)"

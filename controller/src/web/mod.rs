@@ -1056,3 +1056,6 @@ async fn logout(
     }
     response
 }
+
+#[cfg(test)]
+mod tests;
