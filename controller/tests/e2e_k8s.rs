@@ -2473,3 +2473,364 @@ async fn docs_kubernetes_md_runs_as_written() {
         "a step of the quickstart the test checks is gone from the page"
     );
 }
+
+/// `application/x-www-form-urlencoded`, as a browser sends a form.
+fn form(fields: &[(&str, &str)]) -> Vec<u8> {
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(b).to_string()
+                }
+                b' ' => "+".to_owned(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes()
+}
+
+/// A browser of the web view: its session cookie, once logged in.
+struct Browser {
+    port: u16,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn headers(&self, more: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        let mut headers = more.to_vec();
+        if let Some(c) = &self.cookie {
+            headers.push(("cookie", c.clone()));
+        }
+        headers
+    }
+
+    fn get(&self, path: &str) -> k8s::Answer {
+        k8s::exchange(self.port, "GET", path, &self.headers(&[]), b"")
+            .unwrap_or_else(|| panic!("GET {path}: no answer"))
+    }
+
+    fn post(&self, path: &str, fields: &[(&str, &str)]) -> k8s::Answer {
+        let headers = self.headers(&[(
+            "content-type",
+            "application/x-www-form-urlencoded".to_owned(),
+        )]);
+        k8s::exchange(self.port, "POST", path, &headers, &form(fields))
+            .unwrap_or_else(|| panic!("POST {path}: no answer"))
+    }
+
+    /// Logs in with `token`; the answer (a session cookie kept when it gives one).
+    fn login(&mut self, token: &str) -> k8s::Answer {
+        let answer = self.post("/login", &[("token", token)]);
+        if let Some(set) = answer.header("set-cookie") {
+            self.cookie = set.split(';').next().map(str::to_owned);
+        }
+        answer
+    }
+
+    /// The CSRF token of the session (the log-out form of any page carries it).
+    fn csrf(&self) -> String {
+        let page = self.get("/").body;
+        let at = page
+            .find("name=\"csrf\" value=\"")
+            .expect("a form with a CSRF token")
+            + 19;
+        page[at..].split('"').next().unwrap().to_owned()
+    }
+}
+
+/// A token of the ServiceAccount `name` in `ns`, as `kubectl create token` gives it.
+fn token(ns: &str, name: &str) -> String {
+    let out = kubectl(&["-n", ns, "create", "token", name, "--duration=1h"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_owned()
+}
+
+/// The operator's web view, served by a standby replica running as the chart's
+/// ServiceAccount (so the chart grants the token and access reviews): the grid lists
+/// the Release; a garbage token is refused; a ServiceAccount that may not patch
+/// Releases logs in but is refused every action with Kubernetes' answer, and nothing
+/// changes; one bound to a Role that allows it clears a quarantine and rolls back, in
+/// its own name, written as `vigie-web`. The chart's session key outlives an upgrade.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_view_lets_act_only_whom_kubernetes_lets_patch_the_release() {
+    if !k8s::enabled("web") {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let ns = Namespace::new("web");
+    let n = ns.name.clone();
+    let sa = helm_install(&ns);
+
+    // The session key the chart made: random, and the same after an upgrade.
+    let session_key = || {
+        stdout(&kubectl(&[
+            "-n",
+            &n,
+            "get",
+            "secret",
+            &format!("{n}-vigie-web-session"),
+            "-o",
+            "jsonpath={.data.session-key}",
+        ]))
+    };
+    let key = session_key();
+    assert_eq!(key.len(), 64, "48 characters, in base64: {key:?}");
+    let chart = k8s::root().join("charts/vigie");
+    let upgraded = helm(&[
+        "upgrade",
+        &n,
+        chart.to_str().unwrap(),
+        "--namespace",
+        &n,
+        "--reuse-values",
+    ]);
+    assert!(upgraded.status.success(), "{}", stderr(&upgraded));
+    assert_eq!(session_key(), key, "the upgrade kept the session key");
+
+    // Another replica holds the Lease: this one stands by and reconciles nothing, so
+    // the status written below stays as written.
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ");
+    apply(&format!(
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: vigie-controller, namespace: {n}}}\nspec: {{holderIdentity: elsewhere, leaseDurationSeconds: 3600, renewTime: \"{now}\"}}\n"
+    ));
+    let (a, b, c) = (sha('a'), sha('b'), sha('c'));
+    apply(&format!(
+        r#"apiVersion: vigie.dev/v1alpha1
+kind: Environment
+metadata: {{name: preprod, namespace: {n}}}
+spec:
+  backend: {{kubernetes: {{namespace: {n}}}}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: web, namespace: {n}}}
+spec:
+  repo: {{url: "file:///nonexistent/vigie-e2e/web.git"}}
+  ci: {{webhook: {{}}}}
+  artifact: {{image: {{template: "registry.example/web:{{sha}}"}}}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Release
+metadata: {{name: web-preprod, namespace: {n}}}
+spec: {{codeLocation: web, environment: preprod, revision: "{c}"}}
+"#
+    ));
+    // `a` validated, `b` rolled back and quarantined, `c` running now.
+    let releases: Api<Release> = Api::namespaced(k8s::client().await, &n);
+    releases
+        .patch_status(
+            "web-preprod",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"status": {
+                "phase": "Verifying",
+                "desiredSha": c, "deployedSha": c, "validatedSha": a,
+                "quarantine": [{"sha": b, "at": "2026-01-01T10:00:00Z", "reason": "CI failed: test"}],
+                "history": [
+                    {"at": "2026-01-01T09:00:00Z", "event": "Validated", "sha": a},
+                    {"at": "2026-01-01T10:00:00Z", "event": "RolledBack", "sha": b, "previous": a},
+                ],
+            }})),
+        )
+        .await
+        .unwrap();
+
+    let mut controller = Controller::new(&ns, &sa, "web");
+    controller.start();
+    let release_url = format!("/releases/{n}/web-preprod");
+    let grid = eventually(T, "the grid listing the Release", || async {
+        k8s::exchange(controller.port, "GET", "/", &[], b"")
+            .filter(|a| a.status == 200 && a.body.contains(&release_url))
+    })
+    .await;
+    assert!(
+        grid.header("content-security-policy").is_some(),
+        "{:?}",
+        grid.headers
+    );
+    assert!(
+        controller
+            .metrics()
+            .is_some_and(|m| m.contains("vigie_leader 0")),
+        "the pages come from a standby replica"
+    );
+    let page = Browser {
+        port: controller.port,
+        cookie: None,
+    }
+    .get(&release_url);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&b[..7]), "the quarantined SHA is shown");
+
+    // A garbage token.
+    let mut stranger = Browser {
+        port: controller.port,
+        cookie: None,
+    };
+    let refused = stranger.login("not-a-token");
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("Kubernetes does not accept this token"),
+        "{}",
+        refused.body
+    );
+    assert!(stranger.cookie.is_none());
+
+    // Two people: `viewer` may do nothing; `deployer` may patch Releases here.
+    apply(&format!(
+        r"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: viewer, namespace: {n}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: deployer, namespace: {n}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: release-patcher, namespace: {n}}}
+rules:
+  - apiGroups: [vigie.dev]
+    resources: [releases]
+    verbs: [patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: deployer-patches-releases, namespace: {n}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: release-patcher}}
+subjects: [{{kind: ServiceAccount, name: deployer, namespace: {n}}}]
+"
+    ));
+
+    let mut viewer = Browser {
+        port: controller.port,
+        cookie: None,
+    };
+    let login = viewer.login(&token(&n, "viewer"));
+    assert_eq!(login.status, 303, "{}", login.body);
+    assert!(viewer.cookie.is_some(), "a session cookie");
+    let csrf = viewer.csrf();
+    let not_allowed = format!(
+        "Kubernetes does not allow system:serviceaccount:{n}:viewer to patch Release {n}/web-preprod"
+    );
+    let plan = viewer.get(&format!("{release_url}/rollback"));
+    assert_eq!(plan.status, 403, "{}", plan.body);
+    assert!(plan.body.contains(&not_allowed), "{}", plan.body);
+    let clear = viewer.post(
+        &format!("{release_url}/clear-quarantine"),
+        &[("csrf", &csrf), ("sha", &b), ("reason", "looks fine to me")],
+    );
+    assert_eq!(clear.status, 403, "{}", clear.body);
+    assert!(clear.body.contains(&not_allowed), "{}", clear.body);
+    let rollback = viewer.post(
+        &format!("{release_url}/rollback"),
+        &[("csrf", &csrf), ("sha", &a), ("confirm", "ROLLBACK")],
+    );
+    assert_eq!(rollback.status, 403, "{}", rollback.body);
+    let r = releases.get("web-preprod").await.unwrap();
+    assert!(r.spec.clear_quarantine.is_empty() && r.spec.rollback.is_none());
+    assert_eq!(r.spec.revision.as_deref(), Some(c.as_str()));
+
+    let mut deployer = Browser {
+        port: controller.port,
+        cookie: None,
+    };
+    let login = deployer.login(&token(&n, "deployer"));
+    assert_eq!(login.status, 303, "{}", login.body);
+    let csrf = deployer.csrf();
+    let me = format!("system:serviceaccount:{n}:deployer");
+    let cleared = deployer.post(
+        &format!("{release_url}/clear-quarantine"),
+        &[
+            ("csrf", &csrf),
+            ("sha", &b),
+            ("reason", "the test was flaky"),
+        ],
+    );
+    assert_eq!(cleared.status, 303, "{}", cleared.body);
+    assert_eq!(
+        cleared.header("location"),
+        Some(format!("{release_url}?recorded=clear").as_str())
+    );
+    let r = releases.get("web-preprod").await.unwrap();
+    let clearance = &r.spec.clear_quarantine[..];
+    assert_eq!(clearance.len(), 1, "{clearance:?}");
+    assert_eq!(
+        (
+            clearance[0].sha.as_str(),
+            clearance[0].by.as_str(),
+            clearance[0].reason.as_str()
+        ),
+        (b.as_str(), me.as_str(), "the test was flaky")
+    );
+    let managers = |r: &Release| -> Vec<String> {
+        r.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.clone())
+            .collect()
+    };
+    assert!(
+        managers(&r).contains(&"vigie-web".to_owned()),
+        "{:?}",
+        managers(&r)
+    );
+    // A SHA that is not quarantined there is refused, and nothing changes.
+    let again = deployer.post(
+        &format!("{release_url}/clear-quarantine"),
+        &[("csrf", &csrf), ("sha", &c), ("reason", "not quarantined")],
+    );
+    assert_eq!(again.status, 404, "{}", again.body);
+    assert!(again.body.contains("is not quarantined"), "{}", again.body);
+
+    // The rollback plan (the repository cannot be read: the plan says so and goes on),
+    // then the rollback, confirmed.
+    let plan = deployer.get(&format!("{release_url}/rollback"));
+    assert_eq!(plan.status, 200, "{}", plan.body);
+    assert!(
+        plan.body.contains(&a[..7]) && plan.body.contains("ROLLBACK"),
+        "{}",
+        plan.body
+    );
+    let rolled = deployer.post(
+        &format!("{release_url}/rollback"),
+        &[
+            ("csrf", &csrf),
+            ("sha", &a),
+            ("reason", "c breaks the login page"),
+            ("confirm", "ROLLBACK"),
+        ],
+    );
+    assert_eq!(rolled.status, 303, "{}", rolled.body);
+    let r = releases.get("web-preprod").await.unwrap();
+    assert_eq!(r.spec.revision.as_deref(), Some(a.as_str()));
+    let request = r.spec.rollback.clone().expect("a rollback request");
+    assert_eq!(
+        (request.to.as_str(), request.by.as_str()),
+        (a.as_str(), me.as_str())
+    );
+    assert_eq!(request.reason.as_deref(), Some("c breaks the login page"));
+
+    // The chart granted all of it: the controller was refused nothing.
+    for review in [
+        "tokenreviews.authentication.k8s.io",
+        "subjectaccessreviews.authorization.k8s.io",
+    ] {
+        let can = kubectl_as(&sa, &["auth", "can-i", "create", review]);
+        assert_eq!(stdout(&can).trim(), "yes", "create {review}");
+    }
+    let log = controller.log();
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "the controller was refused something:\n{log}"
+    );
+    eprintln!("web view on the operator: {:?}", started.elapsed());
+}

@@ -26,3 +26,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{- /*
+The web view's values, read with their defaults: `helm upgrade --reuse-values` from a
+chart that had no `web` keeps values without them.
+*/}}
+{{- define "vigie.webEnabled" -}}
+{{- if dig "enabled" true (.Values.web | default dict) }}true{{ end -}}
+{{- end -}}
+
+{{- define "vigie.webSessionSecret" -}}
+{{- $given := dig "sessionKey" "existingSecret" "" (.Values.web | default dict) -}}
+{{- default (printf "%s-web-session" (include "vigie.fullname" .)) $given -}}
+{{- end -}}
+
+{{- define "vigie.webSessionKey" -}}
+{{- dig "sessionKey" "key" "session-key" (.Values.web | default dict) -}}
+{{- end -}}

@@ -73,6 +73,16 @@ pub(super) fn controller(args: ControllerArgs) -> ExitCode {
         Some(Ok(u)) => Some(u),
         None => None,
     };
+    let secure = public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let web = match args.web.options(secure) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("vigie: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let identity = match args.identity {
         Some(given) => Identity::Given(given),
         None => Identity::Named(leader::name(
@@ -100,6 +110,7 @@ pub(super) fn controller(args: ControllerArgs) -> ExitCode {
         concurrency: args.concurrency.max(1),
         instance: args.instance,
         public_url,
+        web,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

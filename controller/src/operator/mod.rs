@@ -2,9 +2,9 @@
 //! workloads), Environment (its backend is reachable; a summary of its Releases) and
 //! CodeLocation (its secrets and CI access), with the same pure `decide` as `vigie run`.
 //!
-//! Every replica serves `/healthz`, `/readyz`, `/metrics` and the CI webhooks (a
-//! verdict is written to the CodeLocation's status, so any replica can take it); only
-//! the replica holding the Lease runs the controllers.
+//! Every replica serves `/healthz`, `/readyz`, `/metrics`, the CI webhooks (a verdict
+//! is written to the CodeLocation's status, so any replica can take it) and the web
+//! view ([`web`]); only the replica holding the Lease runs the controllers.
 
 pub mod client;
 mod environment;
@@ -16,6 +16,7 @@ pub mod relay;
 mod release;
 pub mod secrets;
 mod tracking;
+pub mod web;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -89,6 +90,8 @@ pub struct Options {
     pub git_cache: std::path::PathBuf,
     /// Vigie's public URL: reports to the forge link back to a Release's history.
     pub public_url: Option<String>,
+    /// The web view's sessions, when it is served ([`web`]).
+    pub web: Option<crate::web::Options>,
 }
 
 /// Why `vigie controller` stopped.
@@ -456,9 +459,20 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         .identity
         .resolve(leader::Place::here(bound).as_ref(), std::process::id());
     tracing::info!(listen = %bound, identity = %identity, lease_namespace = %lease_namespace, namespace = options.namespace.as_deref().unwrap_or("(all)"), "vigie controller started");
+    let mut app = server::router(shared.clone());
+    if let Some(web) = options.web.clone() {
+        // Commits shown by the pages are mirrored apart from the GitOps repository.
+        app = app.merge(web::router(
+            client.clone(),
+            options.namespace.clone(),
+            secrets_cache.clone(),
+            options.git_cache.join("web"),
+            web,
+        ));
+    }
     let http = tokio::spawn(crate::http::listener::serve(
         listener,
-        server::router(shared.clone()),
+        app,
         options.http,
         shared.metrics.http_refused.clone(),
     ));

@@ -274,6 +274,9 @@ pub fn check(
 /// How many commits a plan lists at most.
 pub const COMMITS_SHOWN: usize = 30;
 
+/// The quarantine clearances a Release keeps on record (the newest).
+pub const CLEARANCES_KEPT: usize = 16;
+
 /// Lists the commits of a plan (brought in by a promotion, undone by a rollback) from
 /// the code repository at `url`, mirrored under `cache`; blocking git2 runs off the runtime.
 ///
