@@ -56,8 +56,16 @@ printf 'demo:%s\n' "$token" > "$work/web-tokens"
 chmod 600 "$work/web-tokens"
 
 say "vigie run --manifests $work/manifests --state $work/state.json --listen $listen --web-token-file $work/web-tokens"
-"$vigie" run --manifests "$work/manifests" --state "$work/state.json" --listen "$listen" --interval 1 \
-  --web-token-file "$work/web-tokens" >"$work/vigie.log" 2>&1 &
+# vigie run outlives this script when the demo succeeds: it must not inherit the
+# caller's descriptors (a lock held with flock around `make demo` would stay held).
+(
+  for fd in /proc/$BASHPID/fd/*; do
+    n=${fd##*/}
+    if [ "$n" -gt 2 ]; then eval "exec $n>&-" 2>/dev/null || true; fi
+  done
+  exec "$vigie" run --manifests "$work/manifests" --state "$work/state.json" --listen "$listen" --interval 1 \
+    --web-token-file "$work/web-tokens" >"$work/vigie.log" 2>&1
+) &
 echo $! > "$work/vigie.pid"
 # Stopped if the demo fails; left running (for the web view) when it succeeds.
 trap 'kill "$(cat "$work/vigie.pid")" 2>/dev/null || true' EXIT

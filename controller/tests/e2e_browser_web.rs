@@ -272,6 +272,12 @@ fn the_grid_follows_a_rollback_live_and_a_person_promotes_with_deploy_typed() {
     browser.wait_text("ol.history", "quarantine cleared", LIVE);
     browser.wait_for("svg.release-timeline", LIVE);
     screenshot(&browser, "release");
+    browser.execute_script(
+        "const s = document.querySelector('svg.release-timeline'); \
+         (s.closest('section') || s).scrollIntoView({block: 'start'}); return true;",
+        &[],
+    );
+    screenshot(&browser, "release-timeline");
 
     // Logging out ends the session.
     settled(|| browser.find("header button").click());

@@ -16,10 +16,6 @@ use crate::{
     promote::{self, Ask, Done, Kind, Plan, PromoteError},
 };
 
-/// Clearances kept per Release (each lifts quarantines recorded before it; older ones
-/// have done their work).
-const CLEARANCES_KEPT: usize = 16;
-
 /// Where decisions are taken and recorded.
 pub struct Desk {
     shared: Arc<Shared>,
@@ -223,7 +219,7 @@ impl Desk {
             .update(|next| {
                 let list = next.clearances.entry(key.to_owned()).or_default();
                 list.push(clearance);
-                let excess = list.len().saturating_sub(CLEARANCES_KEPT);
+                let excess = list.len().saturating_sub(promote::CLEARANCES_KEPT);
                 list.drain(..excess);
             })
             .await

@@ -721,7 +721,9 @@ fn refused(web: &Web, who: Option<&(Person, String)>, e: &PromoteError, back: &s
     let status = match e {
         PromoteError::Refused(_) | PromoteError::ManagedByGitOps { .. } => StatusCode::CONFLICT,
         PromoteError::NotFound(_) => StatusCode::NOT_FOUND,
-        PromoteError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+        // Not ready yet, or not recorded (a write raced another, or the disk refused):
+        // the same request may succeed if tried again.
+        PromoteError::NotReady(_) | PromoteError::NotRecorded(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_GATEWAY,
     };
     whole(
