@@ -674,6 +674,24 @@ fn parse_sha(text: Option<&str>) -> Result<Option<Sha>, String> {
     }
 }
 
+/// The SHA a form or link asks for, or the page that says it is not one.
+fn asked_sha(
+    web: &Web,
+    who: &(Person, String),
+    text: Option<&str>,
+    back: &str,
+) -> Result<Option<Sha>, Box<Response>> {
+    parse_sha(text).map_err(|e| {
+        Box::new(whole(
+            web,
+            Some(who),
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            &page::message("Bad request", &e, back),
+        ))
+    })
+}
+
 async fn show_plan(
     State(web): State<Arc<Web>>,
     kind: Kind,
@@ -686,17 +704,9 @@ async fn show_plan(
         Err(response) => return response,
     };
     let back = page::release_url(&r.key());
-    let sha = match parse_sha(q.sha.as_deref().or(q.to.as_deref())) {
+    let sha = match asked_sha(&web, &who, q.sha.as_deref().or(q.to.as_deref()), &back) {
         Ok(s) => s,
-        Err(e) => {
-            return whole(
-                &web,
-                Some(&who),
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                &page::message("Bad request", &e, &back),
-            );
-        }
+        Err(response) => return *response,
     };
     let ask = Ask {
         location: r.location.clone(),
@@ -800,17 +810,9 @@ async fn apply(
         return forged(&web, &who);
     }
     let back = page::release_url(&r.key());
-    let sha = match parse_sha(d.sha.as_deref()) {
+    let sha = match asked_sha(&web, &who, d.sha.as_deref(), &back) {
         Ok(s) => s,
-        Err(e) => {
-            return whole(
-                &web,
-                Some(&who),
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                &page::message("Bad request", &e, &back),
-            );
-        }
+        Err(response) => return *response,
     };
     let ask = Ask {
         location: r.location.clone(),
