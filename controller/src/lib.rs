@@ -10,6 +10,7 @@ pub mod api;
 pub mod backend;
 pub mod ci;
 pub mod cli;
+pub mod dagster;
 pub mod error;
 pub mod forge;
 pub mod git;

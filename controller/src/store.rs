@@ -255,24 +255,32 @@ pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
         serde_json::Value::from(FORMAT),
         checksum(&content)
     );
+    write_atomically(path, text.as_bytes()).map_err(|(action, e)| io(action, e))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync,
+/// rename, fsync of the directory. A crash leaves either the old file or the new one.
+///
+/// # Errors
+/// The step that failed (`"write"`, `"rename into"`, ...) and why.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), (&'static str, std::io::Error)> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
+    std::fs::create_dir_all(dir).map_err(|e| ("create the directory of", e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     {
         let mut file =
-            std::fs::File::create(&tmp).map_err(|e| io("create a temporary file for", e))?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| io("write", e))?;
-        file.sync_all().map_err(|e| io("fsync", e))?;
+            std::fs::File::create(&tmp).map_err(|e| ("create a temporary file for", e))?;
+        file.write_all(bytes).map_err(|e| ("write", e))?;
+        file.sync_all().map_err(|e| ("fsync", e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| io("rename into", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ("rename into", e))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io("fsync the directory of", e))?;
+        .map_err(|e| ("fsync the directory of", e))?;
     Ok(())
 }
 

@@ -42,6 +42,7 @@ fn workload() -> Workload {
         instance: "hooks-test".into(),
         deployment: None,
         owner: None,
+        dagster: None,
     }
 }
 

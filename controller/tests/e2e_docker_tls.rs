@@ -64,6 +64,7 @@ fn workload(port: u16) -> Workload {
         instance: "tls-test".into(),
         deployment: None,
         owner: None,
+        dagster: None,
     }
 }
 

@@ -680,3 +680,86 @@ fn what_the_forge_shows_is_decided_without_io() {
         assert!(!text.contains(forbidden), "forge/rules.rs uses {forbidden}");
     }
 }
+
+#[test]
+fn dagster_settings_are_checked_with_the_field_named() {
+    let location = |dagster: &str| {
+        GOOD.replace(
+            "  artifact: {image: {template: 'registry.example/app:{sha}'}}",
+            &format!(
+                "  artifact: {{image: {{template: 'registry.example/app:{{sha}}'}}}}\n  {dagster}"
+            ),
+        )
+    };
+    let environment = |dagster: &str| {
+        GOOD.replace(
+            "  backend: {docker: {}}",
+            &format!("  backend: {{docker: {{}}}}\n  {dagster}"),
+        )
+    };
+    let ok = [
+        location("dagster: {module: sales.definitions}"),
+        location("dagster: {pythonFile: defs.py, server: Grpc, port: 4010, locationName: sales}"),
+        environment(
+            "dagster: {graphqlUrl: 'http://127.0.0.1:3000/graphql', workspace: {file: /srv/dagster/workspace.yaml}, network: dagster, validateDefinitions: true}",
+        ),
+    ];
+    for yaml in &ok {
+        assert_eq!(problems(yaml), Vec::<String>::new(), "{yaml}");
+    }
+    let refused = [
+        (
+            location("dagster: {module: a, pythonFile: b.py}"),
+            "spec.dagster",
+            "exactly one of module",
+        ),
+        (
+            location("dagster: {}"),
+            "spec.dagster",
+            "exactly one of module",
+        ),
+        (
+            location("dagster: {module: a}\n  container: {command: [python]}"),
+            "spec.dagster",
+            "remove container.command",
+        ),
+        (
+            location("dagster: {module: a, server: Thrift}"),
+            "spec.dagster.server",
+            "Thrift",
+        ),
+        (
+            environment(
+                "dagster: {graphqlUrl: 'http://127.0.0.1:3000/graphql', workspace: {configMap: {name: ws}}}",
+            ),
+            "spec.dagster.workspace.configMap",
+            "needs a kubernetes backend",
+        ),
+        (
+            environment(
+                "dagster: {graphqlUrl: 'http://127.0.0.1:3000/graphql', workspace: {file: /a, configMap: {name: ws}}}",
+            ),
+            "spec.dagster.workspace",
+            "exactly one of file",
+        ),
+        (
+            environment("dagster: {graphqlUrl: 'ftp://x', workspace: {file: /a}}"),
+            "spec.dagster.graphqlUrl",
+            "",
+        ),
+        (
+            environment(
+                "dagster: {graphqlUrl: 'http://h/graphql', workspace: {file: /a}, timeout: 10m}",
+            ),
+            "spec.dagster.timeout",
+            "between 1s and 5m",
+        ),
+    ];
+    for (yaml, field, text) in &refused {
+        let found = problems(yaml);
+        assert!(
+            found.iter().any(|p| p.contains(field) && p.contains(text)),
+            "{field} / {text}: {found:#?}"
+        );
+    }
+}

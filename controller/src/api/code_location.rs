@@ -32,6 +32,9 @@ use super::common::{
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(validation = Rule::new("!has(self.dagster) || !has(self.container) || ((!has(self.container.command) || size(self.container.command) == 0) && (!has(self.container.args) || size(self.container.args) == 0))")
+    .message("dagster starts the code server itself: remove container.command and container.args")
+    .field_path(".dagster"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CodeLocationSpec {
     /// The git repository holding the code.
@@ -50,6 +53,11 @@ pub struct CodeLocationSpec {
     /// HTTP health check of a running SHA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// A Dagster code location: Vigie starts its code server (the command is Vigie's),
+    /// lists it in the Environment's workspace and has the webserver judge that its
+    /// definitions load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dagster: Option<super::dagster::DagsterCodeLocation>,
 }
 
 /// A git repository.

@@ -41,6 +41,12 @@ use super::common::{
 #[x_kube(validation = Rule::new("self.strategy != 'ValidatedOnly' || has(self.promotion)")
     .message("strategy ValidatedOnly requires promotion.from: the environment whose validated SHAs are accepted")
     .field_path(".promotion"))]
+#[x_kube(validation = Rule::new("!has(self.dagster) || !has(self.dagster.workspace.configMap) || has(self.backend.kubernetes)")
+    .message("dagster.workspace.configMap needs a kubernetes backend (the ConfigMap lives in its namespace); a Docker environment uses dagster.workspace.file")
+    .field_path(".dagster.workspace.configMap"))]
+#[x_kube(validation = Rule::new("!has(self.dagster) || !has(self.dagster.network) || has(self.backend.docker)")
+    .message("dagster.network is the Docker network the code servers join; a kubernetes environment reaches them through their Services")
+    .field_path(".dagster.network"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvironmentSpec {
     /// Where the workloads of this environment run: a Docker host or a Kubernetes namespace.
@@ -78,6 +84,10 @@ pub struct EnvironmentSpec {
     #[serde(default = "default_history_limit")]
     #[schemars(range(min = 1, max = 500))]
     pub history_limit: u32,
+    /// The Dagster instance running here: Vigie writes its workspace and has its
+    /// webserver reload each code location after a deploy or a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dagster: Option<super::dagster::DagsterInstance>,
 }
 
 fn default_history_limit() -> u32 {
@@ -329,7 +339,8 @@ pub struct Hook {
     /// Name of the hook, unique in the environment.
     #[schemars(regex(pattern = NAME_PATTERN), length(max = 63))]
     pub name: String,
-    /// Image to run.
+    /// Image to run; `{sha}` and `{shortSha}` are replaced by the SHA being deployed
+    /// (a check run in the new SHA's own image).
     #[schemars(length(min = 1))]
     pub image: String,
     /// Command and arguments.

@@ -3,6 +3,7 @@
 
 pub mod code_location;
 pub mod common;
+pub mod dagster;
 pub mod environment;
 pub mod key;
 pub mod release;

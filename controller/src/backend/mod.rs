@@ -50,6 +50,8 @@ pub struct Workload {
     /// Kubernetes: the Release that owns what is created (namespace, uid), for owner
     /// references.
     pub owner: Option<Owner>,
+    /// A Dagster code server: the name it is listed under, its port, its network.
+    pub dagster: Option<crate::dagster::CodeServer>,
 }
 
 /// The Release owning a workload, as an owner reference needs it.
@@ -85,6 +87,16 @@ impl Workload {
                 }),
             }
         }
+        let dagster = location.dagster.as_ref().map(|d| {
+            // The code server's command is Vigie's (validation refuses another one).
+            container.command = d.command(&release.code_location);
+            container.args.clear();
+            crate::dagster::CodeServer {
+                location: d.name(&release.code_location).to_owned(),
+                port: d.port,
+                network: environment.dagster.as_ref().and_then(|i| i.network.clone()),
+            }
+        });
         let project = match &environment.backend {
             crate::api::environment::Backend::Docker(d) => d.compose_project.clone(),
             crate::api::environment::Backend::Kubernetes(_) => None,
@@ -102,6 +114,7 @@ impl Workload {
             instance: instance.to_owned(),
             deployment: release.deployment.clone(),
             owner: None,
+            dagster,
         }
     }
 }

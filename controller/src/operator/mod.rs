@@ -150,6 +150,8 @@ pub struct Ctx {
     pub(crate) dispatcher: crate::notify::deliver::Dispatcher,
     /// Reports deployments back to the forge in the background.
     pub(crate) reporter: crate::forge::Reporter,
+    /// Writes the Dagster workspaces and has the webservers judge the code locations.
+    pub(crate) dagster: crate::dagster::Instances<crate::dagster::configmap::ConfigMaps>,
 }
 
 impl Ctx {
@@ -546,6 +548,9 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     };
     let ctx = Arc::new(Ctx {
         reporter: forge,
+        dagster: crate::dagster::Instances::new(crate::dagster::configmap::ConfigMaps::new(
+            client.clone(),
+        )),
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         options: options.clone(),

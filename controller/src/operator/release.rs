@@ -505,11 +505,12 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
     let backend = backend_of(ctx, &env).await;
     let windows = env.spec.windows.as_ref().and_then(|w| Windows::new(w).ok());
     let upstream = upstream(ctx, r, &env);
+    let environment = crate::dagster::environment(&env.spec, &loc.spec);
     let subject = Subject {
         key: &key,
         spec: &r.spec,
         generation: r.metadata.generation,
-        environment: &env.spec,
+        environment: &environment,
         windows: windows.as_ref(),
         workload: &workload,
         ci: &loc.spec.ci,
@@ -538,6 +539,7 @@ async fn apply(r: &Release, ctx: &Arc<Ctx>) -> Result<Action, Error> {
         revisions: &ctx.revisions,
         notifier: &notifier,
         forge: &ctx.reporter,
+        definitions: &ctx.dagster,
         clock: &SystemClock,
         memory: &ctx.memory,
         metrics: &ctx.shared.metrics,

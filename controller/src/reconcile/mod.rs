@@ -1,8 +1,8 @@
 //! The one per-Release pipeline, called by `vigie run` and `vigie controller` alike:
 //!
 //! ```text
-//! observe ─► resolve ─► verdicts ─► decide ─► record ─► act ─► report
-//! Backend    Revisions  Ci          (pure)    Store     Backend Notifier, Forge
+//! observe ─► judge ──────► resolve ─► verdicts ─► decide ─► record ─► act ─► report
+//! Backend    Definitions   Revisions  Ci          (pure)    Store     Backend Notifier, Forge
 //! ```
 //!
 //! Each step is a function named for it; the I/O steps reach the world only through
@@ -25,7 +25,9 @@ use std::{collections::BTreeMap, time::Instant};
 
 pub use crate::api::ReleaseKey;
 pub use memory::Memory;
-pub use ports::{Ci, Clock, Forge, NoForge, Notifier, Revisions, Store, SystemClock};
+pub use ports::{
+    Ci, Clock, Definitions, Forge, NoDefinitions, NoForge, Notifier, Revisions, Store, SystemClock,
+};
 
 use crate::{
     api::{
@@ -84,6 +86,8 @@ pub struct Ports<'a, B, S, C, R, N, K> {
     pub notifier: &'a N,
     /// The forge the deployments are reported to (in the background).
     pub forge: &'a dyn Forge,
+    /// Whoever says whether the definitions of what runs load (the Dagster webserver).
+    pub definitions: &'a dyn Definitions,
     /// The time.
     pub clock: &'a K,
     /// What was applied, between reconciles (nothing needed to resume).
@@ -295,7 +299,23 @@ where
             .await
             .unwrap_or_default()
     };
-    (backend.observe(subject.workload, probe).await, hooks)
+    let observed = backend.observe(subject.workload, probe).await;
+    (judge(subject, status, observed, probe, ports).await, hooks)
+}
+
+/// Has the application server judge what runs (a Dagster code location's definitions
+/// must load): a verdict of "does not load" makes the observation unhealthy.
+pub async fn judge<B, S, C, R, N, K>(
+    subject: &Subject<'_>,
+    status: &ReleaseStatus,
+    observed: WorkloadObservation,
+    probe: Probe,
+    ports: &Ports<'_, B, S, C, R, N, K>,
+) -> WorkloadObservation {
+    ports
+        .definitions
+        .judge(subject, status, observed, probe)
+        .await
 }
 
 /// The commit the Release asks for.

@@ -5,12 +5,14 @@
 
 use std::{collections::BTreeMap, future::Future};
 
+use futures::{FutureExt, future::BoxFuture};
 use jiff::Timestamp;
 
 use super::{Error, Subject};
 use crate::{
     api::{ReleaseStatus, Sha},
-    lifecycle::{CiVerdict, Notification},
+    backend::Probe,
+    lifecycle::{CiVerdict, Notification, WorkloadObservation},
 };
 
 /// A Release's recorded status and history: the state file (`vigie run`) or the
@@ -80,6 +82,36 @@ pub struct NoForge;
 
 impl Forge for NoForge {
     fn report(&self, _: &Subject<'_>, _: &ReleaseStatus) {}
+}
+
+/// Has an application server say whether what runs can be used: today the Dagster
+/// webserver, which loads each code location's definitions ([`crate::dagster`]).
+pub trait Definitions: Send + Sync {
+    /// The observation with the server's judgement laid over it: a code location whose
+    /// definitions fail to load is unhealthy.
+    fn judge<'a>(
+        &'a self,
+        subject: &'a Subject<'a>,
+        status: &'a ReleaseStatus,
+        observed: WorkloadObservation,
+        probe: Probe,
+    ) -> BoxFuture<'a, WorkloadObservation>;
+}
+
+/// Nothing judges definitions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoDefinitions;
+
+impl Definitions for NoDefinitions {
+    fn judge<'a>(
+        &'a self,
+        _: &'a Subject<'a>,
+        _: &'a ReleaseStatus,
+        observed: WorkloadObservation,
+        _: Probe,
+    ) -> BoxFuture<'a, WorkloadObservation> {
+        futures::future::ready(observed).boxed()
+    }
 }
 
 /// The time, passed in: never read inside the rules.

@@ -126,6 +126,7 @@ impl World {
             revisions: &self.revisions,
             notifier: &self.notifier,
             forge: &self.forge,
+            definitions: &super::NoDefinitions,
             clock: &self.clock,
             memory: &self.memory,
             metrics: &self.metrics,

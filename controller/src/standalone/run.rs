@@ -263,6 +263,8 @@ pub struct Runner {
     dispatcher: Option<crate::notify::deliver::Dispatcher>,
     /// Reports deployments back to the forge in the background.
     reporter: crate::forge::Reporter,
+    /// Writes the Dagster workspaces and has the webservers judge the code locations.
+    dagster: crate::dagster::Instances<crate::dagster::Files>,
 }
 
 /// One Release, ready to be reconciled.
@@ -312,6 +314,7 @@ impl Runner {
             writer,
             dispatcher,
             reporter,
+            dagster: crate::dagster::Instances::new(crate::dagster::Files::default()),
             instance: instance_id(&options.state),
             options,
             shared,
@@ -734,7 +737,11 @@ impl Runner {
                 Some(Item {
                     key,
                     release,
-                    environment: environment.object.spec.clone(),
+                    environment: crate::dagster::environment(
+                        &environment.object.spec,
+                        &location.object.spec,
+                    )
+                    .into_owned(),
                     workload: Workload::resolve(
                         &self.instance,
                         name,
@@ -858,6 +865,7 @@ impl Runner {
             revisions: &self.revisions,
             notifier: &notifier,
             forge: &self.reporter,
+            definitions: &self.dagster,
             clock: &SystemClock,
             memory: &self.memory,
             metrics: &self.shared.metrics,

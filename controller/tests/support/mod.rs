@@ -43,6 +43,7 @@ pub fn environment() -> EnvironmentSpec {
         monitoring: Monitoring::default(),
         url: None,
         history_limit: 50,
+        dagster: None,
     }
 }
 

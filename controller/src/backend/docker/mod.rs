@@ -223,8 +223,48 @@ impl DockerBackend {
         Ok(())
     }
 
+    /// Creates the user-defined network a container joins, when missing (a Dagster
+    /// environment's network: its webserver may be started before or after).
+    async fn ensure_network(&self, docker: &Docker, network: &str) -> Result<()> {
+        match docker
+            .inspect_network(
+                network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(engine(e)),
+        }
+        let request = bollard::models::NetworkCreateRequest {
+            name: network.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(std::collections::HashMap::from([(
+                plan::MANAGED_BY.to_owned(),
+                "vigie".to_owned(),
+            )])),
+            ..bollard::models::NetworkCreateRequest::default()
+        };
+        match docker.create_network(request).await {
+            // Created by another writer in between: as good.
+            Ok(_)
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(engine(e)),
+        }
+    }
+
     async fn create(&self, docker: &Docker, plan: &ContainerPlan) -> Result<()> {
         self.ensure_image(docker, &plan.image).await?;
+        if let Some(network) = plan.network.as_deref().filter(|n| {
+            !n.starts_with("container:") && !matches!(*n, "bridge" | "host" | "none" | "default")
+        }) {
+            self.ensure_network(docker, network).await?;
+        }
         let options = CreateContainerOptionsBuilder::default()
             .name(&plan.name)
             .build();

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use sha2::{Digest, Sha256};
 
@@ -63,8 +64,11 @@ pub struct ContainerPlan {
     pub binds: Vec<String>,
     /// Restart the container when it exits (workloads) or not (hooks).
     pub restart: bool,
-    /// Docker network mode (`container:<name>` for a post-deploy hook), else the default.
+    /// Docker network mode (`container:<name>` for a post-deploy hook, a network's
+    /// name for a Dagster code server), else the default.
     pub network: Option<String>,
+    /// Names other containers of `network` reach this one by (a code location's alias).
+    pub aliases: Vec<String>,
 }
 
 /// A port published on the host.
@@ -254,6 +258,11 @@ pub fn workload_container(
     env.push(format!("VIGIE_SHA={sha}"));
     env.push(format!("VIGIE_ENVIRONMENT={}", w.environment));
     env.push(format!("VIGIE_CODE_LOCATION={}", w.code_location));
+    if w.dagster.is_some() {
+        // Dagster launches runs in the image the code server reports.
+        env.retain(|e| !e.starts_with("DAGSTER_CURRENT_IMAGE="));
+        env.push(format!("DAGSTER_CURRENT_IMAGE={image}"));
+    }
     if !c.ports.is_empty() {
         ports = c
             .ports
@@ -292,7 +301,13 @@ pub fn workload_container(
         ports,
         binds,
         restart: true,
-        network: None,
+        network: w.dagster.as_ref().and_then(|d| d.network.clone()),
+        aliases: w
+            .dagster
+            .as_ref()
+            .filter(|d| d.network.is_some())
+            .map(|d| vec![d.location.clone()])
+            .unwrap_or_default(),
     };
     let hash = plan.config_hash();
     plan.labels.insert(LABEL_CONFIG.into(), hash);
@@ -360,7 +375,7 @@ pub fn hook_container(w: &Workload, hook: &Hook, run: &HookRun, time: &str) -> C
     }
     ContainerPlan {
         name: hook_container_name(w, &hook.name, run),
-        image: hook.image.clone(),
+        image: substitute(&hook.image, &run.sha),
         env,
         entrypoint: (!hook.command.is_empty()).then(|| hook.command.clone()),
         cmd: None,
@@ -373,6 +388,7 @@ pub fn hook_container(w: &Workload, hook: &Hook, run: &HookRun, time: &str) -> C
         network: run
             .after_deploy
             .then(|| format!("container:{}", container_name(w, &run.sha))),
+        aliases: Vec::new(),
     }
 }
 
@@ -403,6 +419,7 @@ impl ContainerPlan {
         }
         self.binds.iter().for_each(|b| field(b));
         field(self.network.as_deref().unwrap_or_default());
+        self.aliases.iter().for_each(|a| field(a));
         hex::encode(&h.finalize()[..8])
     }
 
@@ -443,6 +460,19 @@ impl ContainerPlan {
                 network_mode: self.network.clone(),
                 ..HostConfig::default()
             }),
+            networking_config: self
+                .network
+                .as_ref()
+                .filter(|_| !self.aliases.is_empty())
+                .map(|network| NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        network.clone(),
+                        EndpointSettings {
+                            aliases: Some(self.aliases.clone()),
+                            ..EndpointSettings::default()
+                        },
+                    )])),
+                }),
             ..ContainerCreateBody::default()
         }
     }
@@ -544,6 +574,7 @@ mod tests {
             instance: "test".into(),
             deployment: None,
             owner: None,
+            dagster: None,
         }
     }
 

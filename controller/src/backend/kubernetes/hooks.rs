@@ -80,7 +80,7 @@ pub fn hook_job(workload: &Workload, namespace: &str, hook: &Hook, run: &HookRun
                     restart_policy: Some("Never".into()),
                     containers: vec![Container {
                         name: "hook".into(),
-                        image: Some(hook.image.clone()),
+                        image: Some(crate::backend::substitute(&hook.image, &run.sha)),
                         command: (!hook.command.is_empty()).then(|| hook.command.clone()),
                         env: Some(env),
                         ..Container::default()

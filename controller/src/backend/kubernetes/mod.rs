@@ -424,6 +424,7 @@ mod fixtures {
                 namespace: "apps".into(),
                 uid: "u-1".into(),
             }),
+            dagster: None,
         }
     }
 }

@@ -128,22 +128,32 @@ pub fn deployment(
         failure_threshold: Some(i32::try_from(h.retries.max(1)).unwrap_or(3)),
         ..KubeProbe::default()
     });
+    let image = image(workload, sha)?;
+    let mut env: Vec<KubeEnvVar> = c
+        .env
+        .iter()
+        .map(|e| KubeEnvVar {
+            name: e.name.clone(),
+            value: Some(e.value.clone()),
+            value_from: None,
+        })
+        .collect();
+    if workload.dagster.is_some() {
+        // Dagster launches runs in the image the code server reports.
+        env.retain(|e| e.name != "DAGSTER_CURRENT_IMAGE");
+        env.push(KubeEnvVar {
+            name: "DAGSTER_CURRENT_IMAGE".into(),
+            value: Some(image.clone()),
+            value_from: None,
+        });
+    }
     let container = Container {
         name: CONTAINER.into(),
-        image: Some(image(workload, sha)?),
+        image: Some(image),
         command: (!c.command.is_empty()).then(|| c.command.clone()),
         args: (!c.args.is_empty()).then(|| c.args.clone()),
         working_dir: c.working_dir.clone(),
-        env: (!c.env.is_empty()).then(|| {
-            c.env
-                .iter()
-                .map(|e| KubeEnvVar {
-                    name: e.name.clone(),
-                    value: Some(e.value.clone()),
-                    value_from: None,
-                })
-                .collect()
-        }),
+        env: (!env.is_empty()).then_some(env),
         ports: (!c.ports.is_empty()).then(|| {
             c.ports
                 .iter()
