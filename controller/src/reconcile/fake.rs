@@ -328,3 +328,39 @@ impl ports::Forge for FakeForge {
         self.0.lock().unwrap().push(wanted);
     }
 }
+
+/// Definitions judged by a list of SHAs whose definitions fail to load.
+#[derive(Default)]
+pub struct FakeDefinitions(Mutex<BTreeMap<Sha, String>>);
+
+impl FakeDefinitions {
+    /// `sha`'s definitions fail to load with `error`.
+    pub fn fail(&self, sha: &Sha, error: &str) {
+        self.0.lock().unwrap().insert(sha.clone(), error.to_owned());
+    }
+}
+
+impl super::Definitions for FakeDefinitions {
+    fn judge<'a>(
+        &'a self,
+        _: &'a Subject<'a>,
+        status: &'a ReleaseStatus,
+        observed: WorkloadObservation,
+        _: crate::backend::Probe,
+    ) -> futures::future::BoxFuture<'a, WorkloadObservation> {
+        let failed = observed
+            .sha
+            .as_ref()
+            .and_then(|s| self.0.lock().unwrap().get(s).cloned());
+        let out = match (failed, observed.sha.clone()) {
+            (Some(error), Some(sha)) => crate::dagster::judged(
+                observed,
+                Ok(&crate::dagster::graphql::Load::Failed(error)),
+                "sales",
+                crate::dagster::protected(status, &sha),
+            ),
+            _ => observed,
+        };
+        futures::FutureExt::boxed(futures::future::ready(out))
+    }
+}

@@ -6,8 +6,8 @@
 use super::{
     Error, Memory, Ports, Reconciled, ReleaseKey, Subject,
     fake::{
-        Engine, FakeBackend, FakeCi, FakeClock, FakeForge, FakeNotifier, FakeRevisions, FakeStore,
-        Journal,
+        Engine, FakeBackend, FakeCi, FakeClock, FakeDefinitions, FakeForge, FakeNotifier,
+        FakeRevisions, FakeStore, Journal,
     },
     release,
 };
@@ -57,6 +57,7 @@ struct World {
     revisions: FakeRevisions,
     notifier: FakeNotifier,
     forge: FakeForge,
+    definitions: FakeDefinitions,
     clock: FakeClock,
     memory: Memory,
     metrics: Metrics,
@@ -85,6 +86,7 @@ impl World {
             revisions: FakeRevisions::default(),
             notifier: FakeNotifier::new(&journal),
             forge: FakeForge::default(),
+            definitions: FakeDefinitions::default(),
             clock: FakeClock::new(),
             memory: Memory::default(),
             metrics: Metrics::default(),
@@ -126,7 +128,7 @@ impl World {
             revisions: &self.revisions,
             notifier: &self.notifier,
             forge: &self.forge,
-            definitions: &super::NoDefinitions,
+            definitions: &self.definitions,
             clock: &self.clock,
             memory: &self.memory,
             metrics: &self.metrics,
@@ -585,4 +587,31 @@ fn what_a_reconcile_logs_carries_the_release_its_place_and_the_sha() {
     assert_eq!(span["code_location"], "app");
     assert_eq!(span["sha"], a.short());
     assert_eq!(started[0]["fields"]["sha"], a.short());
+}
+
+#[tokio::test]
+async fn definitions_that_fail_to_load_roll_back_with_the_python_error() {
+    let a = sha('a');
+    let b = sha('b');
+    let mut w = World::validated(&a).await;
+    w.definitions.fail(
+        &b,
+        "dagster._core.errors.DagsterImportError: Encountered ImportError\n  File \"defs.py\", line 3\nRuntimeError: broken at import",
+    );
+    w.revision(&b);
+    // Healthy by its health check, but its definitions do not load: never Verifying.
+    let status = w.until(Phase::RolledBack).await;
+    assert_eq!(w.backend.running(), Some(a.clone()));
+    let failed = status
+        .history
+        .iter()
+        .find(|h| h.event == HistoryEvent::RolledBack && h.sha == b)
+        .unwrap_or_else(|| panic!("{:#?}", status.history));
+    let reason = failed.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("failed to load") && reason.contains("RuntimeError: broken at import"),
+        "{reason}"
+    );
+    assert!(reason.starts_with("unhealthy after deploy"), "{reason}");
+    assert!(status.quarantine.iter().any(|q| q.sha == b), "{status:#?}");
 }
