@@ -337,6 +337,30 @@ impl<W: Workspaces> Instances<W> {
         .await
     }
 
+    /// Unlists `location` from the environment's workspace (its Release is gone) and
+    /// has the webserver drop it; failures are logged (nothing runs it any more).
+    pub async fn forget(&self, environment: &EnvironmentSpec, location: &str) {
+        let Some(instance) = environment.dagster.as_ref() else {
+            return;
+        };
+        match self
+            .workspaces
+            .set(&environment.backend, &instance.workspace, location, None)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) = self
+                    .ask(instance, &graphql::reload_workspace(), location)
+                    .await
+                {
+                    tracing::warn!(location, error = %e, "the Dagster webserver did not reload its workspace");
+                }
+            }
+            Err(e) => tracing::warn!(location, error = %e, "the Dagster workspace was not written"),
+        }
+    }
+
     /// The pipeline's `judge` step for one Release (see the module's documentation).
     pub async fn judge(
         &self,
@@ -452,6 +476,14 @@ impl<W: Workspaces> crate::reconcile::Definitions for Instances<W> {
         probe: Probe,
     ) -> BoxFuture<'a, WorkloadObservation> {
         Instances::judge(self, subject, status, observed, probe).boxed()
+    }
+
+    fn forget<'a>(
+        &'a self,
+        environment: &'a EnvironmentSpec,
+        location: &'a str,
+    ) -> BoxFuture<'a, ()> {
+        Instances::forget(self, environment, location).boxed()
     }
 }
 

@@ -618,6 +618,9 @@ async fn cleanup(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
             .map_err(|e| Error::Reconcile(reconcile::Error::Apply(e)))?;
         tracing::info!(release = %r.name_any(), namespace = %ns, "deleted: its workloads were removed");
     }
+    if let Some(server) = &workload.dagster {
+        crate::reconcile::Definitions::forget(&ctx.dagster, &env.spec, &server.location).await;
+    }
     ctx.memory.forget(&ReleaseKey::new(&ns, r.name_any()));
     Ok(Action::await_change())
 }

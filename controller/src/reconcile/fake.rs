@@ -363,4 +363,12 @@ impl super::Definitions for FakeDefinitions {
         };
         futures::FutureExt::boxed(futures::future::ready(out))
     }
+
+    fn forget<'a>(
+        &'a self,
+        _: &'a crate::api::EnvironmentSpec,
+        _: &'a str,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        futures::FutureExt::boxed(futures::future::ready(()))
+    }
 }

@@ -96,6 +96,14 @@ pub trait Definitions: Send + Sync {
         observed: WorkloadObservation,
         probe: Probe,
     ) -> BoxFuture<'a, WorkloadObservation>;
+
+    /// Nothing runs `location` in `environment` any more (its Release was deleted or
+    /// left the manifests): the server stops listing it.
+    fn forget<'a>(
+        &'a self,
+        environment: &'a crate::api::EnvironmentSpec,
+        location: &'a str,
+    ) -> BoxFuture<'a, ()>;
 }
 
 /// Nothing judges definitions.
@@ -111,6 +119,10 @@ impl Definitions for NoDefinitions {
         _: Probe,
     ) -> BoxFuture<'a, WorkloadObservation> {
         futures::future::ready(observed).boxed()
+    }
+
+    fn forget<'a>(&'a self, _: &'a crate::api::EnvironmentSpec, _: &'a str) -> BoxFuture<'a, ()> {
+        futures::future::ready(()).boxed()
     }
 }
 

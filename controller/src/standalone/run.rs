@@ -923,6 +923,27 @@ impl Runner {
                         .map(|r| r.code_location.clone()),
                 )
                 .collect();
+            // Dagster locations nothing runs here any more leave the workspace.
+            if let Some(spec) = m
+                .environments
+                .iter()
+                .find(|((_, name), _)| name == env)
+                .map(|(_, e)| &e.object.spec)
+                .filter(|spec| spec.dagster.is_some())
+            {
+                for ((_, name), l) in &m.code_locations {
+                    if let Some(d) = l
+                        .object
+                        .spec
+                        .dagster
+                        .as_ref()
+                        .filter(|_| !keep.contains(name))
+                    {
+                        crate::reconcile::Definitions::forget(&self.dagster, spec, d.name(name))
+                            .await;
+                    }
+                }
+            }
             match backend.prune(&self.instance, env, &keep).await {
                 Ok(removed) if !removed.is_empty() => {
                     tracing::info!(environment = %env, ?removed, "removed containers no longer desired");
