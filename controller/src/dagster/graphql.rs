@@ -10,13 +10,21 @@ use serde_json::{Value, json};
 /// What the webserver says of one location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Load {
-    /// Its definitions loaded: the repositories' names.
-    Loaded(Vec<String>),
-    /// They failed to load: the Python error (message, then the stack).
+    /// Its definitions loaded: the repositories' names, and the image the code server
+    /// reports (`DAGSTER_CURRENT_IMAGE`, shown as the entry's `image` metadata).
+    Loaded {
+        /// The repositories (`__repository__` for a `Definitions` object).
+        repositories: Vec<String>,
+        /// The image the code server says it runs, when it says.
+        image: Option<String>,
+    },
+    /// They failed to load: the Python exception first, then Dagster's message.
     Failed(String),
+    /// The webserver cannot reach the code server (not listening yet, or gone).
+    Unreachable(String),
     /// The webserver is still loading it.
     Loading,
-    /// The webserver does not list it (its workspace does not have it yet).
+    /// The webserver does not list it (its workspace was not read again yet).
     NotListed,
 }
 
@@ -41,9 +49,9 @@ pub enum GraphqlError {
     },
 }
 
-const ENTRY: &str = "name loadStatus locationOrLoadError { __typename \
+const ENTRY: &str = "name loadStatus displayMetadata { key value } locationOrLoadError { __typename \
     ... on RepositoryLocation { name repositories { name } } \
-    ... on PythonError { message stack } }";
+    ... on PythonError { message className causes { message className } } }";
 
 /// The request that reloads one location (the webserver fetches its definitions from
 /// the code server again) and returns its entry.
@@ -64,16 +72,17 @@ pub fn reload_location(location: &str) -> Value {
     })
 }
 
-/// The request that reloads the whole workspace (locations added or removed).
+/// The request that reloads the whole workspace (locations added or removed). Only
+/// the names are asked: the definitions of a location the reload adds cannot be read
+/// in the same answer (Dagster 1.13 answers 500, "Location … does not exist in
+/// workspace"), so [`workspace`] is asked next.
 #[must_use]
 pub fn reload_workspace() -> Value {
     json!({
-        "query": format!(
-            "mutation VigieReloadWorkspace {{ reloadWorkspace {{ __typename \
-               ... on Workspace {{ locationEntries {{ {ENTRY} }} }} \
-               ... on UnauthorizedError {{ message }} \
-               ... on PythonError {{ message stack }} }} }}"
-        ),
+        "query": "mutation VigieReloadWorkspace { reloadWorkspace { __typename \
+               ... on Workspace { locationEntries { name loadStatus } } \
+               ... on UnauthorizedError { message } \
+               ... on PythonError { message } } }",
         "operationName": "VigieReloadWorkspace",
     })
 }
@@ -144,11 +153,18 @@ fn typename(v: &Value) -> &str {
 }
 
 fn entry_load(entry: &Value) -> Load {
-    let loaded = entry.get("locationOrLoadError");
-    match loaded.map(typename) {
-        Some("RepositoryLocation") => Load::Loaded(
-            loaded
-                .and_then(|l| l.get("repositories"))
+    let loaded = entry.get("locationOrLoadError").unwrap_or(&Value::Null);
+    let text = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned()
+    };
+    match typename(loaded) {
+        "RepositoryLocation" => Load::Loaded {
+            repositories: loaded
+                .get("repositories")
                 .and_then(Value::as_array)
                 .map(|repos| {
                     repos
@@ -158,19 +174,35 @@ fn entry_load(entry: &Value) -> Load {
                         .collect()
                 })
                 .unwrap_or_default(),
-        ),
-        Some("PythonError") => {
-            let l = loaded.unwrap_or(&Value::Null);
-            let message = l.get("message").and_then(Value::as_str).unwrap_or_default();
-            let stack: Vec<&str> = l
-                .get("stack")
+            image: entry
+                .get("displayMetadata")
                 .and_then(Value::as_array)
-                .map(|s| s.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            Load::Failed(format!("{}\n{}", message.trim_end(), stack.concat()))
+                .and_then(|m| {
+                    m.iter()
+                        .find(|kv| kv.get("key").and_then(Value::as_str) == Some("image"))
+                })
+                .and_then(|kv| kv.get("value").and_then(Value::as_str))
+                .map(str::to_owned),
+        },
+        "PythonError" if text(loaded, "className") == "DagsterUserCodeUnreachableError" => {
+            Load::Unreachable(text(loaded, "message"))
         }
-        _ if entry.get("loadStatus").and_then(Value::as_str) == Some("LOADING") => Load::Loading,
-        // Loaded with no location and no error: the webserver has not looked yet.
+        "PythonError" => {
+            // The exception raised by the user's code is a cause; `message` is Dagster's
+            // generic "Error occurred during the loading of Dagster definitions".
+            let mut lines: Vec<String> = loaded
+                .get("causes")
+                .and_then(Value::as_array)
+                .map(|c| {
+                    c.iter()
+                        .map(|c| text(c, "message"))
+                        .filter(|m| !m.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            lines.push(text(loaded, "message"));
+            Load::Failed(lines.join("\n"))
+        }
         _ => Load::Loading,
     }
 }
@@ -272,28 +304,42 @@ mod tests {
                 "repositories": [{"name": "__repository__"}]}}}});
         assert_eq!(
             load_of(&answer, "sales"),
-            Ok(Load::Loaded(vec!["__repository__".into()]))
+            Ok(Load::Loaded {
+                repositories: vec!["__repository__".into()],
+                image: None
+            })
         );
     }
 
     #[test]
     fn a_load_error_carries_the_python_error() {
+        // As Dagster 1.13 answers for a module that raises at import.
         let answer = json!({"data": {"reloadRepositoryLocation": {
             "__typename": "WorkspaceLocationEntry", "name": "sales", "loadStatus": "LOADED",
             "locationOrLoadError": {"__typename": "PythonError",
-                "message": "dagster._core.errors.DagsterImportError: Encountered ImportError\n",
-                "stack": ["  File \"defs.py\", line 1\n", "    raise RuntimeError('broken')\n"]}}}});
+                "message": "dagster._core.errors.DagsterUserCodeLoadError: Error occurred during the loading of Dagster definitions in\nexecutable_path=/opt/dagster/venv/bin/python3, module_name=defs, working_directory=/opt/dagster/app\n",
+                "className": "DagsterUserCodeLoadError",
+                "causes": [{"message": "RuntimeError: broken at import\n", "className": "RuntimeError"}]}}}});
         let Ok(Load::Failed(e)) = load_of(&answer, "sales") else {
             panic!("expected a load failure");
         };
         assert!(
-            e.starts_with("dagster._core.errors.DagsterImportError"),
+            e.starts_with(
+                "RuntimeError: broken at import\ndagster._core.errors.DagsterUserCodeLoadError"
+            ),
             "{e}"
         );
-        assert!(e.contains("raise RuntimeError('broken')"), "{e}");
         assert_eq!(
             first_lines(&e, 2),
-            "dagster._core.errors.DagsterImportError: Encountered ImportError\n  File \"defs.py\", line 1\n…"
+            "RuntimeError: broken at import\ndagster._core.errors.DagsterUserCodeLoadError: Error occurred during the loading of Dagster definitions in\n…"
+        );
+        let unreachable = json!({"data": {"reloadRepositoryLocation": {
+            "__typename": "WorkspaceLocationEntry", "name": "sales", "loadStatus": "LOADED",
+            "locationOrLoadError": {"__typename": "PythonError",
+                "message": "dagster._core.errors.DagsterUserCodeUnreachableError: Could not reach user code server. gRPC Error code: UNAVAILABLE\n",
+                "className": "DagsterUserCodeUnreachableError"}}}});
+        assert!(
+            matches!(load_of(&unreachable, "sales"), Ok(Load::Unreachable(m)) if m.contains("UNAVAILABLE"))
         );
     }
 
@@ -302,9 +348,17 @@ mod tests {
         let answer = json!({"data": {"workspaceOrError": {"__typename": "Workspace",
             "locationEntries": [
                 {"name": "hr", "loadStatus": "LOADING", "locationOrLoadError": null},
-                {"name": "sales", "loadStatus": "LOADED", "locationOrLoadError":
+                {"name": "sales", "loadStatus": "LOADED",
+                    "displayMetadata": [{"key": "host", "value": "sales"}, {"key": "image", "value": "sales:aaaa"}],
+                    "locationOrLoadError":
                     {"__typename": "RepositoryLocation", "name": "sales", "repositories": []}}]}}});
-        assert_eq!(load_of(&answer, "sales"), Ok(Load::Loaded(vec![])));
+        assert_eq!(
+            load_of(&answer, "sales"),
+            Ok(Load::Loaded {
+                repositories: vec![],
+                image: Some("sales:aaaa".into())
+            })
+        );
         assert_eq!(load_of(&answer, "hr"), Ok(Load::Loading));
         assert_eq!(load_of(&answer, "finance"), Ok(Load::NotListed));
     }

@@ -170,6 +170,14 @@ pub fn judged(
             ));
             observed
         }
+        Ok(Load::Unreachable(why)) if !protected => {
+            observed.health = HealthState::Progressing;
+            observed.reason = Some(format!(
+                "the Dagster webserver does not reach the code server of location {location} yet: {}",
+                graphql::first_lines(why, 2)
+            ));
+            observed
+        }
         Err(why) if !protected => {
             observed.health = HealthState::Progressing;
             observed.reason = Some(format!(
@@ -178,7 +186,17 @@ pub fn judged(
             observed
         }
         // Loaded; or not judged, for the SHA kept or gone back to.
-        Ok(Load::Loaded(_) | Load::Loading | Load::NotListed) | Err(_) => observed,
+        Ok(Load::Loaded { .. } | Load::Loading | Load::NotListed | Load::Unreachable(_))
+        | Err(_) => observed,
+    }
+}
+
+/// The image a code server at `sha` reports (`DAGSTER_CURRENT_IMAGE`), for an image
+/// artifact.
+fn expected_image(workload: &Workload, sha: &Sha) -> Option<String> {
+    match &workload.artifact {
+        Artifact::Image(i) => Some(crate::backend::substitute(&i.template, sha)),
+        _ => None,
     }
 }
 
@@ -435,15 +453,35 @@ impl<W: Workspaces> Instances<W> {
             return judged(observed, Ok(&load), location, protected(status, &sha));
         };
         let mut answer = self.ask(instance, &request, location).await;
-        if matches!(answer, Ok(Load::NotListed)) && !listed {
-            // Listed in the file, not yet by the webserver (it restarted, or the
-            // ConfigMap reached its pod since): the whole workspace is read again.
-            answer = self
-                .ask(instance, &graphql::reload_workspace(), location)
-                .await;
+        if listed || (matches!(answer, Ok(Load::NotListed)) && !listed) {
+            // Listed in the file, not yet by the webserver (just written, or the
+            // webserver restarted, or the ConfigMap reached its pod since): the whole
+            // workspace is read again, then the location's definitions.
+            if !listed {
+                answer = self
+                    .ask(instance, &graphql::reload_workspace(), location)
+                    .await;
+            }
+            if answer.is_ok() {
+                answer = self.ask(instance, &graphql::workspace(), location).await;
+            }
+        }
+        // A webserver still showing the image of another SHA has not judged this one.
+        if let (
+            Ok(Load::Loaded {
+                image: Some(served),
+                ..
+            }),
+            Some(expected),
+        ) = (&answer, expected_image(subject.workload, &sha))
+            && *served != expected
+        {
+            answer = Ok(Load::Unreachable(format!(
+                "it still serves {served}, not {expected}"
+            )));
         }
         match &answer {
-            Ok(load @ (Load::Loaded(_) | Load::Failed(_))) => {
+            Ok(load @ (Load::Loaded { .. } | Load::Failed(_))) => {
                 self.remember(
                     subject.key,
                     Some(Judgement {

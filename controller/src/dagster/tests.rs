@@ -77,7 +77,11 @@ fn the_webserver_reaches_each_code_server_where_its_backend_puts_it() {
 fn every_answer_is_laid_over_the_observation() {
     let failed = Load::Failed("ImportError: no module named pandas\n  File \"defs.py\"\n".into());
     let answers: Vec<Result<Load, &str>> = vec![
-        Ok(Load::Loaded(vec!["__repository__".into()])),
+        Ok(Load::Loaded {
+            repositories: vec!["__repository__".into()],
+            image: None,
+        }),
+        Ok(Load::Unreachable("UNAVAILABLE".into())),
         Ok(failed),
         Ok(Load::Loading),
         Ok(Load::NotListed),
@@ -93,7 +97,7 @@ fn every_answer_is_laid_over_the_observation() {
             );
             let expected = match (answer, protected) {
                 (Ok(Load::Failed(_)), _) => HealthState::Unhealthy,
-                (Ok(Load::Loaded(_)), _) | (_, true) => HealthState::Healthy,
+                (Ok(Load::Loaded { .. }), _) | (_, true) => HealthState::Healthy,
                 _ => HealthState::Progressing,
             };
             assert_eq!(out.health, expected, "{answer:?} protected={protected}");
@@ -152,6 +156,8 @@ fn the_definitions_are_validated_first_only_when_asked() {
 struct Webserver {
     /// `locationOrLoadError` per listed location.
     locations: Mutex<BTreeMap<String, Value>>,
+    /// The image every code server reports, when set.
+    image: Mutex<Option<String>>,
     operations: Mutex<Vec<String>>,
 }
 
@@ -161,7 +167,12 @@ async fn graphql(State(w): State<Arc<Webserver>>, Json(body): Json<Value>) -> Js
         .unwrap_or_default()
         .to_owned();
     w.operations.lock().unwrap().push(op.clone());
-    let entry = |name: &str, loaded: &Value| json!({"__typename": "WorkspaceLocationEntry", "name": name, "loadStatus": "LOADED", "locationOrLoadError": loaded});
+    let image = w.image.lock().unwrap().clone();
+    let entry = |name: &str, loaded: &Value| {
+        json!({"__typename": "WorkspaceLocationEntry", "name": name, "loadStatus": "LOADED",
+            "displayMetadata": image.iter().map(|i| json!({"key": "image", "value": i})).collect::<Vec<_>>(),
+            "locationOrLoadError": loaded})
+    };
     let locations = w.locations.lock().unwrap().clone();
     let workspace = json!({"__typename": "Workspace", "locationEntries":
         locations.iter().map(|(n, l)| entry(n, l)).collect::<Vec<_>>()});
@@ -217,8 +228,9 @@ fn loaded() -> Value {
 
 fn import_error() -> Value {
     json!({"__typename": "PythonError",
-        "message": "dagster._core.errors.DagsterImportError: Encountered ImportError: `No module named 'pandas'` while importing module sales.definitions.\n",
-        "stack": ["  File \"/opt/dagster/app/sales/definitions.py\", line 1, in <module>\n", "    import pandas\n"]})
+        "message": "dagster._core.errors.DagsterUserCodeLoadError: Error occurred during the loading of Dagster definitions in\nexecutable_path=/opt/dagster/venv/bin/python3, module_name=sales.definitions, working_directory=/opt/dagster/app\n",
+        "className": "DagsterUserCodeLoadError",
+        "causes": [{"message": "ModuleNotFoundError: No module named 'pandas'\n", "className": "ModuleNotFoundError"}]})
 }
 
 #[tokio::test]
@@ -250,7 +262,7 @@ async fn a_location_is_listed_reloaded_once_per_sha_and_judged() {
         .judge(&subject, &status, running(Some(sha('a'))), Probe::State)
         .await;
     assert_eq!(out.health, HealthState::Healthy, "{out:?}");
-    assert_eq!(ops(), ["VigieReloadWorkspace"]);
+    assert_eq!(ops(), ["VigieReloadWorkspace", "VigieWorkspace"]);
     // Nothing changed: nothing asked until a full probe, which only reads.
     instances
         .judge(&subject, &status, running(Some(sha('a'))), Probe::State)
@@ -274,13 +286,26 @@ async fn a_location_is_listed_reloaded_once_per_sha_and_judged() {
     assert_eq!(out.health, HealthState::Unhealthy);
     let reason = out.reason.unwrap();
     assert!(reason.contains("No module named 'pandas'"), "{reason}");
-    assert!(reason.contains("import pandas"), "{reason}");
+    assert!(reason.contains("DagsterUserCodeLoadError"), "{reason}");
     // Remembered between full probes.
     let again = instances
         .judge(&subject, &status, running(Some(sha('b'))), Probe::State)
         .await;
     assert_eq!(again.health, HealthState::Unhealthy);
     assert_eq!(ops(), Vec::<String>::new());
+
+    // A webserver still showing another SHA's image has not judged this one.
+    web.locations
+        .lock()
+        .unwrap()
+        .insert("sales".into(), loaded());
+    *web.image.lock().unwrap() = Some(format!("sales:{}", sha('a')));
+    let out = instances
+        .judge(&subject, &status, running(Some(sha('c'))), Probe::State)
+        .await;
+    assert_eq!(out.health, HealthState::Progressing, "{out:?}");
+    assert!(out.reason.unwrap().contains("still serves sales:aaaa"));
+    ops();
 
     // Rolled back to the validated SHA: reloaded again, loaded.
     web.locations
