@@ -52,12 +52,17 @@ pub fn address(host_ip: &str, host_port: u16) -> String {
     }
 }
 
+/// The most header (and trailer) bytes accepted in an answer.
+const MAX_HEADERS: u32 = 16 * 1024;
+
 /// What one finished exchange brought back, before it is judged.
 #[derive(Debug, Default)]
 struct Exchange {
     status: StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
+    /// The body went past [`wire::MAX_BODY`]: the rest was not read.
+    oversize: bool,
     trailers: Option<HeaderMap>,
 }
 
@@ -71,6 +76,9 @@ impl Exchange {
                 .get(header::CONTENT_TYPE)
                 .map(http::HeaderValue::as_bytes),
         )?;
+        if self.oversize {
+            return Err(WireError::BodyTooLarge);
+        }
         let source = match &self.trailers {
             Some(t) if t.contains_key("grpc-status") => t,
             _ => &self.headers,
@@ -99,10 +107,11 @@ async fn exchange(address: &str, service: &str) -> Result<Exchange, String> {
         .await
         .map_err(|e| format!("failed to connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("failed to start HTTP/2: {}", chain(&e)))?;
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .max_header_list_size(MAX_HEADERS)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("failed to start HTTP/2: {}", chain(&e)))?;
     let _driver = AbortOnDrop(tokio::spawn(async move {
         let _ = connection.await;
     }));
@@ -133,7 +142,8 @@ async fn exchange(address: &str, service: &str) -> Result<Exchange, String> {
         match frame.into_data() {
             Ok(data) => {
                 if exchange.body.len() + data.len() > wire::MAX_BODY {
-                    return Err(WireError::BodyTooLarge.to_string());
+                    exchange.oversize = true;
+                    break;
                 }
                 exchange.body.extend_from_slice(&data);
             }
@@ -263,6 +273,8 @@ mod tests {
         Compressed,
         /// Headers, then nothing ever.
         Stall,
+        /// A message longer than any health answer, in several frames.
+        Huge,
     }
 
     /// An HTTP/2 server (hyper's) answering each call with the next reply, and
@@ -321,6 +333,11 @@ mod tests {
                                     "application/grpc",
                                     vec![],
                                     vec![data(vec![1, 0, 0, 0, 2, 0x08, 1]), ok],
+                                ),
+                                Reply::Huge => (
+                                    "application/grpc",
+                                    vec![],
+                                    vec![data(vec![0; wire::MAX_BODY]), data(vec![0; 10]), ok],
                                 ),
                                 Reply::Stall => {
                                     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -414,6 +431,7 @@ mod tests {
                 "the message is compressed, though Vigie accepts only the identity encoding",
             ),
             (Reply::Stall, "", "no answer within 300ms"),
+            (Reply::Huge, "", "an answer over 8202 bytes"),
         ] {
             let (address, calls) = server(vec![reply], service).await;
             let e = check(&address, &hc(service, 0)).await.unwrap_err();
