@@ -32,6 +32,28 @@ go_is_recent() {
   [ "${minor:-0}" -ge 24 ]
 }
 
+# The Python packages of the gRPC health tests (Dagster, grpcio's health servicer),
+# pinned in e2e/python-requirements.txt, in a virtualenv of their own: Debian packages
+# neither. The tests find it at the same $VIGIE_E2E_PYTHON_DIR.
+here=$(cd "$(dirname "$0")" && pwd)
+python_dir=${VIGIE_E2E_PYTHON_DIR:-/var/lib/vigie-e2e/python}
+python_stamp() {
+  sha256sum "$here/python-requirements.txt" | cut -c1-16
+}
+python_env_ok() {
+  [ -x "$python_dir/bin/python" ] && [ "$(cat "$python_dir/.stamp" 2>/dev/null)" = "$(python_stamp)" ]
+}
+# Builds the virtualenv unless it holds the requirements already (its stamp).
+python_env_install() {
+  python_env_ok && return 0
+  /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || return 0
+  echo "deps.sh: installing e2e/python-requirements.txt into $python_dir" >&2
+  mkdir -p "$python_dir" || return 0
+  /usr/bin/python3 -m venv --clear "$python_dir"
+  "$python_dir/bin/pip" install --quiet --disable-pip-version-check -r "$here/python-requirements.txt"
+  python_stamp >"$python_dir/.stamp"
+}
+
 has_component() {
   rustup component list --installed 2>/dev/null | grep -q "^$1"
 }
@@ -61,6 +83,8 @@ survey() {
   need "/usr/bin/python3 -c 'import aiosmtpd'" python3-aiosmtpd "aiosmtpd: a real SMTP server (STARTTLS, AUTH) for the email notifications"
   need "command -v chromium" chromium "chromium: the web view's tests drive a real headless browser"
   need "command -v chromedriver" chromium-driver "chromedriver: the WebDriver server those tests speak to"
+  need "/usr/bin/python3 -c 'import ensurepip, venv'" python3-venv "Python's venv, for the gRPC health tests' virtualenv"
+  need "python_env_ok" - "Dagster and grpcio-health-checking (e2e/python-requirements.txt) in a virtualenv at $python_dir: e2e/deps.sh install builds it (VIGIE_E2E_PYTHON_DIR to put it elsewhere)"
 }
 
 report() {
@@ -87,6 +111,7 @@ install() {
       echo "deps.sh: not root on Debian: install these yourself" >&2
     fi
   fi
+  python_env_install
   survey
   if [ ${#missing_lines[@]} -gt 0 ]; then
     report

@@ -15,7 +15,7 @@ TIERS = OrderedDict(
     [
         ("unit", "pure rules and modules, in the library"),
         ("property", "generated cases: lifecycle rules, manifests, webhooks"),
-        ("integration", "real processes: git remotes, sshd, SMTP, HTTP receivers, vigie run"),
+        ("integration", "real processes: git remotes, sshd, SMTP, HTTP receivers, gRPC servers (Dagster), vigie run"),
         ("Docker", "a real Docker engine"),
         ("Kubernetes", "a real control plane built from Go modules"),
         ("browser", "the web view in Chromium"),

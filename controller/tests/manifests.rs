@@ -667,6 +667,44 @@ fn forge_reporting_settings_are_checked_with_the_field_named() {
 }
 
 #[test]
+fn a_grpc_health_check_refuses_the_http_only_fields() {
+    let artifact = "  artifact: {image: {template: 'registry.example/app:{sha}'}}\n";
+    let with = |hc: &str| GOOD.replace(artifact, &format!("{artifact}  healthCheck: {hc}\n"));
+    for ok in [
+        "{grpc: {}}",
+        "{grpc: {service: DagsterApi}, port: 4000, timeout: 2s, retries: 5, interval: 1s}",
+        "{grpc: {service: ''}, path: /, expectedStatus: 200}",
+        "{path: /health, expectedBody: ok}",
+    ] {
+        assert_eq!(problems(&with(ok)), Vec::<String>::new(), "{ok}");
+    }
+    let found = problems(&with("{grpc: {service: DagsterApi}, expectedBody: ok}"));
+    assert_eq!(
+        found,
+        [
+            "test.yaml: document 2 (CodeLocation/app): spec.healthCheck.expectedBody: expectedBody applies to HTTP checks only: a grpc check passes when the server answers SERVING"
+        ]
+    );
+    for http_only in ["path: /health", "expectedStatus: 204"] {
+        let found = problems(&with(&format!("{{grpc: {{}}, {http_only}}}")));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains(
+                "spec.healthCheck.grpc: path and expectedStatus apply to HTTP checks only"
+            ),
+            "{found:?}"
+        );
+    }
+    let found = problems(&with("{grpc: {service: DagsterApi, tls: true}}"));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("spec.healthCheck.grpc") && p.contains("tls")),
+        "{found:?}"
+    );
+}
+
+#[test]
 fn what_the_forge_shows_is_decided_without_io() {
     let text = std::fs::read_to_string(root().join("controller/src/forge/rules.rs")).unwrap();
     for forbidden in [

@@ -50,7 +50,7 @@ pub struct CodeLocationSpec {
     /// Container settings shared by every environment (Releases may override ports and env).
     #[serde(default)]
     pub container: ContainerSettings,
-    /// HTTP health check of a running SHA.
+    /// Health check of a running SHA: an HTTP GET, or a gRPC `Health/Check` with `grpc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
     /// A Dagster code location: Vigie starts its code server (the command is Vigie's),
@@ -499,25 +499,39 @@ fn default_replicas() -> u32 {
     1
 }
 
-/// HTTP health check of a running SHA.
+/// Health check of a running SHA: an HTTP GET on `path` (the default), or a gRPC
+/// `grpc.health.v1.Health/Check` when `grpc` is set. Either kind has a timeout per
+/// request and retries with a doubling delay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.grpc) || !has(self.expectedBody)")
+    .message("expectedBody applies to HTTP checks only: a grpc check passes when the server answers SERVING")
+    .field_path(".expectedBody"))]
+#[x_kube(validation = Rule::new("!has(self.grpc) || ((!has(self.path) || self.path == '/') && (!has(self.expectedStatus) || self.expectedStatus == 200))")
+    .message("path and expectedStatus apply to HTTP checks only: a grpc check passes when the server answers SERVING")
+    .field_path(".grpc"))]
 pub struct HealthCheck {
-    /// Path requested with GET.
+    /// Path requested with GET (HTTP checks only).
     #[serde(default = "default_health_path")]
     #[schemars(regex(pattern = "^/"))]
     pub path: String,
-    /// Container port to check; defaults to the first port.
+    /// Container port to check (HTTP or gRPC); defaults to the first port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
-    /// Expected HTTP status.
+    /// Expected HTTP status (HTTP checks only).
     #[serde(default = "default_expected_status")]
     #[schemars(range(min = 100, max = 599))]
     pub expected_status: u16,
-    /// A substring the body must contain.
+    /// A substring the body must contain (HTTP checks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_body: Option<String>,
+    /// Check with the gRPC health protocol instead of HTTP: a `grpc.health.v1.Health/Check`
+    /// call over HTTP/2 without TLS on `port`, healthy when it answers `SERVING`. `path`,
+    /// `expectedStatus` and `expectedBody` do not apply. On Kubernetes the readiness
+    /// probe is the kubelet's native `grpc` probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcHealthCheck>,
     /// Timeout of one request (100ms to 5m).
     #[serde(default = "default_health_request_timeout")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('5m')").message("must be between 100ms and 5m"))]
@@ -530,6 +544,45 @@ pub struct HealthCheck {
     #[serde(default = "default_retry_interval")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('5m')").message("must be between 100ms and 5m"))]
     pub interval: DurationSpec,
+}
+
+/// A gRPC health check: the unary call `grpc.health.v1.Health/Check`, judged as
+/// `dagster api grpc-health-check` judges a Dagster code server: healthy only when the
+/// answer's status is `SERVING`; any other status (`UNKNOWN`, `NOT_SERVING`,
+/// `SERVICE_UNKNOWN`) or a failed call (`NOT_FOUND` for a service the server does not
+/// know, no answer) is unhealthy. Vigie bounds each call by `timeout`, which Dagster's
+/// CLI does not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcHealthCheck {
+    /// The service name sent in the `HealthCheckRequest`. Empty (the default) asks about
+    /// the server as a whole, as the gRPC health protocol says. A Dagster code server
+    /// (`dagster code-server start`, `dagster api grpc`) is checked with `DagsterApi`:
+    /// the service `dagster api grpc-health-check` sends, and the one the server marks
+    /// `SERVING` once it listens.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub service: String,
+}
+
+/// The service a Dagster code server registers with its gRPC health servicer, and that
+/// `dagster api grpc-health-check` asks about (Dagster's `_grpc/server.py`,
+/// `_grpc/client.py` `health_check_query`).
+pub const DAGSTER_API_SERVICE: &str = "DagsterApi";
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            path: default_health_path(),
+            port: None,
+            expected_status: default_expected_status(),
+            expected_body: None,
+            timeout: default_health_request_timeout(),
+            retries: default_retries(),
+            interval: default_retry_interval(),
+            grpc: None,
+        }
+    }
 }
 
 fn default_health_path() -> String {

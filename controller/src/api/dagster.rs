@@ -6,15 +6,14 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{DurationSpec, NAME_PATTERN};
+use super::{
+    code_location::{DAGSTER_API_SERVICE, GrpcHealthCheck, HealthCheck},
+    common::{DurationSpec, NAME_PATTERN},
+};
 
 /// The default port of a Dagster code server (Dagster's own Helm chart uses 3030; the
 /// documentation's examples 4000).
 pub const DEFAULT_CODE_SERVER_PORT: u16 = 4000;
-
-/// The service name `dagster api grpc-health-check` sends in its gRPC health request:
-/// Dagster's code servers register their health under it.
-pub const HEALTH_SERVICE: &str = "DagsterApi";
 
 /// A Dagster code location: Vigie starts its code server with the SHA's image, lists it
 /// in the Environment's workspace and has the webserver reload it after every change.
@@ -78,6 +77,22 @@ pub enum DagsterServer {
 }
 
 impl DagsterCodeLocation {
+    /// The health check of a code server when the CodeLocation sets none: gRPC health
+    /// on its port, asked about the service `dagster api grpc-health-check` asks about.
+    #[must_use]
+    pub fn health_check(&self) -> HealthCheck {
+        HealthCheck {
+            grpc: Some(GrpcHealthCheck {
+                service: DAGSTER_API_SERVICE.to_owned(),
+            }),
+            port: Some(self.port),
+            // A code server opens its port once its definitions are loaded: seconds
+            // for a small project (2 s, 4 s, ... 32 s: a minute in all).
+            retries: 5,
+            ..HealthCheck::default()
+        }
+    }
+
     /// The name the location is listed under.
     #[must_use]
     pub fn name<'a>(&'a self, code_location: &'a str) -> &'a str {

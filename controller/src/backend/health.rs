@@ -1,6 +1,7 @@
 //! The HTTP health check of a running SHA: GET on the published port, expected
 //! status and body substring, a timeout per request, retries with exponential
-//! backoff (`backon`).
+//! backoff (`backon`). The gRPC check ([`super::grpc_health`]) fails with the same
+//! [`HealthError`].
 
 use backon::{ExponentialBuilder, Retryable};
 
@@ -18,6 +19,43 @@ pub fn url(host_ip: &str, host_port: u16, path: &str) -> String {
         host_ip
     };
     format!("http://{host}:{host_port}{path}")
+}
+
+/// Where a health check goes, and which kind it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// An HTTP GET of this URL.
+    Http(String),
+    /// A gRPC `Health/Check` call to this `host:port`.
+    Grpc(String),
+}
+
+impl Target {
+    /// The check of `hc` for a port published on `host_ip:host_port`: gRPC when
+    /// `hc.grpc` is set, else HTTP on `hc.path`.
+    #[must_use]
+    pub fn new(host_ip: &str, host_port: u16, hc: &HealthCheck) -> Self {
+        if hc.grpc.is_some() {
+            Self::Grpc(super::grpc_health::address(host_ip, host_port))
+        } else {
+            Self::Http(url(host_ip, host_port, &hc.path))
+        }
+    }
+}
+
+/// Runs the check of `hc` on `target`, with its retries.
+///
+/// # Errors
+/// The last attempt's failure.
+pub async fn probe(
+    client: &reqwest::Client,
+    target: &Target,
+    hc: &HealthCheck,
+) -> Result<(), HealthError> {
+    match target {
+        Target::Http(url) => check(client, url, hc).await,
+        Target::Grpc(address) => super::grpc_health::check(address, hc).await,
+    }
 }
 
 /// Why a health check failed.
@@ -49,6 +87,64 @@ pub enum HealthError {
         /// The text expected.
         expected: String,
     },
+    /// gRPC: no answer in time, or the connection or the HTTP/2 exchange failed.
+    #[error("gRPC Health/Check on {address}: {reason}")]
+    GrpcUnanswered {
+        /// The `host:port` checked.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// gRPC: an answer that is not a well-formed `Health/Check` response.
+    #[error("gRPC Health/Check on {address}: {reason}")]
+    GrpcMalformed {
+        /// The `host:port` checked.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// gRPC: the call failed with a status other than OK (and other than `NOT_FOUND`).
+    #[error(
+        "gRPC Health/Check on {address}: failed with {} ({code}){}",
+        super::grpc_health::wire::code_name(*.code),
+        if .message.is_empty() { String::new() } else { format!(": {}", .message) }
+    )]
+    GrpcStatus {
+        /// The `host:port` checked.
+        address: String,
+        /// The `grpc-status` code.
+        code: u32,
+        /// The `grpc-message`, decoded.
+        message: String,
+    },
+    /// gRPC: the server does not know the service asked about (`NOT_FOUND`, as the
+    /// health protocol answers, or `SERVICE_UNKNOWN`).
+    #[error("gRPC Health/Check on {address}: the server knows no service {service:?}")]
+    GrpcServiceUnknown {
+        /// The `host:port` checked.
+        address: String,
+        /// The service asked about.
+        service: String,
+    },
+    /// gRPC: the server answered a status other than `SERVING`.
+    #[error("gRPC Health/Check on {address}: {} is {status}", subject(.service))]
+    GrpcNotServing {
+        /// The `host:port` checked.
+        address: String,
+        /// The service asked about (empty: the whole server).
+        service: String,
+        /// The status answered (`NOT_SERVING`, `UNKNOWN`, …).
+        status: String,
+    },
+}
+
+/// What a gRPC health check asks about, in words.
+fn subject(service: &str) -> String {
+    if service.is_empty() {
+        "the whole server".to_owned()
+    } else {
+        format!("service {service:?}")
+    }
 }
 
 /// One request: `Ok` when the status and body are as expected, else why not.
@@ -154,6 +250,7 @@ mod tests {
             port: None,
             expected_status: 200,
             expected_body: Some("ok".into()),
+            grpc: None,
             timeout: "1s".parse().unwrap(),
             retries,
             interval: "10ms".parse().unwrap(),
@@ -198,6 +295,24 @@ mod tests {
         assert!(
             e.to_string().ends_with("the body does not contain \"ok\""),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn the_target_is_grpc_when_grpc_is_set() {
+        let mut check = hc(0);
+        assert_eq!(
+            Target::new("0.0.0.0", 8080, &check),
+            Target::Http("http://127.0.0.1:8080/health".into())
+        );
+        check.grpc = Some(crate::api::code_location::GrpcHealthCheck::default());
+        assert_eq!(
+            Target::new("0.0.0.0", 4000, &check),
+            Target::Grpc("127.0.0.1:4000".into())
+        );
+        assert_eq!(
+            Target::new("vm.example", 4000, &check),
+            Target::Grpc("vm.example:4000".into())
         );
     }
 

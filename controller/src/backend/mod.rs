@@ -6,6 +6,7 @@
 //! [`WorkloadTarget`].
 
 pub mod docker;
+pub mod grpc_health;
 pub mod health;
 pub mod kubernetes;
 
@@ -38,7 +39,7 @@ pub struct Workload {
     pub artifact: Artifact,
     /// Container settings with the Release's overrides applied.
     pub container: ContainerSettings,
-    /// HTTP health check.
+    /// HTTP or gRPC health check.
     pub health_check: Option<HealthCheck>,
     /// Compose project label of the containers.
     pub project: String,
@@ -109,7 +110,12 @@ impl Workload {
             repo_url: location.repo.url.clone(),
             artifact: location.artifact.clone(),
             container,
-            health_check: location.health_check.clone(),
+            health_check: location.health_check.clone().or_else(|| {
+                location
+                    .dagster
+                    .as_ref()
+                    .map(crate::api::dagster::DagsterCodeLocation::health_check)
+            }),
             project,
             instance: instance.to_owned(),
             deployment: release.deployment.clone(),

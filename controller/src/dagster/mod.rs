@@ -355,6 +355,47 @@ impl<W: Workspaces> Instances<W> {
         .await
     }
 
+    /// The webserver's answer to `request` about `location` at `sha`: a location
+    /// listed in the file but not yet by the webserver is read again with the whole
+    /// workspace; one still showing another SHA's image is not judged yet.
+    async fn verdict(
+        &self,
+        instance: &DagsterInstance,
+        request: &serde_json::Value,
+        listed: bool,
+        location: &str,
+        workload: &Workload,
+        sha: &Sha,
+    ) -> Result<Load, graphql::GraphqlError> {
+        let mut answer = self.ask(instance, request, location).await;
+        if listed || matches!(answer, Ok(Load::NotListed)) {
+            // Just written, or the webserver restarted, or the ConfigMap reached its
+            // pod since: the whole workspace is read again, then the definitions.
+            if !listed {
+                answer = self
+                    .ask(instance, &graphql::reload_workspace(), location)
+                    .await;
+            }
+            if answer.is_ok() {
+                answer = self.ask(instance, &graphql::workspace(), location).await;
+            }
+        }
+        if let (
+            Ok(Load::Loaded {
+                image: Some(served),
+                ..
+            }),
+            Some(expected),
+        ) = (&answer, expected_image(workload, sha))
+            && *served != expected
+        {
+            return Ok(Load::Unreachable(format!(
+                "it still serves {served}, not {expected}"
+            )));
+        }
+        answer
+    }
+
     /// Unlists `location` from the environment's workspace (its Release is gone) and
     /// has the webserver drop it; failures are logged (nothing runs it any more).
     pub async fn forget(&self, environment: &EnvironmentSpec, location: &str) {
@@ -452,34 +493,9 @@ impl<W: Workspaces> Instances<W> {
             let load = last.map_or(Load::Loading, |j| j.load);
             return judged(observed, Ok(&load), location, protected(status, &sha));
         };
-        let mut answer = self.ask(instance, &request, location).await;
-        if listed || (matches!(answer, Ok(Load::NotListed)) && !listed) {
-            // Listed in the file, not yet by the webserver (just written, or the
-            // webserver restarted, or the ConfigMap reached its pod since): the whole
-            // workspace is read again, then the location's definitions.
-            if !listed {
-                answer = self
-                    .ask(instance, &graphql::reload_workspace(), location)
-                    .await;
-            }
-            if answer.is_ok() {
-                answer = self.ask(instance, &graphql::workspace(), location).await;
-            }
-        }
-        // A webserver still showing the image of another SHA has not judged this one.
-        if let (
-            Ok(Load::Loaded {
-                image: Some(served),
-                ..
-            }),
-            Some(expected),
-        ) = (&answer, expected_image(subject.workload, &sha))
-            && *served != expected
-        {
-            answer = Ok(Load::Unreachable(format!(
-                "it still serves {served}, not {expected}"
-            )));
-        }
+        let answer = self
+            .verdict(instance, &request, listed, location, subject.workload, &sha)
+            .await;
         match &answer {
             Ok(load @ (Load::Loaded { .. } | Load::Failed(_))) => {
                 self.remember(

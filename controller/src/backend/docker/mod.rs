@@ -493,7 +493,8 @@ impl DockerBackend {
             }
             (ip, _) => ip.to_owned(),
         };
-        match health::check(&self.http, &health::url(&address, port, &hc.path), hc).await {
+        let target = health::Target::new(&address, port, hc);
+        match health::probe(&self.http, &target, hc).await {
             Ok(()) => (HealthState::Healthy, None),
             Err(reason) => {
                 // A container that died during the checks says more than the HTTP error.

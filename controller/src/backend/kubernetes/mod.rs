@@ -413,6 +413,7 @@ mod fixtures {
                 port: None,
                 expected_status: 200,
                 expected_body: None,
+                grpc: None,
                 timeout: DurationSpec::from_secs(2),
                 retries: 3,
                 interval: DurationSpec::from_secs(5),

@@ -9,7 +9,7 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Container, ContainerPort, EnvVar as KubeEnvVar, HTTPGetAction, PodSpec,
+            Container, ContainerPort, EnvVar as KubeEnvVar, GRPCAction, HTTPGetAction, PodSpec,
             PodTemplateSpec, Probe as KubeProbe, Service, ServicePort, ServiceSpec,
         },
     },
@@ -21,7 +21,11 @@ use k8s_openapi::{
 
 use super::SHA_ANNOTATION;
 use crate::{
-    api::{Sha, code_location::Artifact, common::Protocol},
+    api::{
+        Sha,
+        code_location::{Artifact, HealthCheck},
+        common::{PortMapping, Protocol},
+    },
     backend::{BackendError, Result, Workload, substitute},
 };
 
@@ -100,6 +104,44 @@ pub fn image(workload: &Workload, sha: &Sha) -> Result<String> {
     }
 }
 
+/// The readiness probe of a health check: the kubelet's native `grpc` probe (a
+/// `grpc.health.v1.Health/Check` asking about `grpc.service`, ready on `SERVING`) when
+/// `grpc` is set, else an HTTP GET of `path`; on the check's port, else the first
+/// container port, else 80.
+fn readiness_probe(h: &HealthCheck, ports: &[PortMapping]) -> KubeProbe {
+    let port = i32::from(
+        h.port
+            .or_else(|| ports.first().map(|p| p.container_port))
+            .unwrap_or(80),
+    );
+    let (http_get, grpc) = match &h.grpc {
+        Some(g) => (
+            None,
+            Some(GRPCAction {
+                port,
+                // Unset means the empty service, the whole server, as gRPC defines it.
+                service: (!g.service.is_empty()).then(|| g.service.clone()),
+            }),
+        ),
+        None => (
+            Some(HTTPGetAction {
+                path: Some(h.path.clone()),
+                port: IntOrString::Int(port),
+                ..HTTPGetAction::default()
+            }),
+            None,
+        ),
+    };
+    KubeProbe {
+        http_get,
+        grpc,
+        period_seconds: Some(i32::try_from(h.interval.get().as_secs().max(1)).unwrap_or(10)),
+        timeout_seconds: Some(i32::try_from(h.timeout.get().as_secs().max(1)).unwrap_or(10)),
+        failure_threshold: Some(i32::try_from(h.retries.max(1)).unwrap_or(3)),
+        ..KubeProbe::default()
+    }
+}
+
 /// The Deployment Vigie applies for a workload at a SHA.
 ///
 /// # Errors
@@ -113,21 +155,10 @@ pub fn deployment(
     let c = &workload.container;
     let mut template_labels = labels(workload);
     template_labels.extend(selector(workload));
-    let readiness = workload.health_check.as_ref().map(|h| KubeProbe {
-        http_get: Some(HTTPGetAction {
-            path: Some(h.path.clone()),
-            port: IntOrString::Int(i32::from(
-                h.port
-                    .or_else(|| c.ports.first().map(|p| p.container_port))
-                    .unwrap_or(80),
-            )),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(i32::try_from(h.interval.get().as_secs().max(1)).unwrap_or(10)),
-        timeout_seconds: Some(i32::try_from(h.timeout.get().as_secs().max(1)).unwrap_or(10)),
-        failure_threshold: Some(i32::try_from(h.retries.max(1)).unwrap_or(3)),
-        ..KubeProbe::default()
-    });
+    let readiness = workload
+        .health_check
+        .as_ref()
+        .map(|h| readiness_probe(h, &c.ports));
     let image = image(workload, sha)?;
     let mut env: Vec<KubeEnvVar> = c
         .env
@@ -356,6 +387,54 @@ mod tests {
                 .unwrap()
                 .spec
         );
+    }
+
+    #[test]
+    fn a_grpc_health_check_becomes_the_native_grpc_readiness_probe() {
+        use crate::api::code_location::{DAGSTER_API_SERVICE, GrpcHealthCheck};
+
+        let mut w = workload();
+        let hc = w.health_check.as_mut().unwrap();
+        hc.grpc = Some(GrpcHealthCheck {
+            service: DAGSTER_API_SERVICE.into(),
+        });
+        hc.port = Some(4000);
+        let d = deployment(&w, "apps", &sha('a'), 600).unwrap();
+        let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+        let probe = c.readiness_probe.clone().unwrap();
+        assert_eq!(
+            probe,
+            KubeProbe {
+                grpc: Some(GRPCAction {
+                    port: 4000,
+                    service: Some("DagsterApi".into()),
+                }),
+                period_seconds: Some(5),
+                timeout_seconds: Some(2),
+                failure_threshold: Some(3),
+                ..KubeProbe::default()
+            }
+        );
+        // The whole server: no service, and the first container port.
+        let hc = w.health_check.as_mut().unwrap();
+        hc.grpc = Some(GrpcHealthCheck::default());
+        hc.port = None;
+        let d = deployment(&w, "apps", &sha('a'), 600).unwrap();
+        let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+        let probe = c.readiness_probe.clone().unwrap();
+        assert_eq!(
+            (probe.grpc, probe.http_get),
+            (
+                Some(GRPCAction {
+                    port: 8080,
+                    service: None
+                }),
+                None
+            )
+        );
+        // As the API server receives it.
+        let json = serde_json::to_value(&c.readiness_probe).unwrap();
+        assert_eq!(json["grpc"], serde_json::json!({"port": 8080}));
     }
 
     #[test]
