@@ -17,7 +17,7 @@ ci: deps fmt-check lint test
 
 ## Everything `make test` uses: as root on Debian, installs the missing packages
 ## (docker.io, openssh-server, python3-aiosmtpd, chromium and chromium-driver for the
-## browser tests, ...) and rustfmt/clippy; elsewhere stops with one message listing
+## browser tests, debootstrap for the Dagster images, ...) and rustfmt/clippy; elsewhere stops with one message listing
 ## what is missing and how to get it.
 deps:
 	e2e/deps.sh install

@@ -61,6 +61,7 @@ survey() {
   need "/usr/bin/python3 -c 'import aiosmtpd'" python3-aiosmtpd "aiosmtpd: a real SMTP server (STARTTLS, AUTH) for the email notifications"
   need "command -v chromium" chromium "chromium: the web view's tests drive a real headless browser"
   need "command -v chromedriver" chromium-driver "chromedriver: the WebDriver server those tests speak to"
+  need "command -v debootstrap" debootstrap "debootstrap: the Dagster tests' base image (Debian and Python, by e2e/dagster.sh)"
 }
 
 report() {
