@@ -125,27 +125,35 @@ build_rootfs() {
   command -v debootstrap >/dev/null || { log "debootstrap is missing (make deps; Debian: debootstrap)"; exit 1; }
   local root started
   started=$(date +%s)
+  # What a killed build left (the lock is held: no other build is under way).
+  # --one-file-system: never into a /proc, /sys or /dev that debootstrap had mounted.
+  rm -rf --one-file-system "$cache"/rootfs.* "$cache"/*.tar.gz.tmp
   root=$(mktemp -d "$cache/rootfs.XXXXXX")
   # shellcheck disable=SC2064 # $root is fixed now
-  trap "rm -rf '$root'" EXIT
+  trap "rm -rf --one-file-system '$root'" EXIT
   log "debootstrap bookworm from $(mirror) (first time only: a few minutes)"
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
     bookworm "$root" "$(mirror)" >"$cache/debootstrap.log" 2>&1 ||
     { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
+  # debootstrap unmounts what it mounted (/proc, /sys, a /dev it may bind); what is
+  # removed below must not reach the host's.
+  if grep -q " $root/" /proc/mounts; then log "still mounted under $root after debootstrap"; exit 1; fi
   cp /etc/resolv.conf "$root/etc/resolv.conf"
   printf '%s\n' "$requirements" >"$root/tmp/requirements.txt"
   # The host's certificate authorities: they are the ones that reach PyPI from here
   # (a proxy that inspects TLS has its own in there).
-  cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$root/tmp/ca.crt"
+  local keep=() v ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
+  if [ -f "$ca" ]; then
+    cp "$ca" "$root/tmp/ca.crt"
+    keep+=(PIP_CERT=/tmp/ca.crt)
+  fi
   # A clean environment otherwise: the host's other pip settings (find-links) are not
   # the chroot's; an index or a proxy is kept.
-  local keep=() v
   for v in PIP_INDEX_URL PIP_EXTRA_INDEX_URL http_proxy https_proxy HTTP_PROXY HTTPS_PROXY no_proxy NO_PROXY; do
     [ -z "${!v:-}" ] || keep+=("$v=${!v}")
   done
   in_root() {
-    chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-      PIP_CERT=/tmp/ca.crt "${keep[@]}" "$@"
+    chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "${keep[@]}" "$@"
   }
   in_root python3 -m venv /opt/dagster/venv
   log "pip install dagster==$dagster_version, dagster-webserver, dagster-graphql and their pinned dependencies"
@@ -159,7 +167,7 @@ build_rootfs() {
     "$root/var/log/"* "$root/etc/resolv.conf" "$root/dev/"*
   tar -C "$root" --numeric-owner -c . | gzip -1 >"$tarball.tmp"
   mv "$tarball.tmp" "$tarball"
-  rm -rf "$root"
+  rm -rf --one-file-system "$root"
   trap - EXIT
   log "root filesystem built in $(($(date +%s) - started)) s: $tarball ($(du -h "$tarball" | cut -f1))"
 }
@@ -192,7 +200,7 @@ ensure_base() {
 
 # location NAME SHA DIR
 location() {
-  local name=$1 sha=$2 dir=$3 tag content tmp
+  local name=$1 sha=$2 dir=$3 tag content tmp old
   [ -d "$dir" ] || { log "$dir is not a directory"; exit 1; }
   tag=vigie-dagster-$name:$sha
   ensure_base
@@ -210,10 +218,15 @@ location() {
   trap "rm -rf '$tmp'" EXIT
   printf 'FROM %s\nCOPY . /opt/dagster/app/\nLABEL vigie.dev/dagster-content=%s vigie.dev/dagster-location=%s vigie.dev/sha=%s\n' \
     "$base" "$content" "$name" "$sha" >"$tmp/Dockerfile"
+  old=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
   # The classic builder: it takes FROM a local image without pulling (buildx may be absent).
   # Its deprecation notice on stderr is shown only with a failure.
   DOCKER_BUILDKIT=0 docker build -q -f "$tmp/Dockerfile" -t "$tag" "$dir" >/dev/null 2>"$tmp/log" ||
     { cat "$tmp/log" >&2; exit 1; }
+  # The image this tag named before is dropped, unless a container still uses it.
+  if [ -n "$old" ] && [ "$old" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
+    docker rmi "$old" >/dev/null 2>&1 || true
+  fi
   echo "$tag"
 }
 
