@@ -105,7 +105,7 @@ import_changes=(
   'WORKDIR /opt/dagster/app'
   "LABEL vigie.dev/dagster-version=$dagster_version"
 )
-cache=${VIGIE_DAGSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vigie}
+cache=${VIGIE_DAGSTER_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/vigie}
 
 log() { echo "dagster.sh: $*" >&2; }
 
