@@ -17,7 +17,7 @@ ci: deps fmt-check lint test
 
 ## Everything `make test` uses: as root on Debian, installs the missing packages
 ## (docker.io, openssh-server, python3-aiosmtpd, chromium and chromium-driver for the
-## browser tests, ...) and rustfmt/clippy; elsewhere stops with one message listing
+## browser tests, debootstrap for the Dagster images, ...) and rustfmt/clippy; elsewhere stops with one message listing
 ## what is missing and how to get it.
 deps:
 	e2e/deps.sh install
@@ -90,7 +90,7 @@ validate-examples: build
 
 ## The end-to-end tests only (a real Docker engine and a real Kubernetes control plane).
 e2e: deps build docker k8s
-	VIGIE_E2E_DOCKER=1 VIGIE_E2E_K8S=1 $(CARGO) test --locked --test e2e_docker --test e2e_docker_faults --test e2e_docker_restart --test e2e_docker_tls --test e2e_docker_ci --test e2e_k8s
+	VIGIE_E2E_DOCKER=1 VIGIE_E2E_K8S=1 $(CARGO) test --locked --test e2e_docker --test e2e_docker_faults --test e2e_docker_restart --test e2e_docker_tls --test e2e_docker_ci --test e2e_docker_dagster_images --test e2e_k8s
 
 ## Longer fuzzing of the manifest loader, the directory walk and the webhook handlers
 ## (`make test` runs the same properties with a few hundred cases each).

@@ -85,6 +85,7 @@ survey() {
   need "command -v chromedriver" chromium-driver "chromedriver: the WebDriver server those tests speak to"
   need "/usr/bin/python3 -c 'import ensurepip, venv'" python3-venv "Python's venv, for the gRPC health tests' virtualenv"
   need "python_env_ok" - "Dagster and grpcio-health-checking (e2e/python-requirements.txt) in a virtualenv at $python_dir: e2e/deps.sh install builds it (VIGIE_E2E_PYTHON_DIR to put it elsewhere)"
+  need "command -v debootstrap" debootstrap "debootstrap: the Dagster tests' base image (Debian and Python, by e2e/dagster.sh)"
 }
 
 report() {
