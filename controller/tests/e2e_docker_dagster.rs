@@ -1,0 +1,326 @@
+//! Dagster code locations deployed by `vigie run` on the real Docker engine, judged by a
+//! real Dagster webserver (images built locally by `e2e/dagster.sh`, no registry):
+//!
+//! - two locations deploy at once: each is listed in the workspace file under its
+//!   alias, next to an entry Vigie does not own, and the webserver serves all three;
+//! - a SHA whose module raises at import passes gRPC health, fails to load, is rolled
+//!   back, its Python error in the history, and the webserver lists the good SHA's
+//!   definitions again;
+//! - a SHA whose definitions load but whose CI is red rolls back as usual, and the
+//!   webserver serves the validated SHA's definitions.
+
+mod dagster;
+mod docker;
+mod skip;
+
+use std::time::{Duration, Instant};
+
+use dagster::{
+    Webserver, code_server, create_network, location_image, locations, work_dir, write_workspace,
+};
+use docker::{Vigie, free_port};
+
+const ORDERS: &str = r#"import dagster as dg
+
+
+@dg.asset
+def raw_orders():
+    return [1, 2, 3]
+
+
+@dg.asset
+def order_count(raw_orders):
+    return len(raw_orders)
+
+
+defs = dg.Definitions(assets=[raw_orders, order_count])
+"#;
+
+const BROKEN: &str = r#"import dagster as dg
+
+raise RuntimeError("sales: broken at import")
+"#;
+
+const ORDERS_AND_TOTAL: &str = r#"import dagster as dg
+
+
+@dg.asset
+def raw_orders():
+    return [1, 2, 3]
+
+
+@dg.asset
+def order_count(raw_orders):
+    return len(raw_orders)
+
+
+@dg.asset
+def order_total(raw_orders):
+    return sum(raw_orders)
+
+
+defs = dg.Definitions(assets=[raw_orders, order_count, order_total])
+"#;
+
+const HEADCOUNT: &str = r#"import dagster as dg
+
+
+@dg.asset
+def headcount():
+    return 12
+
+
+defs = dg.Definitions(assets=[headcount])
+"#;
+
+const GOOD: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+const BROKEN_SHA: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+const RED: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+const HR: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
+
+const ENV: &str = "dagster-dev";
+
+fn manifests(graphql: &str, workspace: &str, network: &str) -> String {
+    let location = |name: &str, port: u16| {
+        format!(
+            r#"---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: {name}}}
+spec:
+  repo: {{url: "file:///nonexistent/{name}.git"}}
+  ci: {{webhook: {{}}}}
+  artifact: {{image: {{template: "vigie-dagster-{name}:{{sha}}"}}}}
+  container:
+    ports: [{{containerPort: 4000, hostPort: {port}}}]
+  dagster: {{module: defs}}
+"#
+        )
+    };
+    format!(
+        r#"apiVersion: vigie.dev/v1alpha1
+kind: Environment
+metadata: {{name: {ENV}}}
+spec:
+  backend: {{docker: {{}}}}
+  verification: {{timeout: 5m, healthTimeout: 2m}}
+  dagster:
+    graphqlUrl: "{graphql}"
+    workspace: {{file: "{workspace}"}}
+    network: {network}
+    timeout: 60s
+{}{}"#,
+        location("sales", free_port()),
+        location("hr", free_port()),
+    )
+}
+
+fn release(location: &str, sha: &str) -> String {
+    format!(
+        "apiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: {location}-dev}}\nspec: {{codeLocation: {location}, environment: {ENV}, revision: \"{sha}\"}}\n"
+    )
+}
+
+/// Waits until the webserver lists `name` as `expected` (it reloads on Vigie's ask; a
+/// read is only a read).
+fn served(url: &str, name: &str, expected: &Result<Vec<String>, String>, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let all = locations(url);
+        let found = all.iter().find(|l| l.name == name);
+        let ok = match (found.map(|l| &l.definitions), expected) {
+            (Some(Ok(d)), Ok(e)) => d == e,
+            (Some(Err(d)), Err(e)) => d.contains(e.as_str()),
+            _ => false,
+        };
+        if ok {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{name} not served as {expected:?} within {timeout:?}: {all:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn names(workspace: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(workspace).unwrap();
+    let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    doc["load_from"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let (kind, body) = e.as_object()?.iter().next()?;
+            Some(format!(
+                "{kind} {} {}:{}",
+                body["location_name"].as_str()?,
+                body["host"].as_str().unwrap_or("-"),
+                body["port"]
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn a_code_location_that_fails_to_load_or_is_red_is_rolled_back_and_served_again() {
+    if !docker::docker_available() {
+        return;
+    }
+    let images = [
+        ("sales", GOOD, ORDERS),
+        ("sales", BROKEN_SHA, BROKEN),
+        ("sales", RED, ORDERS_AND_TOTAL),
+        ("hr", HR, HEADCOUNT),
+        ("other", GOOD, HEADCOUNT),
+    ]
+    .map(|(name, sha, code)| location_image(name, sha, &[("defs.py", code)]));
+    let network = create_network("vigie-dagster-e2e-rollback");
+    let dir = work_dir("rollback");
+    let workspace = dir.join("workspace").join("workspace.yaml");
+    // An entry Vigie does not own: a code server started by hand.
+    let _other = code_server(&network, "other", &images[4], "defs");
+    write_workspace(&workspace, &[("other", "other")]);
+    let web = Webserver::start(&network, &workspace);
+
+    let mut vigie = Vigie::new("dagster-rollback", &[ENV]);
+    vigie.write(
+        "platform.yaml",
+        &manifests(&web.url, &workspace.display().to_string(), &network.name),
+    );
+    vigie.write("sales.yaml", &release("sales", GOOD));
+    vigie.write("hr.yaml", &release("hr", HR));
+    vigie.start();
+
+    // Both deploy at once; each is listed, the hand-made entry kept.
+    let t = Duration::from_secs(120);
+    for location in ["sales", "hr"] {
+        wait_release(&vigie, location, "Verifying", t);
+    }
+    let listed = names(&workspace);
+    for want in [
+        "grpc_server other other:4000",
+        "grpc_server sales sales:4000",
+        "grpc_server hr hr:4000",
+    ] {
+        assert!(listed.iter().any(|l| l == want), "{want}: {listed:?}");
+    }
+    let orders: Result<Vec<String>, String> = Ok(vec!["order_count".into(), "raw_orders".into()]);
+    served(&web.url, "sales", &orders, t);
+    served(&web.url, "hr", &Ok(vec!["headcount".into()]), t);
+    served(&web.url, "other", &Ok(vec!["headcount".into()]), t);
+    assert_eq!(vigie.verdict("sales", GOOD, "success"), 202);
+    assert_eq!(vigie.verdict("hr", HR, "success"), 202);
+    wait_release(&vigie, "sales", "Validated", t);
+    wait_release(&vigie, "hr", "Validated", t);
+
+    // A SHA whose module raises at import: up, serving gRPC health, but its
+    // definitions do not load. Rolled back without waiting for CI.
+    vigie.write("sales.yaml", &release("sales", BROKEN_SHA));
+    wait_rolled_back_from(&vigie, "sales", BROKEN_SHA, t);
+    let history = history(&vigie, "sales");
+    let rolled = history
+        .iter()
+        .find(|h| h["event"] == "RolledBack" && h["sha"] == BROKEN_SHA)
+        .unwrap_or_else(|| panic!("{history:#?}"));
+    let reason = rolled["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("failed to load")
+            && reason.contains("RuntimeError: sales: broken at import"),
+        "{reason}"
+    );
+    served(&web.url, "sales", &orders, t);
+    served(&web.url, "hr", &Ok(vec!["headcount".into()]), t);
+
+    // A SHA that loads (and passes gRPC health) but whose CI is red.
+    vigie.write("sales.yaml", &release("sales", RED));
+    wait_for_sha(&vigie, "sales", RED, "Verifying", t);
+    served(
+        &web.url,
+        "sales",
+        &Ok(vec![
+            "order_count".into(),
+            "order_total".into(),
+            "raw_orders".into(),
+        ]),
+        t,
+    );
+    assert_eq!(vigie.verdict("sales", RED, "failure"), 202);
+    wait_rolled_back_from(&vigie, "sales", RED, t);
+    served(&web.url, "sales", &orders, t);
+    let all = locations(&web.url);
+    assert!(
+        all.iter().all(|l| l.definitions.is_ok()),
+        "every location loads: {all:#?}"
+    );
+    let mut listed: Vec<&str> = all.iter().map(|l| l.name.as_str()).collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ["hr", "other", "sales"]);
+}
+
+/// The status of `location`'s Release, from the state file.
+fn release_status(vigie: &Vigie, location: &str) -> serde_json::Value {
+    let state = serde_json::to_value(vigie.state()).unwrap();
+    state["releases"][format!("default/{location}-dev")]["status"].clone()
+}
+
+fn history(vigie: &Vigie, location: &str) -> Vec<serde_json::Value> {
+    release_status(vigie, location)["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_release(vigie: &Vigie, location: &str, phase: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let status = release_status(vigie, location);
+        if status["phase"] == phase {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{location} not {phase} within {timeout:?}: {status:#}\n--- log ---\n{}",
+            vigie.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_for_sha(vigie: &Vigie, location: &str, sha: &str, phase: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let status = release_status(vigie, location);
+        if status["phase"] == phase && status["rollout"]["sha"] == sha {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{location} not {phase} at {sha} within {timeout:?}: {status:#}\n--- log ---\n{}",
+            vigie.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_rolled_back_from(vigie: &Vigie, location: &str, sha: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let status = release_status(vigie, location);
+        let back = status["phase"] == "RolledBack"
+            && history(vigie, location)
+                .iter()
+                .any(|h| h["event"] == "RolledBack" && h["sha"] == sha);
+        if back {
+            assert_eq!(status["deployedSha"], GOOD, "{status:#}");
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{location} not rolled back from {sha} within {timeout:?}: {status:#}\n--- log ---\n{}",
+            vigie.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
