@@ -20,7 +20,7 @@ use dagster::{
 };
 use docker::{Vigie, free_port};
 
-const ORDERS: &str = r#"import dagster as dg
+const ORDERS: &str = r"import dagster as dg
 
 
 @dg.asset
@@ -34,14 +34,14 @@ def order_count(raw_orders):
 
 
 defs = dg.Definitions(assets=[raw_orders, order_count])
-"#;
+";
 
 const BROKEN: &str = r#"import dagster as dg
 
 raise RuntimeError("sales: broken at import")
 "#;
 
-const ORDERS_AND_TOTAL: &str = r#"import dagster as dg
+const ORDERS_AND_TOTAL: &str = r"import dagster as dg
 
 
 @dg.asset
@@ -60,9 +60,9 @@ def order_total(raw_orders):
 
 
 defs = dg.Definitions(assets=[raw_orders, order_count, order_total])
-"#;
+";
 
-const HEADCOUNT: &str = r#"import dagster as dg
+const HEADCOUNT: &str = r"import dagster as dg
 
 
 @dg.asset
@@ -71,7 +71,7 @@ def headcount():
 
 
 defs = dg.Definitions(assets=[headcount])
-"#;
+";
 
 const GOOD: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
 const BROKEN_SHA: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
