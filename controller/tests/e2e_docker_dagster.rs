@@ -80,7 +80,7 @@ const HR: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
 
 const ENV: &str = "dagster-dev";
 
-fn manifests(graphql: &str, workspace: &str, network: &str) -> String {
+fn manifests(env: &str, extra: &str, graphql: &str, workspace: &str, network: &str) -> String {
     let location = |name: &str, port: u16| {
         format!(
             r#"---
@@ -100,7 +100,7 @@ spec:
     format!(
         r#"apiVersion: vigie.dev/v1alpha1
 kind: Environment
-metadata: {{name: {ENV}}}
+metadata: {{name: {env}}}
 spec:
   backend: {{docker: {{}}}}
   verification: {{timeout: 5m, healthTimeout: 2m}}
@@ -108,7 +108,7 @@ spec:
     graphqlUrl: "{graphql}"
     workspace: {{file: "{workspace}"}}
     network: {network}
-    timeout: 60s
+    timeout: 60s{extra}
 {}{}"#,
         location("sales", free_port()),
         location("hr", free_port()),
@@ -116,8 +116,12 @@ spec:
 }
 
 fn release(location: &str, sha: &str) -> String {
+    release_in(ENV, location, sha)
+}
+
+fn release_in(env: &str, location: &str, sha: &str) -> String {
     format!(
-        "apiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: {location}-dev}}\nspec: {{codeLocation: {location}, environment: {ENV}, revision: \"{sha}\"}}\n"
+        "apiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: {location}-dev}}\nspec: {{codeLocation: {location}, environment: {env}, revision: \"{sha}\"}}\n"
     )
 }
 
@@ -187,7 +191,13 @@ fn a_code_location_that_fails_to_load_or_is_red_is_rolled_back_and_served_again(
     let mut vigie = Vigie::new("dagster-rollback", &[ENV]);
     vigie.write(
         "platform.yaml",
-        &manifests(&web.url, &workspace.display().to_string(), &network.name),
+        &manifests(
+            ENV,
+            "",
+            &web.url,
+            &workspace.display().to_string(),
+            &network.name,
+        ),
     );
     vigie.write("sales.yaml", &release("sales", GOOD));
     vigie.write("hr.yaml", &release("hr", HR));
@@ -323,4 +333,72 @@ fn wait_rolled_back_from(vigie: &Vigie, location: &str, sha: &str, timeout: Dura
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn definitions_validated_before_the_switch_stop_a_broken_sha_and_keep_what_runs() {
+    if !docker::docker_available() {
+        return;
+    }
+    const CHECKED: &str = "dagster-checked";
+    let good = location_image("sales", GOOD, &[("defs.py", ORDERS)]);
+    location_image("sales", BROKEN_SHA, &[("defs.py", BROKEN)]);
+    let network = create_network("vigie-dagster-e2e-validate");
+    let dir = work_dir("validate");
+    let workspace = dir.join("workspace").join("workspace.yaml");
+    // The webserver starts on an entry of its own; Vigie adds sales next to it.
+    let _other = code_server(&network, "other", &good, "defs");
+    write_workspace(&workspace, &[("other", "other")]);
+    let web = Webserver::start(&network, &workspace);
+    let mut vigie = Vigie::new("dagster-validate", &[CHECKED]);
+    vigie.write(
+        "platform.yaml",
+        &manifests(
+            CHECKED,
+            "\n    validateDefinitions: true",
+            &web.url,
+            &workspace.display().to_string(),
+            &network.name,
+        ),
+    );
+    vigie.write("sales.yaml", &release_in(CHECKED, "sales", GOOD));
+    vigie.start();
+    let t = Duration::from_secs(120);
+    wait_release(&vigie, "sales", "Verifying", t);
+    let orders: Result<Vec<String>, String> = Ok(vec!["order_count".into(), "raw_orders".into()]);
+    served(&web.url, "sales", &orders, t);
+    assert_eq!(vigie.verdict("sales", GOOD, "success"), 202);
+    wait_release(&vigie, "sales", "Validated", t);
+    let workloads = || -> Vec<(String, String)> {
+        Vigie::containers(CHECKED)
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with("vigie-hook-"))
+            .collect()
+    };
+    let running = workloads();
+
+    vigie.write("sales.yaml", &release_in(CHECKED, "sales", BROKEN_SHA));
+    wait_release(&vigie, "sales", "Failed", t);
+    let status = release_status(&vigie, "sales");
+    let failure = status["rollout"]["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("pre-deploy hook vigie-dagster-definitions failed")
+            && failure.contains("what runs is kept"),
+        "{status:#}"
+    );
+    assert!(
+        failure.contains("Validation"),
+        "the check's own words: {failure}"
+    );
+    assert_eq!(status["deployedSha"], GOOD, "{status:#}");
+    // The good SHA's container never stopped; the broken one was never created.
+    let after = workloads();
+    assert_eq!(after, running, "{after:?}");
+    assert!(
+        after
+            .iter()
+            .all(|(name, _)| !name.contains(&BROKEN_SHA[..7])),
+        "{after:?}"
+    );
+    served(&web.url, "sales", &orders, t);
 }

@@ -99,8 +99,18 @@ pub fn create_network(name: &str) -> Network {
 }
 
 fn remove_leftovers(network: &str) {
-    let ids = run(docker().args(["ps", "-aq", "--filter", &format!("label={LABEL}={network}")]));
-    if !ids.is_empty() {
+    // Ours by label, and whatever else joined it (the code servers Vigie started).
+    let ids = run(docker().args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label={LABEL}={network}"),
+        "--filter",
+        &format!("network={network}"),
+    ]));
+    let joined = run(docker().args(["ps", "-aq", "--filter", &format!("network={network}")]));
+    let ids = format!("{ids} {joined}");
+    if !ids.trim().is_empty() {
         let _ = docker()
             .args(["rm", "-f"])
             .args(ids.split_whitespace())
