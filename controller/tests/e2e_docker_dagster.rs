@@ -79,6 +79,8 @@ const RED: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
 const HR: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
 
 const ENV: &str = "dagster-dev";
+/// The environment that validates definitions before the switch.
+const CHECKED: &str = "dagster-checked";
 
 fn manifests(env: &str, extra: &str, graphql: &str, workspace: &str, network: &str) -> String {
     let location = |name: &str, port: u16| {
@@ -340,7 +342,6 @@ fn definitions_validated_before_the_switch_stop_a_broken_sha_and_keep_what_runs(
     if !docker::docker_available() {
         return;
     }
-    const CHECKED: &str = "dagster-checked";
     let good = location_image("sales", GOOD, &[("defs.py", ORDERS)]);
     location_image("sales", BROKEN_SHA, &[("defs.py", BROKEN)]);
     let network = create_network("vigie-dagster-e2e-validate");
