@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VIGIE := target/debug/vigie
 
-.PHONY: all ci deps deps-check fmt fmt-check lint test unit e2e docker k8s stop generate generate-check bench bench-web bench-k8s fuzz demo build validate-examples helm-lint
+.PHONY: all ci deps deps-check fmt fmt-check lint test unit e2e docker k8s stop generate generate-check bench bench-web bench-dagster bench-k8s fuzz demo build validate-examples helm-lint
 
 # CI builds once per run: incremental compilation only costs disk there (gigabytes of
 # dep-graphs for ~20 test binaries; a CI run once ran out of space).
@@ -87,6 +87,8 @@ validate-examples: build
 	$(VIGIE) validate examples/data-platform
 	$(VIGIE) validate examples/demo
 	$(VIGIE) validate examples/kubernetes
+	$(VIGIE) validate examples/dagster/docker
+	$(VIGIE) validate examples/dagster/kubernetes
 
 ## The end-to-end tests only (a real Docker engine and a real Kubernetes control plane).
 e2e: deps build docker k8s
@@ -105,6 +107,11 @@ bench: build docker
 ## asset of the same server.
 bench-web:
 	$(CARGO) bench --locked --bench web
+
+## A red verdict on a Dagster code location until the real webserver serves the
+## validated definitions, against a raw reload and the same rollback done by hand.
+bench-dagster: build docker
+	$(CARGO) bench --locked --bench dagster
 
 ## 500 Releases on the real control plane, against 500 Deployments created directly.
 bench-k8s: build k8s

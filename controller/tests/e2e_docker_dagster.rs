@@ -13,65 +13,14 @@ mod dagster;
 mod docker;
 mod skip;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dagster::{
-    Webserver, code_server, create_network, location_image, locations, work_dir, write_workspace,
+    BROKEN, HEADCOUNT, ORDERS, ORDERS_AND_TOTAL, Webserver, code_server, create_network, history,
+    location_image, locations, manifests, names, release_in, release_status, served, wait_for_sha,
+    wait_release, wait_rolled_back_from, work_dir, write_workspace,
 };
-use docker::{Vigie, free_port};
-
-const ORDERS: &str = r"import dagster as dg
-
-
-@dg.asset
-def raw_orders():
-    return [1, 2, 3]
-
-
-@dg.asset
-def order_count(raw_orders):
-    return len(raw_orders)
-
-
-defs = dg.Definitions(assets=[raw_orders, order_count])
-";
-
-const BROKEN: &str = r#"import dagster as dg
-
-raise RuntimeError("sales: broken at import")
-"#;
-
-const ORDERS_AND_TOTAL: &str = r"import dagster as dg
-
-
-@dg.asset
-def raw_orders():
-    return [1, 2, 3]
-
-
-@dg.asset
-def order_count(raw_orders):
-    return len(raw_orders)
-
-
-@dg.asset
-def order_total(raw_orders):
-    return sum(raw_orders)
-
-
-defs = dg.Definitions(assets=[raw_orders, order_count, order_total])
-";
-
-const HEADCOUNT: &str = r"import dagster as dg
-
-
-@dg.asset
-def headcount():
-    return 12
-
-
-defs = dg.Definitions(assets=[headcount])
-";
+use docker::Vigie;
 
 const GOOD: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
 const BROKEN_SHA: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
@@ -82,91 +31,8 @@ const ENV: &str = "dagster-dev";
 /// The environment that validates definitions before the switch.
 const CHECKED: &str = "dagster-checked";
 
-fn manifests(env: &str, extra: &str, graphql: &str, workspace: &str, network: &str) -> String {
-    let location = |name: &str, port: u16| {
-        format!(
-            r#"---
-apiVersion: vigie.dev/v1alpha1
-kind: CodeLocation
-metadata: {{name: {name}}}
-spec:
-  repo: {{url: "file:///nonexistent/{name}.git"}}
-  ci: {{webhook: {{}}}}
-  artifact: {{image: {{template: "vigie-dagster-{name}:{{sha}}"}}}}
-  container:
-    ports: [{{containerPort: 4000, hostPort: {port}}}]
-  dagster: {{module: defs}}
-"#
-        )
-    };
-    format!(
-        r#"apiVersion: vigie.dev/v1alpha1
-kind: Environment
-metadata: {{name: {env}}}
-spec:
-  backend: {{docker: {{}}}}
-  verification: {{timeout: 5m, healthTimeout: 2m}}
-  dagster:
-    graphqlUrl: "{graphql}"
-    workspace: {{file: "{workspace}"}}
-    network: {network}
-    timeout: 60s{extra}
-{}{}"#,
-        location("sales", free_port()),
-        location("hr", free_port()),
-    )
-}
-
 fn release(location: &str, sha: &str) -> String {
     release_in(ENV, location, sha)
-}
-
-fn release_in(env: &str, location: &str, sha: &str) -> String {
-    format!(
-        "apiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: {location}-dev}}\nspec: {{codeLocation: {location}, environment: {env}, revision: \"{sha}\"}}\n"
-    )
-}
-
-/// Waits until the webserver lists `name` as `expected` (it reloads on Vigie's ask; a
-/// read is only a read).
-fn served(url: &str, name: &str, expected: &Result<Vec<String>, String>, timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let all = locations(url);
-        let found = all.iter().find(|l| l.name == name);
-        let ok = match (found.map(|l| &l.definitions), expected) {
-            (Some(Ok(d)), Ok(e)) => d == e,
-            (Some(Err(d)), Err(e)) => d.contains(e.as_str()),
-            _ => false,
-        };
-        if ok {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{name} not served as {expected:?} within {timeout:?}: {all:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn names(workspace: &std::path::Path) -> Vec<String> {
-    let text = std::fs::read_to_string(workspace).unwrap();
-    let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
-    doc["load_from"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let (kind, body) = e.as_object()?.iter().next()?;
-            Some(format!(
-                "{kind} {} {}:{}",
-                body["location_name"].as_str()?,
-                body["host"].as_str().unwrap_or("-"),
-                body["port"]
-            ))
-        })
-        .collect()
 }
 
 #[test]
@@ -230,7 +96,7 @@ fn a_code_location_that_fails_to_load_or_is_red_is_rolled_back_and_served_again(
     // A SHA whose module raises at import: up, serving gRPC health, but its
     // definitions do not load. Rolled back without waiting for CI.
     vigie.write("sales.yaml", &release("sales", BROKEN_SHA));
-    wait_rolled_back_from(&vigie, "sales", BROKEN_SHA, t);
+    wait_rolled_back_from(&vigie, "sales", BROKEN_SHA, GOOD, t);
     let history = history(&vigie, "sales");
     let rolled = history
         .iter()
@@ -259,7 +125,7 @@ fn a_code_location_that_fails_to_load_or_is_red_is_rolled_back_and_served_again(
         t,
     );
     assert_eq!(vigie.verdict("sales", RED, "failure"), 202);
-    wait_rolled_back_from(&vigie, "sales", RED, t);
+    wait_rolled_back_from(&vigie, "sales", RED, GOOD, t);
     served(&web.url, "sales", &orders, t);
     let all = locations(&web.url);
     assert!(
@@ -269,72 +135,6 @@ fn a_code_location_that_fails_to_load_or_is_red_is_rolled_back_and_served_again(
     let mut listed: Vec<&str> = all.iter().map(|l| l.name.as_str()).collect();
     listed.sort_unstable();
     assert_eq!(listed, ["hr", "other", "sales"]);
-}
-
-/// The status of `location`'s Release, from the state file.
-fn release_status(vigie: &Vigie, location: &str) -> serde_json::Value {
-    let state = serde_json::to_value(vigie.state()).unwrap();
-    state["releases"][format!("default/{location}-dev")]["status"].clone()
-}
-
-fn history(vigie: &Vigie, location: &str) -> Vec<serde_json::Value> {
-    release_status(vigie, location)["history"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn wait_release(vigie: &Vigie, location: &str, phase: &str, timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let status = release_status(vigie, location);
-        if status["phase"] == phase {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{location} not {phase} within {timeout:?}: {status:#}\n--- log ---\n{}",
-            vigie.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn wait_for_sha(vigie: &Vigie, location: &str, sha: &str, phase: &str, timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let status = release_status(vigie, location);
-        if status["phase"] == phase && status["rollout"]["sha"] == sha {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{location} not {phase} at {sha} within {timeout:?}: {status:#}\n--- log ---\n{}",
-            vigie.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn wait_rolled_back_from(vigie: &Vigie, location: &str, sha: &str, timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let status = release_status(vigie, location);
-        let back = status["phase"] == "RolledBack"
-            && history(vigie, location)
-                .iter()
-                .any(|h| h["event"] == "RolledBack" && h["sha"] == sha);
-        if back {
-            assert_eq!(status["deployedSha"], GOOD, "{status:#}");
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "{location} not rolled back from {sha} within {timeout:?}: {status:#}\n--- log ---\n{}",
-            vigie.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

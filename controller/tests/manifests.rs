@@ -57,7 +57,12 @@ spec: {codeLocation: app, environment: preprod, revision: main}
 
 #[test]
 fn both_example_folders_validate() {
-    for dir in ["examples/vm", "examples/data-platform"] {
+    for dir in [
+        "examples/vm",
+        "examples/data-platform",
+        "examples/dagster/docker",
+        "examples/dagster/kubernetes",
+    ] {
         let (code, out, err) = vigie(&["validate", dir]);
         assert_eq!(code, 0, "{dir}: {out}{err}");
         assert!(out.trim_end().ends_with("all valid"), "{out}");

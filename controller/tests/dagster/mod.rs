@@ -21,7 +21,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::docker::root;
+use super::docker::{Vigie, free_port, root};
 
 /// The port every code server listens on, inside its container.
 pub const CODE_SERVER_PORT: u16 = 4000;
@@ -504,5 +504,220 @@ pub fn reload_workspace(url: &str) -> Result<Vec<(String, String)>, String> {
             .collect()),
         Some(other) => Err(format!("{other}: {}", result["message"])),
         None => Err(format!("no result: {response}")),
+    }
+}
+
+// What `vigie run` is given and how its Releases are read, shared by the end-to-end
+// tests and `make bench-dagster`.
+
+/// A location whose definitions load: two assets.
+pub const ORDERS: &str = r"import dagster as dg
+
+
+@dg.asset
+def raw_orders():
+    return [1, 2, 3]
+
+
+@dg.asset
+def order_count(raw_orders):
+    return len(raw_orders)
+
+
+defs = dg.Definitions(assets=[raw_orders, order_count])
+";
+
+/// A module that raises at import.
+pub const BROKEN: &str = r#"import dagster as dg
+
+raise RuntimeError("sales: broken at import")
+"#;
+
+/// The same location with a third asset.
+pub const ORDERS_AND_TOTAL: &str = r"import dagster as dg
+
+
+@dg.asset
+def raw_orders():
+    return [1, 2, 3]
+
+
+@dg.asset
+def order_count(raw_orders):
+    return len(raw_orders)
+
+
+@dg.asset
+def order_total(raw_orders):
+    return sum(raw_orders)
+
+
+defs = dg.Definitions(assets=[raw_orders, order_count, order_total])
+";
+
+/// Another department's location.
+pub const HEADCOUNT: &str = r"import dagster as dg
+
+
+@dg.asset
+def headcount():
+    return 12
+
+
+defs = dg.Definitions(assets=[headcount])
+";
+
+pub fn manifests(env: &str, extra: &str, graphql: &str, workspace: &str, network: &str) -> String {
+    let location = |name: &str, port: u16| {
+        format!(
+            r#"---
+apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: {name}}}
+spec:
+  repo: {{url: "file:///nonexistent/{name}.git"}}
+  ci: {{webhook: {{}}}}
+  artifact: {{image: {{template: "vigie-dagster-{name}:{{sha}}"}}}}
+  container:
+    ports: [{{containerPort: 4000, hostPort: {port}}}]
+  dagster: {{module: defs}}
+"#
+        )
+    };
+    format!(
+        r#"apiVersion: vigie.dev/v1alpha1
+kind: Environment
+metadata: {{name: {env}}}
+spec:
+  backend: {{docker: {{}}}}
+  verification: {{timeout: 5m, healthTimeout: 2m}}
+  dagster:
+    graphqlUrl: "{graphql}"
+    workspace: {{file: "{workspace}"}}
+    network: {network}
+    timeout: 60s{extra}
+{}{}"#,
+        location("sales", free_port()),
+        location("hr", free_port()),
+    )
+}
+
+pub fn release_in(env: &str, location: &str, sha: &str) -> String {
+    format!(
+        "apiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: {location}-dev}}\nspec: {{codeLocation: {location}, environment: {env}, revision: \"{sha}\"}}\n"
+    )
+}
+
+/// Waits until the webserver lists `name` as `expected` (it reloads on Vigie's ask; a
+/// read is only a read).
+pub fn served(url: &str, name: &str, expected: &Result<Vec<String>, String>, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let all = locations(url);
+        let found = all.iter().find(|l| l.name == name);
+        let ok = match (found.map(|l| &l.definitions), expected) {
+            (Some(Ok(d)), Ok(e)) => d == e,
+            (Some(Err(d)), Err(e)) => d.contains(e.as_str()),
+            _ => false,
+        };
+        if ok {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{name} not served as {expected:?} within {timeout:?}: {all:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+pub fn names(workspace: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(workspace).unwrap();
+    let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    doc["load_from"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let (kind, body) = e.as_object()?.iter().next()?;
+            Some(format!(
+                "{kind} {} {}:{}",
+                body["location_name"].as_str()?,
+                body["host"].as_str().unwrap_or("-"),
+                body["port"]
+            ))
+        })
+        .collect()
+}
+
+/// The status of `location`'s Release, from the state file.
+pub fn release_status(vigie: &Vigie, location: &str) -> serde_json::Value {
+    let state = serde_json::to_value(vigie.state()).unwrap();
+    state["releases"][format!("default/{location}-dev")]["status"].clone()
+}
+
+pub fn history(vigie: &Vigie, location: &str) -> Vec<serde_json::Value> {
+    release_status(vigie, location)["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+pub fn wait_release(vigie: &Vigie, location: &str, phase: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let status = release_status(vigie, location);
+        if status["phase"] == phase {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{location} not {phase} within {timeout:?}: {status:#}\n--- log ---\n{}",
+            vigie.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn wait_for_sha(vigie: &Vigie, location: &str, sha: &str, phase: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let status = release_status(vigie, location);
+        if status["phase"] == phase && status["rollout"]["sha"] == sha {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{location} not {phase} at {sha} within {timeout:?}: {status:#}\n--- log ---\n{}",
+            vigie.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn wait_rolled_back_from(
+    vigie: &Vigie,
+    location: &str,
+    sha: &str,
+    to: &str,
+    timeout: Duration,
+) {
+    let start = Instant::now();
+    loop {
+        let status = release_status(vigie, location);
+        let back = status["phase"] == "RolledBack"
+            && history(vigie, location)
+                .iter()
+                .any(|h| h["event"] == "RolledBack" && h["sha"] == sha);
+        if back {
+            assert_eq!(status["deployedSha"], to, "{status:#}");
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{location} not rolled back from {sha} within {timeout:?}: {status:#}\n--- log ---\n{}",
+            vigie.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
