@@ -2,7 +2,7 @@
 CARGO ?= cargo
 VIGIE := target/debug/vigie
 
-.PHONY: all ci deps deps-check fmt fmt-check lint test unit e2e docker k8s stop generate generate-check bench bench-web bench-dagster bench-k8s fuzz demo build validate-examples helm-lint
+.PHONY: all ci deps deps-check fmt fmt-check lint test unit e2e docker k8s stop generate generate-check bench bench-web bench-dagster bench-k8s fuzz demo demo-dagster build validate-examples helm-lint
 
 # CI builds once per run: incremental compilation only costs disk there (gigabytes of
 # dep-graphs for ~20 test binaries; a CI run once ran out of space).
@@ -65,6 +65,8 @@ k8s:
 ## e2e/docker.sh started, and the containers the tests and the demo left.
 stop:
 	-[ ! -f /tmp/vigie-demo/vigie.pid ] || kill $$(cat /tmp/vigie-demo/vigie.pid) 2>/dev/null; rm -f /tmp/vigie-demo/vigie.pid
+	-[ ! -f /tmp/vigie-demo-dagster/vigie.pid ] || kill $$(cat /tmp/vigie-demo-dagster/vigie.pid) 2>/dev/null; rm -f /tmp/vigie-demo-dagster/vigie.pid
+	-ids=$$(docker ps -aq --filter network=vigie-demo-dagster 2>/dev/null); [ -z "$$ids" ] || docker rm -f $$ids >/dev/null
 	-ids=$$(docker ps -aq --filter label=app.kubernetes.io/managed-by=vigie 2>/dev/null); [ -z "$$ids" ] || docker rm -f $$ids >/dev/null
 	e2e/k8s.sh stop
 	e2e/docker.sh stop
@@ -120,3 +122,8 @@ bench-k8s: build k8s
 ## The main job: vigie run on examples/demo/, deploy, validate, roll back on red CI.
 demo: build
 	bash e2e/demo.sh
+
+## A Dagster code location whose definitions fail to load, rolled back, with a real
+## Dagster webserver serving the good definitions again (images built locally).
+demo-dagster: build
+	bash e2e/demo-dagster.sh
