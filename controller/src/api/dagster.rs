@@ -87,8 +87,9 @@ impl DagsterCodeLocation {
             }),
             port: Some(self.port),
             // A code server opens its port once its definitions are loaded: seconds
-            // for a small project (2 s, 4 s, ... 32 s: a minute in all).
-            retries: 5,
+            // for a small project (1 s, 2 s, ... 32 s: a minute in all).
+            retries: 6,
+            interval: DurationSpec::from_secs(1),
             ..HealthCheck::default()
         }
     }
