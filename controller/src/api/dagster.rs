@@ -112,16 +112,7 @@ impl DagsterCodeLocation {
         .collect();
         cmd.extend(["--host".into(), "0.0.0.0".into()]);
         cmd.extend(["--port".into(), self.port.to_string()]);
-        let mut flag = |name: &str, value: &Option<String>| {
-            if let Some(v) = value {
-                cmd.extend([name.to_owned(), v.clone()]);
-            }
-        };
-        flag("--module-name", &self.module);
-        flag("--python-file", &self.python_file);
-        flag("--package-name", &self.package_name);
-        flag("--attribute", &self.attribute);
-        flag("--working-directory", &self.working_directory);
+        cmd.extend(self.definitions_flags());
         cmd.extend([
             "--location-name".to_owned(),
             self.name(code_location).to_owned(),
@@ -137,17 +128,24 @@ impl DagsterCodeLocation {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let mut flag = |name: &str, value: &Option<String>| {
-            if let Some(v) = value {
-                cmd.extend([name.to_owned(), v.clone()]);
-            }
-        };
-        flag("--module-name", &self.module);
-        flag("--python-file", &self.python_file);
-        flag("--package-name", &self.package_name);
-        flag("--attribute", &self.attribute);
-        flag("--working-directory", &self.working_directory);
+        cmd.extend(self.definitions_flags());
         cmd
+    }
+
+    /// Where the definitions are: `--module-name`, `--python-file`, `--package-name`,
+    /// `--attribute`, `--working-directory`, as Dagster's commands take them.
+    fn definitions_flags(&self) -> Vec<String> {
+        [
+            ("--module-name", &self.module),
+            ("--python-file", &self.python_file),
+            ("--package-name", &self.package_name),
+            ("--attribute", &self.attribute),
+            ("--working-directory", &self.working_directory),
+        ]
+        .into_iter()
+        .filter_map(|(flag, value)| value.as_ref().map(|v| [flag.to_owned(), v.clone()]))
+        .flatten()
+        .collect()
     }
 }
 

@@ -233,22 +233,32 @@ fn import_error() -> Value {
         "causes": [{"message": "ModuleNotFoundError: No module named 'pandas'\n", "className": "ModuleNotFoundError"}]})
 }
 
+fn subject<'a>(
+    key: &'a ReleaseKey,
+    release: &'a ReleaseSpec,
+    environment: &'a EnvironmentSpec,
+    workload: &'a Workload,
+    location: &'a CodeLocationSpec,
+) -> Subject<'a> {
+    Subject {
+        key,
+        spec: release,
+        generation: None,
+        environment,
+        windows: None,
+        workload,
+        ci: &location.ci,
+        upstream: None,
+    }
+}
+
 #[tokio::test]
 async fn a_location_is_listed_reloaded_once_per_sha_and_judged() {
     let (web, addr) = webserver().await;
     let (environment, location, release) = specs(&format!("http://{addr}/graphql"), "{docker: {}}");
     let workload = Workload::resolve("t", "sales-dev", &release, &location, &environment);
     let key = ReleaseKey::new("data", "sales-dev");
-    let subject = Subject {
-        key: &key,
-        spec: &release,
-        generation: None,
-        environment: &environment,
-        windows: None,
-        workload: &workload,
-        ci: &location.ci,
-        upstream: None,
-    };
+    let subject = subject(&key, &release, &environment, &workload, &location);
     let instances = Instances::new(Memory::default());
     let mut status = ReleaseStatus::default();
     let ops = || std::mem::take(&mut *web.operations.lock().unwrap());
@@ -335,16 +345,7 @@ async fn a_silent_webserver_holds_a_new_sha_but_never_the_one_gone_back_to() {
     let (environment, location, release) = specs(&format!("http://{addr}/graphql"), "{docker: {}}");
     let workload = Workload::resolve("t", "sales-dev", &release, &location, &environment);
     let key = ReleaseKey::new("data", "sales-dev");
-    let subject = Subject {
-        key: &key,
-        spec: &release,
-        generation: None,
-        environment: &environment,
-        windows: None,
-        workload: &workload,
-        ci: &location.ci,
-        upstream: None,
-    };
+    let subject = subject(&key, &release, &environment, &workload, &location);
     let instances = Instances::new(Memory::default());
     let status = ReleaseStatus {
         validated_sha: Some(sha('a')),
