@@ -570,6 +570,26 @@ pub struct GrpcHealthCheck {
 /// `_grpc/client.py` `health_check_query`).
 pub const DAGSTER_API_SERVICE: &str = "DagsterApi";
 
+impl HealthCheck {
+    /// The health check of a Dagster code server when the CodeLocation sets none: gRPC
+    /// health on `port`, asked about the service `dagster api grpc-health-check` asks
+    /// about.
+    #[must_use]
+    pub fn dagster_code_server(port: u16) -> Self {
+        Self {
+            grpc: Some(GrpcHealthCheck {
+                service: DAGSTER_API_SERVICE.to_owned(),
+            }),
+            port: Some(port),
+            // A code server opens its port once its definitions are loaded: seconds
+            // for a small project (1 s, 2 s, ... 32 s: a minute in all).
+            retries: 6,
+            interval: DurationSpec::from_secs(1),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for HealthCheck {
     fn default() -> Self {
         Self {

@@ -6,10 +6,7 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    code_location::{DAGSTER_API_SERVICE, GrpcHealthCheck, HealthCheck},
-    common::{DurationSpec, NAME_PATTERN},
-};
+use super::common::{DurationSpec, NAME_PATTERN};
 
 /// The default port of a Dagster code server (Dagster's own Helm chart uses 3030; the
 /// documentation's examples 4000).
@@ -77,23 +74,6 @@ pub enum DagsterServer {
 }
 
 impl DagsterCodeLocation {
-    /// The health check of a code server when the CodeLocation sets none: gRPC health
-    /// on its port, asked about the service `dagster api grpc-health-check` asks about.
-    #[must_use]
-    pub fn health_check(&self) -> HealthCheck {
-        HealthCheck {
-            grpc: Some(GrpcHealthCheck {
-                service: DAGSTER_API_SERVICE.to_owned(),
-            }),
-            port: Some(self.port),
-            // A code server opens its port once its definitions are loaded: seconds
-            // for a small project (1 s, 2 s, ... 32 s: a minute in all).
-            retries: 6,
-            interval: DurationSpec::from_secs(1),
-            ..HealthCheck::default()
-        }
-    }
-
     /// The name the location is listed under.
     #[must_use]
     pub fn name<'a>(&'a self, code_location: &'a str) -> &'a str {

@@ -52,7 +52,19 @@ pub struct Workload {
     /// references.
     pub owner: Option<Owner>,
     /// A Dagster code server: the name it is listed under, its port, its network.
-    pub dagster: Option<crate::dagster::CodeServer>,
+    pub dagster: Option<CodeServer>,
+}
+
+/// A Dagster code server, resolved with the workload: what its container and its
+/// workspace entry need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeServer {
+    /// The name it is listed under.
+    pub location: String,
+    /// The port it listens on in the container.
+    pub port: u16,
+    /// Docker: the network it joins, under `location` as alias.
+    pub network: Option<String>,
 }
 
 /// The Release owning a workload, as an owner reference needs it.
@@ -92,7 +104,7 @@ impl Workload {
             // The code server's command is Vigie's (validation refuses another one).
             container.command = d.command(&release.code_location);
             container.args.clear();
-            crate::dagster::CodeServer {
+            CodeServer {
                 location: d.name(&release.code_location).to_owned(),
                 port: d.port,
                 network: environment.dagster.as_ref().and_then(|i| i.network.clone()),
@@ -114,7 +126,7 @@ impl Workload {
                 location
                     .dagster
                     .as_ref()
-                    .map(crate::api::dagster::DagsterCodeLocation::health_check)
+                    .map(|d| HealthCheck::dagster_code_server(d.port))
             }),
             project,
             instance: instance.to_owned(),

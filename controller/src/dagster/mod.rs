@@ -30,7 +30,7 @@ use crate::{
         dagster::{DagsterInstance, DagsterWorkspace},
         environment::{Backend as BackendSpec, Hook},
     },
-    backend::{Probe, Workload},
+    backend::{CodeServer, Probe, Workload},
     lifecycle::{BackendState, WorkloadObservation},
     reconcile::{ReleaseKey, Subject},
 };
@@ -82,17 +82,6 @@ pub fn environment<'a>(
         },
     );
     Cow::Owned(environment)
-}
-
-/// What a Dagster code server needs from the backend, resolved with the workload.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CodeServer {
-    /// The name it is listed under.
-    pub location: String,
-    /// The port it listens on in the container.
-    pub port: u16,
-    /// Docker: the network it joins, under `location` as alias.
-    pub network: Option<String>,
 }
 
 /// Where the webserver reaches a Release's code server: its alias on the environment's
