@@ -290,6 +290,10 @@ pub struct Instances<W> {
     workspaces: W,
     http: reqwest::Client,
     judged: Mutex<HashMap<ReleaseKey, Judgement>>,
+    /// What was last written per (workspace, location): an unchanged entry is not read
+    /// and written again at every observation, only at full probes (a hand edit is
+    /// put right then).
+    written: Mutex<HashMap<(String, String), Option<workspace::Entry>>>,
 }
 
 impl<W: Workspaces> Instances<W> {
@@ -306,7 +310,53 @@ impl<W: Workspaces> Instances<W> {
                 .build()
                 .expect("an HTTP client with rustls"),
             judged: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Lists (or unlists) `location` in `where_` through the store, unless that was the
+    /// last thing written there and `again` is false; `Ok(true)` when the set of listed
+    /// locations changed.
+    async fn list(
+        &self,
+        backend: &BackendSpec,
+        where_: &DagsterWorkspace,
+        location: &str,
+        entry: Option<workspace::Entry>,
+        again: bool,
+    ) -> Result<bool, String> {
+        // The file, or the ConfigMap key in the environment's namespace.
+        let place = match (&where_.file, &where_.config_map, backend) {
+            (Some(file), _, _) => file.clone(),
+            (None, Some(cm), BackendSpec::Kubernetes(k)) => {
+                format!("{}/{}/{}", k.namespace, cm.name, cm.key)
+            }
+            _ => String::new(),
+        };
+        let key = (place, location.to_owned());
+        let cached = || {
+            self.written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&key)
+                .cloned()
+        };
+        if !again && cached().as_ref() == Some(&entry) {
+            return Ok(false);
+        }
+        let listed = self
+            .workspaces
+            .set(backend, where_, location, entry.clone())
+            .await;
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &listed {
+            Ok(_) => written.insert(key, entry),
+            Err(_) => written.remove(&key),
+        };
+        listed
     }
 
     fn last(&self, key: &ReleaseKey) -> Option<Judgement> {
@@ -392,8 +442,13 @@ impl<W: Workspaces> Instances<W> {
             return;
         };
         match self
-            .workspaces
-            .set(&environment.backend, &instance.workspace, location, None)
+            .list(
+                &environment.backend,
+                &instance.workspace,
+                location,
+                None,
+                false,
+            )
             .await
         {
             Ok(false) => {}
@@ -438,12 +493,12 @@ impl<W: Workspaces> Instances<W> {
             None => None,
         };
         let listed = match self
-            .workspaces
-            .set(
+            .list(
                 &subject.environment.backend,
                 &instance.workspace,
                 location,
                 entry,
+                probe == Probe::Full,
             )
             .await
         {

@@ -201,9 +201,12 @@ async fn webserver() -> (Arc<Webserver>, SocketAddr) {
     (w, addr)
 }
 
-/// Workspaces in memory: the entry per location.
+/// Workspaces in memory: the entry per location, and how often it was asked to write.
 #[derive(Default)]
-struct Memory(Mutex<BTreeMap<String, workspace::Entry>>);
+struct Memory(
+    Mutex<BTreeMap<String, workspace::Entry>>,
+    std::sync::atomic::AtomicUsize,
+);
 
 impl Workspaces for Memory {
     fn set<'a>(
@@ -213,6 +216,7 @@ impl Workspaces for Memory {
         location: &'a str,
         entry: Option<workspace::Entry>,
     ) -> BoxFuture<'a, Result<bool, String>> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut m = self.0.lock().unwrap();
         let listed = match entry {
             Some(e) => m.insert(location.to_owned(), e).is_none(),
@@ -273,15 +277,25 @@ async fn a_location_is_listed_reloaded_once_per_sha_and_judged() {
         .await;
     assert_eq!(out.health, HealthState::Healthy, "{out:?}");
     assert_eq!(ops(), ["VigieReloadWorkspace", "VigieWorkspace"]);
-    // Nothing changed: nothing asked until a full probe, which only reads.
+    // Nothing changed: nothing asked, nothing written, until a full probe, which only
+    // reads (and writes the workspace again, in case a hand edit dropped the entry).
+    let writes = || {
+        instances
+            .workspaces
+            .1
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    assert_eq!(writes(), 1);
     instances
         .judge(&subject, &status, running(Some(sha('a'))), Probe::State)
         .await;
     assert_eq!(ops(), Vec::<String>::new());
+    assert_eq!(writes(), 1);
     instances
         .judge(&subject, &status, running(Some(sha('a'))), Probe::Full)
         .await;
     assert_eq!(ops(), ["VigieWorkspace"]);
+    assert_eq!(writes(), 2);
     status.validated_sha = Some(sha('a'));
 
     // A new SHA whose module raises at import: reloaded, unhealthy, with the error.
