@@ -31,15 +31,7 @@ pub const fn stage(run: &HookRun) -> &'static str {
 pub fn hook_job(workload: &Workload, namespace: &str, hook: &Hook, run: &HookRun) -> Job {
     let previous = run.previous.as_ref().map_or("", Sha::as_str);
     let output = hook_output(workload, hook, run);
-    let mut env: Vec<KubeEnvVar> = hook
-        .env
-        .iter()
-        .map(|e| KubeEnvVar {
-            name: e.name.clone(),
-            value: Some(e.value.clone()),
-            value_from: None,
-        })
-        .collect();
+    let mut env = super::objects::env_vars(&hook.env);
     for (k, v) in [
         ("VIGIE_SHA", run.sha.as_str()),
         ("VIGIE_PREVIOUS_SHA", previous),

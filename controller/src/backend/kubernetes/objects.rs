@@ -142,6 +142,18 @@ fn readiness_probe(h: &HealthCheck, ports: &[PortMapping]) -> KubeProbe {
     }
 }
 
+/// Literal environment variables, as a container spec takes them.
+#[must_use]
+pub fn env_vars(vars: &[crate::api::common::EnvVar]) -> Vec<KubeEnvVar> {
+    vars.iter()
+        .map(|e| KubeEnvVar {
+            name: e.name.clone(),
+            value: Some(e.value.clone()),
+            value_from: None,
+        })
+        .collect()
+}
+
 /// The Deployment Vigie applies for a workload at a SHA.
 ///
 /// # Errors
@@ -160,15 +172,7 @@ pub fn deployment(
         .as_ref()
         .map(|h| readiness_probe(h, &c.ports));
     let image = image(workload, sha)?;
-    let mut env: Vec<KubeEnvVar> = c
-        .env
-        .iter()
-        .map(|e| KubeEnvVar {
-            name: e.name.clone(),
-            value: Some(e.value.clone()),
-            value_from: None,
-        })
-        .collect();
+    let mut env = env_vars(&c.env);
     if workload.dagster.is_some() {
         // Dagster launches runs in the image the code server reports.
         env.retain(|e| e.name != "DAGSTER_CURRENT_IMAGE");
