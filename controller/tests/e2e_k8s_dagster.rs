@@ -7,6 +7,8 @@
 
 #![allow(clippy::too_many_lines, reason = "one story, in order")]
 
+#[path = "dagster/entries.rs"]
+mod dagster_entries;
 mod k8s;
 mod skip;
 
@@ -126,23 +128,9 @@ fn workspace(ns: &str) -> String {
     ]))
 }
 
-/// `(kind, location, host:port)` of every entry of the workspace.
+/// The entries of the workspace ConfigMap.
 fn entries(ns: &str) -> Vec<String> {
-    let doc: Value = serde_norway::from_str(&workspace(ns)).unwrap_or(Value::Null);
-    doc["load_from"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let (kind, body) = e.as_object()?.iter().next()?;
-            Some(format!(
-                "{kind} {} {}:{}",
-                body["location_name"].as_str()?,
-                body["host"].as_str().unwrap_or("-"),
-                body["port"]
-            ))
-        })
-        .collect()
+    dagster_entries::entries(&workspace(ns))
 }
 
 async fn phase(ns: &str, name: &str) -> Option<Phase> {

@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 
 use super::docker::{Vigie, free_port, root};
 
+mod entries;
+
 /// The port every code server listens on, inside its container.
 pub const CODE_SERVER_PORT: u16 = 4000;
 
@@ -631,23 +633,9 @@ pub fn served(url: &str, name: &str, expected: &Result<Vec<String>, String>, tim
     }
 }
 
+/// The entries of the workspace file (see `entries.rs`).
 pub fn names(workspace: &std::path::Path) -> Vec<String> {
-    let text = std::fs::read_to_string(workspace).unwrap();
-    let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
-    doc["load_from"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let (kind, body) = e.as_object()?.iter().next()?;
-            Some(format!(
-                "{kind} {} {}:{}",
-                body["location_name"].as_str()?,
-                body["host"].as_str().unwrap_or("-"),
-                body["port"]
-            ))
-        })
-        .collect()
+    entries::entries(&std::fs::read_to_string(workspace).unwrap())
 }
 
 /// The status of `location`'s Release, from the state file.
