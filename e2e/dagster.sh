@@ -204,6 +204,11 @@ location() {
   [ -d "$dir" ] || { log "$dir is not a directory"; exit 1; }
   tag=vigie-dagster-$name:$sha
   ensure_base
+  # One build of a tag at a time: concurrent tests asking for the same image wait,
+  # then find it built.
+  mkdir -p "$cache"
+  exec 8>"$cache/location-$name-$sha.lock"
+  flock 8
   # What is copied: the files' paths and contents, and the base.
   content=$( (
     echo "$base"

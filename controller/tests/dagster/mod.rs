@@ -15,7 +15,10 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
-    sync::OnceLock,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -62,10 +65,15 @@ pub fn base_image() -> &'static str {
 /// path, content) in `/opt/dagster/app` (the working directory and `PYTHONPATH`).
 /// Rebuilt only when the files changed; a few seconds.
 pub fn location_image(name: &str, sha: &str, files: &[(&str, &str)]) -> String {
+    static BUILDS: AtomicU32 = AtomicU32::new(0);
     base_image();
-    let dir = root()
-        .join("target/e2e-dagster/src")
-        .join(format!("{name}-{sha}"));
+    // A directory of this call's own: tests of one binary run at once, and two of them
+    // may ask for the same image.
+    let dir = root().join("target/e2e-dagster/src").join(format!(
+        "{name}-{sha}-{}-{}",
+        std::process::id(),
+        BUILDS.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     for (path, content) in files {
         let file = dir.join(path);
@@ -73,9 +81,11 @@ pub fn location_image(name: &str, sha: &str, files: &[(&str, &str)]) -> String {
         std::fs::write(file, content).unwrap();
     }
     std::fs::create_dir_all(&dir).unwrap();
-    run(Command::new(root().join("e2e/dagster.sh"))
+    let image = run(Command::new(root().join("e2e/dagster.sh"))
         .args(["location", name, sha])
-        .arg(&dir))
+        .arg(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    image
 }
 
 /// A Docker network of a test's own, removed on drop (after the containers, when it is
