@@ -303,6 +303,9 @@ pub struct RunArgs {
     /// verdicts wake the reconciler at once).
     #[arg(long, default_value_t = 2.0)]
     pub interval: f64,
+    /// Releases reconciled at once (each on its own: a slow one never holds another).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u16,
     /// Seconds a Release may be missing from the manifests before its containers are removed.
     #[arg(long, default_value_t = 60)]
     pub removal_grace: u64,

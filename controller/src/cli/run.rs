@@ -87,6 +87,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         http: args.http.limits(),
         secret,
         interval,
+        concurrency: usize::from(args.concurrency.max(1)),
         removal_grace: std::time::Duration::from_secs(args.removal_grace),
         write_back,
         git_author,

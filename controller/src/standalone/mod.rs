@@ -4,6 +4,7 @@
 pub mod control;
 pub mod desk;
 pub(crate) mod ports;
+pub mod queue;
 pub mod run;
 /// The state file, under its former path.
 pub use crate::store as state;

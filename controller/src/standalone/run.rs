@@ -1,7 +1,10 @@
-//! `vigie run`: the reconciler on one VM. Each round loads the manifests (a directory
-//! or a git branch), applies tracking rules, sends every Release through the same
-//! pipeline as the operator ([`crate::reconcile`]) with the state file as its store,
-//! then writes back rollbacks and removes what no Release wants any more.
+//! `vigie run`: the reconciler on one VM. A refresh loads the manifests (a directory or
+//! a git branch), applies tracking rules and removes what no Release wants any more;
+//! each Release then goes through the same pipeline as the operator
+//! ([`crate::reconcile`]) with the state file as its store, on its own: a [`Queue`]
+//! runs a bounded number at once, one at a time per Release, woken by events and by
+//! their deadlines, so a slow health check, hook or engine call of one Release never
+//! delays another's rollback.
 
 use crate::backend::BackendError;
 use std::{
@@ -12,11 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::future::join_all;
 use jiff::Timestamp;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, task::JoinSet};
 
-use super::ports::{Sinks, StateStore, StateVerdicts};
+use super::{
+    ports::{Sinks, StateStore, StateVerdicts},
+    queue::Queue,
+};
 use crate::{
     api::{
         Phase, Release, Sha,
@@ -60,8 +65,11 @@ pub struct Options {
     pub http: crate::http::listener::Limits,
     /// The webhook HMAC key.
     pub secret: Option<Vec<u8>>,
-    /// Time between rounds when nothing wakes the reconciler.
+    /// Time between refreshes when nothing wakes the reconciler (every Release is
+    /// reconciled at each).
     pub interval: Duration,
+    /// Releases reconciled at once.
+    pub concurrency: usize,
     /// How long a Release may be missing from the manifests before its containers are
     /// removed: a file rewritten by `git pull` or an editor is not a removal.
     pub removal_grace: Duration,
@@ -101,7 +109,7 @@ pub enum RunError {
     },
 }
 
-/// How long a round in progress may go on after SIGTERM or SIGINT.
+/// How long a refresh or the reconciles in progress may go on after SIGTERM or SIGINT.
 const ROUND_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs until SIGTERM or SIGINT.
@@ -171,30 +179,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    tokio::pin!(stop);
-    loop {
-        // A signal is taken during a round too: the round has a grace period to end
-        // (what it applies is recorded first, so stopping it later loses nothing).
-        {
-            let round = runner.round();
-            tokio::pin!(round);
-            tokio::select! {
-                () = &mut round => {}
-                () = &mut stop => {
-                    tracing::info!(grace_s = ROUND_GRACE.as_secs(), "stopping: waiting for the round in progress");
-                    if tokio::time::timeout(ROUND_GRACE, round).await.is_err() {
-                        tracing::warn!("the round in progress did not end in time; stopped");
-                    }
-                    break;
-                }
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(options.interval) => {}
-            () = shared.wake.notified() => {}
-            () = &mut stop => break,
-        }
-    }
+    runner.drive(stop).await;
     tracing::info!("vigie run stopping");
     // Messages of the last transitions go out first (a systemd stop waits 90 s).
     if let Some(d) = &runner.dispatcher {
@@ -204,6 +189,70 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     server.abort();
     let _ = std::fs::remove_file(&options.control_socket);
     Ok(())
+}
+
+impl Runner {
+    /// Refreshes and reconciles until `stop` resolves, then lets what is in progress end
+    /// (within [`ROUND_GRACE`]).
+    async fn drive(&mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut tasks = JoinSet::new();
+        let mut refresh = true;
+        let mut next_refresh = Instant::now();
+        loop {
+            if refresh {
+                refresh = false;
+                // A signal is taken during a refresh too: it has a grace period to end.
+                let stopped = {
+                    let refreshing = self.refresh();
+                    tokio::pin!(refreshing);
+                    tokio::select! {
+                        () = &mut refreshing => false,
+                        () = &mut stop => {
+                            tracing::info!(grace_s = ROUND_GRACE.as_secs(), "stopping: waiting for the refresh in progress");
+                            if tokio::time::timeout(ROUND_GRACE, refreshing).await.is_err() {
+                                tracing::warn!("the refresh in progress did not end in time; stopped");
+                            }
+                            true
+                        }
+                    }
+                };
+                if stopped {
+                    break;
+                }
+                next_refresh = Instant::now() + self.options.interval;
+            }
+            self.start(&mut tasks);
+            let deadline = self
+                .queue
+                .next_deadline()
+                .map_or(next_refresh, |d| d.min(next_refresh));
+            tokio::select! {
+                Some(joined) = tasks.join_next() => match joined {
+                    Ok((key, outcome)) => self.finished(&key, outcome.as_ref()),
+                    Err(e) => tracing::error!(error = %e, "a reconcile task ended abnormally"),
+                },
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    refresh = Instant::now() >= next_refresh;
+                }
+                () = self.shared.wake.notified() => refresh = true,
+                () = &mut stop => break,
+            }
+        }
+        // What is being applied ends first: it is recorded, so stopping it later would lose
+        // nothing, but a rollback half-done is worse than one done.
+        if !tasks.is_empty() {
+            tracing::info!(
+                in_flight = tasks.len(),
+                grace_s = ROUND_GRACE.as_secs(),
+                "stopping: waiting for the reconciles in progress"
+            );
+            let ending = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(ROUND_GRACE, ending).await.is_err() {
+                tracing::warn!("the reconciles in progress did not end in time; stopped");
+            }
+        }
+    }
 }
 
 fn shown(source: &Source) -> String {
@@ -235,21 +284,28 @@ fn watch(path: &std::path::Path, shared: Arc<Shared>) -> Option<notify::Recommen
     Some(watcher)
 }
 
-/// The reconciler's memory between rounds (nothing here is needed to resume).
+/// The reconciler's memory between refreshes (nothing here is needed to resume).
 pub struct Runner {
     options: Options,
     instance: String,
     shared: Arc<Shared>,
-    manifests: Option<Manifests>,
+    manifests: Option<Arc<Manifests>>,
     fingerprint: Option<String>,
-    backends: BTreeMap<String, Result<DockerBackend, BackendError>>,
-    windows: BTreeMap<String, Windows>,
+    backends: Arc<BTreeMap<String, Result<DockerBackend, BackendError>>>,
+    windows: Arc<BTreeMap<String, Windows>>,
+    /// The Releases of the manifests in force, with the state's overlays.
+    items: BTreeMap<ReleaseKey, Arc<Item>>,
+    /// Which Releases are reconciled next.
+    queue: Queue<ReleaseKey, Instant>,
+    /// The Releases not reconciled yet since the manifests were first loaded (ready
+    /// once it is empty).
+    first_pass: Option<std::collections::BTreeSet<ReleaseKey>>,
     /// What the pipeline applied, per Release.
-    memory: Memory,
+    memory: Arc<Memory>,
     /// When each SHA in flight may be polled again (GitHub, GitLab).
-    polls: Polls,
+    polls: Arc<Polls>,
     /// Revisions resolved with git, reused for a while.
-    revisions: Git,
+    revisions: Arc<Git>,
     /// A git source: when it was last fetched, and the last commit looked at.
     git_fetched: Option<Instant>,
     git_seen: Option<Sha>,
@@ -264,7 +320,21 @@ pub struct Runner {
     /// Reports deployments back to the forge in the background.
     reporter: crate::forge::Reporter,
     /// Writes the Dagster workspaces and has the webservers judge the code locations.
-    dagster: crate::dagster::Instances<crate::dagster::Files>,
+    dagster: Arc<crate::dagster::Instances<crate::dagster::Files>>,
+}
+
+/// What one reconcile task holds: the ports and the manifests in force when it started.
+struct Pipeline {
+    shared: Arc<Shared>,
+    manifests: Arc<Manifests>,
+    backends: Arc<BTreeMap<String, Result<DockerBackend, BackendError>>>,
+    windows: Arc<BTreeMap<String, Windows>>,
+    memory: Arc<Memory>,
+    polls: Arc<Polls>,
+    revisions: Arc<Git>,
+    dispatcher: Option<crate::notify::deliver::Dispatcher>,
+    reporter: crate::forge::Reporter,
+    dagster: Arc<crate::dagster::Instances<crate::dagster::Files>>,
 }
 
 /// One Release, ready to be reconciled.
@@ -314,17 +384,22 @@ impl Runner {
             writer,
             dispatcher,
             reporter,
-            dagster: crate::dagster::Instances::new(crate::dagster::Files::default()),
+            dagster: Arc::new(crate::dagster::Instances::new(
+                crate::dagster::Files::default(),
+            )),
             instance: instance_id(&options.state),
+            queue: Queue::new(options.concurrency),
             options,
             shared,
             manifests: None,
             fingerprint: None,
-            backends: BTreeMap::new(),
-            windows: BTreeMap::new(),
-            memory: Memory::default(),
-            polls,
-            revisions: Git::default(),
+            backends: Arc::default(),
+            windows: Arc::default(),
+            items: BTreeMap::new(),
+            first_pass: None,
+            memory: Arc::default(),
+            polls: Arc::new(polls),
+            revisions: Arc::default(),
             git_fetched: None,
             git_seen: None,
             track_checked: None,
@@ -490,19 +565,18 @@ impl Runner {
     /// With write-back of rollbacks on, each rollback's revision is committed to the
     /// manifests repository, in the background (the rollback does not wait for git).
     /// Read from the status: a rollback not written back before a restart is after it.
-    fn write_back_rollbacks(&self, items: &[Item], outcomes: &[Option<Reconciled>]) {
+    fn write_back_rollback(&self, item: &Item, done: &Reconciled) {
         let Some(writer) = self.writer.clone().filter(|w| w.target.scope.rollbacks) else {
             return;
         };
-        for (item, done) in items.iter().zip(outcomes) {
-            let Some(done) = done else { continue };
+        {
             let Some((from, to, reason)) = crate::gitops::writeback::pending_rollback(&done.status)
             else {
-                continue;
+                return;
             };
             let key = item.key.to_string();
             if !writer.due(&key, &to) {
-                continue;
+                return;
             }
             let message = crate::gitops::writeback::rollback_message(
                 &item.release.spec.code_location,
@@ -612,7 +686,7 @@ impl Runner {
             }
             return;
         }
-        let m = report.manifests;
+        let m = Arc::new(report.manifests);
         let namespaces: std::collections::BTreeSet<&String> = m
             .environments
             .keys()
@@ -633,8 +707,8 @@ impl Runner {
         }
         tracing::info!("{}", m.summary(report.files.len()));
         self.shared.metrics.manifests_valid.set(1);
-        self.backends.clear();
-        self.windows.clear();
+        let mut backends = BTreeMap::new();
+        let mut windows = BTreeMap::new();
         for ((_, name), env) in &m.environments {
             let backend = match &env.object.spec.backend {
                 BackendSpec::Docker(d) => DockerBackend::connect(d),
@@ -646,7 +720,7 @@ impl Runner {
             if let Err(e) = &backend {
                 tracing::error!(environment = %name, error = %e, "backend unusable");
             }
-            self.backends.insert(name.clone(), backend);
+            backends.insert(name.clone(), backend);
             if let Some(w) = env
                 .object
                 .spec
@@ -654,9 +728,11 @@ impl Runner {
                 .as_ref()
                 .and_then(|w| Windows::new(w).ok())
             {
-                self.windows.insert(name.clone(), w);
+                windows.insert(name.clone(), w);
             }
         }
+        self.backends = Arc::new(backends);
+        self.windows = Arc::new(windows);
         if let Ok(mut repos) = self.shared.tracked_repos.write() {
             *repos = m
                 .code_locations
@@ -673,7 +749,7 @@ impl Runner {
                 .collect();
         }
         if let Ok(mut shared) = self.shared.manifests.write() {
-            *shared = Some(Arc::new(m.clone()));
+            *shared = Some(m.clone());
         }
         self.shared.changed();
         self.manifests = Some(m);
@@ -755,8 +831,10 @@ impl Runner {
             .collect()
     }
 
-    /// One round over every Release: each goes through the pipeline, concurrently.
-    pub async fn round(&mut self) {
+    /// Reloads the manifests and applies tracking rules when due, marks the Releases
+    /// that left the manifests, removes what no Release wants any more, and wakes every
+    /// Release.
+    pub async fn refresh(&mut self) {
         let started = Instant::now();
         self.reload().await;
         self.track().await;
@@ -764,7 +842,7 @@ impl Runner {
         // Releases that left the manifests are marked (their containers go after the
         // grace period); those back are unmarked.
         if let Err(e) = self.mark_removed(&items).await {
-            tracing::error!(error = %e, "failed to record the state; nothing is applied this round");
+            tracing::error!(error = %e, "failed to record the state; nothing is applied until it can be");
             self.shared
                 .metrics
                 .reconcile_errors
@@ -772,27 +850,114 @@ impl Runner {
                     category: Category::Store.as_str(),
                 })
                 .inc();
+            self.queue.retain(|_| false);
             return;
         }
-        let outcomes: Vec<Option<Reconciled>> =
-            join_all(items.iter().map(|item| self.reconcile(item))).await;
-        let errors = outcomes
-            .iter()
-            .filter(|o| o.as_ref().is_none_or(|d| d.failed.is_some()))
-            .count();
-        self.write_back_rollbacks(&items, &outcomes);
         self.prune(&items).await;
-        let phases: Vec<Phase> = self.records().iter().map(|r| r.status.phase).collect();
-        self.shared.metrics.set_phases(phases.into_iter());
-        if self.manifests.is_some() {
-            self.shared.ready.store(true, Ordering::Relaxed);
+        self.items = items
+            .into_iter()
+            .map(|i| (i.key.clone(), Arc::new(i)))
+            .collect();
+        self.queue.retain(|k| self.items.contains_key(k));
+        for key in self.items.keys() {
+            self.queue.wake(key);
+        }
+        if self.manifests.is_some() && self.first_pass.is_none() {
+            self.first_pass = Some(self.items.keys().cloned().collect());
+            self.check_ready();
         }
         tracing::debug!(
-            releases = items.len(),
-            errors,
+            releases = self.items.len(),
+            in_flight = self.queue.in_flight(),
             elapsed_ms = started.elapsed().as_millis(),
-            "round done"
+            "refreshed"
         );
+    }
+
+    /// Starts the reconciles due: those woken, and those whose deadline passed.
+    fn start(&mut self, tasks: &mut JoinSet<(ReleaseKey, Option<Reconciled>)>) {
+        self.queue.wake_due(Instant::now());
+        let Some(manifests) = self.manifests.clone() else {
+            return;
+        };
+        for key in self.queue.take() {
+            let Some(item) = self.items.get(&key).cloned() else {
+                self.queue.done(&key, None);
+                continue;
+            };
+            let pipeline = Pipeline {
+                shared: self.shared.clone(),
+                manifests: manifests.clone(),
+                backends: self.backends.clone(),
+                windows: self.windows.clone(),
+                memory: self.memory.clone(),
+                polls: self.polls.clone(),
+                revisions: self.revisions.clone(),
+                dispatcher: self.dispatcher.clone(),
+                reporter: self.reporter.clone(),
+                dagster: self.dagster.clone(),
+            };
+            tasks.spawn(async move {
+                let outcome = pipeline.reconcile(&item).await;
+                (item.key.clone(), outcome)
+            });
+        }
+    }
+
+    /// A Release's reconcile ended: its deadline, the rollback written back, and the
+    /// Releases promoting from it woken when what they read changed.
+    fn finished(&mut self, key: &ReleaseKey, outcome: Option<&Reconciled>) {
+        let again = outcome
+            .and_then(|d| d.requeue_after)
+            .map(|after| Instant::now() + after);
+        self.queue.done(key, again);
+        if let Some(done) = outcome
+            && let Some(item) = self.items.get(key).cloned()
+        {
+            self.write_back_rollback(&item, done);
+            if done.upstream_changed {
+                let downstream: Vec<ReleaseKey> = self
+                    .items
+                    .values()
+                    .filter(|i| {
+                        i.release.spec.code_location == item.release.spec.code_location
+                            && i.environment
+                                .promotion
+                                .as_ref()
+                                .is_some_and(|p| p.from == item.release.spec.environment)
+                    })
+                    .map(|i| i.key.clone())
+                    .collect();
+                for k in &downstream {
+                    self.queue.wake(k);
+                }
+            }
+        }
+        let phases: Vec<Phase> = self
+            .shared
+            .state
+            .lock()
+            .expect("state lock")
+            .releases
+            .values()
+            .map(|r| r.status.phase)
+            .collect();
+        self.shared.metrics.set_phases(phases.into_iter());
+        if let Some(first) = &mut self.first_pass {
+            first.remove(key);
+        }
+        self.check_ready();
+    }
+
+    /// Ready once the manifests are loaded and every Release was reconciled once.
+    fn check_ready(&self) {
+        if self
+            .first_pass
+            .as_ref()
+            .is_some_and(std::collections::BTreeSet::is_empty)
+        {
+            self.shared.ready.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Marks the Releases no longer in the manifests as removed (now), and those in
@@ -826,7 +991,7 @@ fn mark_removed(next: &mut state::State, items: &[Item], now: Timestamp, grace: 
     }
 }
 
-impl Runner {
+impl Pipeline {
     /// One Release through the pipeline; `None` when its status could not be recorded.
     async fn reconcile(&self, item: &Item) -> Option<Reconciled> {
         let upstream = {
@@ -852,37 +1017,42 @@ impl Runner {
             polls: &self.polls,
             store: StateVerdicts(&self.shared),
         };
-        let manifests = self.manifests.as_ref()?;
         let notifier = Sinks {
             dispatcher: self.dispatcher.as_ref(),
-            manifests,
+            manifests: &self.manifests,
             auth: self.polls.auth(),
         };
         let ports = Ports {
-            backend: self.backend(&item.workload.environment),
+            backend: backend(&self.backends, &item.workload.environment),
             store: &store,
             ci: &ci,
-            revisions: &self.revisions,
+            revisions: &*self.revisions,
             notifier: &notifier,
             forge: &self.reporter,
-            definitions: &self.dagster,
+            definitions: &*self.dagster,
             clock: &SystemClock,
             memory: &self.memory,
             metrics: &self.shared.metrics,
         };
         reconcile::release(&subject, &ports).await.ok()
     }
+}
 
-    fn backend(&self, environment: &str) -> Result<&DockerBackend, BackendError> {
-        match self.backends.get(environment) {
-            Some(Ok(b)) => Ok(b),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err(BackendError::Unsupported(format!(
-                "no backend for environment {environment}"
-            ))),
-        }
+/// The backend of `environment`, or why there is none.
+fn backend<'a>(
+    backends: &'a BTreeMap<String, Result<DockerBackend, BackendError>>,
+    environment: &str,
+) -> Result<&'a DockerBackend, BackendError> {
+    match backends.get(environment) {
+        Some(Ok(b)) => Ok(b),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(BackendError::Unsupported(format!(
+            "no backend for environment {environment}"
+        ))),
     }
+}
 
+impl Runner {
     /// A copy of every recorded Release.
     fn records(&self) -> Vec<ReleaseRecord> {
         self.shared
@@ -909,7 +1079,7 @@ impl Runner {
             })
             .collect();
         for (_, env) in m.environments.keys() {
-            let Ok(backend) = self.backend(env) else {
+            let Ok(backend) = backend(&self.backends, env) else {
                 continue;
             };
             let keep: Vec<String> = items
@@ -939,7 +1109,7 @@ impl Runner {
                         .as_ref()
                         .filter(|_| !keep.contains(name))
                     {
-                        crate::reconcile::Definitions::forget(&self.dagster, spec, d.name(name))
+                        crate::reconcile::Definitions::forget(&*self.dagster, spec, d.name(name))
                             .await;
                     }
                 }
