@@ -105,6 +105,8 @@ pub struct Metrics {
     pub write_backs: Counter,
     /// Write-backs that failed.
     pub write_back_errors: Counter,
+    /// Writes of the state file (`vigie run`), each saving every change made since the last.
+    pub state_writes: Counter,
     /// Notifications by sink kind and outcome.
     pub notifications: Family<NotificationLabel, Counter>,
     /// HTTP connections closed at once, by reason.
@@ -132,6 +134,12 @@ impl Default for Metrics {
         let git_sync_errors = Counter::default();
         let write_backs = Counter::default();
         let write_back_errors = Counter::default();
+        let state_writes = Counter::default();
+        registry.register(
+            "state_writes",
+            "Writes of the state file, each saving every change made since the last",
+            state_writes.clone(),
+        );
         let notifications = Family::<NotificationLabel, Counter>::default();
         let http_refused = Family::<RejectionLabel, Counter>::default();
         let reconcile_errors = Family::<CategoryLabel, Counter>::default();
@@ -223,6 +231,7 @@ impl Default for Metrics {
             git_sync_errors,
             write_backs,
             write_back_errors,
+            state_writes,
             notifications,
             http_refused,
             forge_reports,

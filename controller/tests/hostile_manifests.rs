@@ -223,7 +223,7 @@ fn an_unreadable_file_makes_the_set_invalid_under_vigie_run() {
 }
 
 #[test]
-fn sigterm_is_obeyed_while_a_round_waits_on_an_engine_that_never_answers() {
+fn sigterm_is_obeyed_while_a_reconcile_waits_on_an_engine_that_never_answers() {
     // An "engine" that accepts connections and never answers: each call waits for the
     // client's timeout (two minutes).
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -237,10 +237,10 @@ fn sigterm_is_obeyed_while_a_round_waits_on_an_engine_that_never_answers() {
     let mut vigie = Vigie::new("hostile-silent-engine", &[]);
     vigie.write("app.yaml", &manifests(&format!("tcp://127.0.0.1:{port}")));
     vigie.spawn();
-    // The first round is under way, held by the engine.
+    // The first reconcile is under way, held by the engine.
     std::thread::sleep(Duration::from_secs(2));
     let (status, _) = http_get(vigie.port, "/readyz").expect("/readyz answers");
-    assert_eq!(status, 503, "the first round has not ended");
+    assert_eq!(status, 503, "the first reconcile has not ended");
     let exited = vigie.terminate_within(Duration::from_secs(20));
     assert!(
         exited.is_some(),
@@ -250,7 +250,7 @@ fn sigterm_is_obeyed_while_a_round_waits_on_an_engine_that_never_answers() {
     assert!(
         vigie
             .log()
-            .contains("stopping: waiting for the round in progress"),
+            .contains("stopping: waiting for the reconciles in progress"),
         "{}",
         vigie.log()
     );

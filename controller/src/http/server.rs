@@ -86,16 +86,28 @@ pub struct Shared {
     /// Ticks at every change of the state or of the manifests in force (the web
     /// view's live pages follow it).
     pub changes: tokio::sync::watch::Sender<u64>,
-    /// One writer of the state at a time (see [`Shared::update`]).
+    /// Every change made, saved or not yet (see [`Shared::update`]).
+    staged: Mutex<Staged>,
+    /// One writer of the state file at a time.
     writer: tokio::sync::Mutex<()>,
 }
+
+/// The state with every change made so far, saved or not: writers that arrive while the
+/// file is being written are saved together by the next write (a group commit).
+struct Staged {
+    state: State,
+    /// One per change not saved yet, in the order made.
+    unsaved: Vec<Ticket>,
+}
+
+/// Whether a change was saved: empty until its write ends, then `Ok` or why not.
+type Ticket = Arc<std::sync::OnceLock<Result<(), String>>>;
 
 impl Shared {
     /// A fresh shared state.
     #[must_use]
     pub fn new(state: State, state_path: PathBuf, secret: Option<Vec<u8>>) -> Self {
         Self {
-            state: Mutex::new(state),
             state_path: Some(state_path),
             resolver: Arc::new(|_, source| crate::secrets::resolve(source)),
             persist: None,
@@ -110,7 +122,12 @@ impl Shared {
             track_pushed: AtomicBool::new(false),
             manifests: RwLock::new(None),
             changes: tokio::sync::watch::Sender::new(0),
+            staged: Mutex::new(Staged {
+                state: state.clone(),
+                unsaved: Vec::new(),
+            }),
             writer: tokio::sync::Mutex::new(()),
+            state: Mutex::new(state),
         }
     }
 }
@@ -125,11 +142,14 @@ impl Shared {
         }
     }
 
-    /// The one way to change the state: `change` edits a copy, which is saved (written
-    /// and fsynced off the async runtime, when there is a file and anything changed)
-    /// before it replaces the state. Writers take turns; readers see the state before
-    /// or after, never half. On a failed save nothing changes. Returns what `change`
-    /// returns.
+    /// The one way to change the state: `change` edits the state with every change made
+    /// before it; the call returns once that is saved (written and fsynced off the async
+    /// runtime, when there is a file) and in [`Shared::state`]. Changes made while the
+    /// file is being written are saved together by the next write, so many Releases
+    /// recording at once cost a few writes, not one each. Readers of
+    /// [`Shared::state`] see only what is saved, never half of a change. On a failed
+    /// write nothing changes: every change not saved yet is dropped and each of their
+    /// callers gets the error. Returns what `change` returns.
     ///
     /// # Errors
     /// When the file cannot be written.
@@ -137,26 +157,73 @@ impl Shared {
         &self,
         change: impl FnOnce(&mut State) -> T,
     ) -> Result<T, state::StateError> {
+        let (out, mine) = {
+            let mut staged = self.staged.lock().expect("state lock");
+            let mut next = staged.state.clone();
+            let out = change(&mut next);
+            if next == staged.state {
+                // Nothing to save; what was read stands once the changes before it are saved.
+                match staged.unsaved.last().cloned() {
+                    Some(last) => (out, last),
+                    None => return Ok(out),
+                }
+            } else {
+                staged.state = next;
+                let ticket = Ticket::default();
+                staged.unsaved.push(ticket.clone());
+                (out, ticket)
+            }
+        };
         let _turn = self.writer.lock().await;
-        let current = self.state.lock().expect("state lock").clone();
-        let mut next = current.clone();
-        let out = change(&mut next);
-        if next == current {
-            return Ok(out);
+        if let Some(saved) = mine.get() {
+            // Another caller's write took this change.
+            return saved.clone().map(|()| out).map_err(|e| self.lost(&e));
         }
+        let (next, tickets) = {
+            let mut staged = self.staged.lock().expect("state lock");
+            (staged.state.clone(), std::mem::take(&mut staged.unsaved))
+        };
         if let Some(path) = self.state_path.clone() {
-            let saved = next.clone();
-            tokio::task::spawn_blocking(move || state::save(&path, &saved))
+            self.metrics.state_writes.inc();
+            let written = next.clone();
+            let result = tokio::task::spawn_blocking(move || state::save(&path, &written))
                 .await
                 .map_err(|e| state::StateError::Io {
                     action: "write",
                     path: self.state_path.clone().unwrap_or_default(),
                     source: std::io::Error::other(e),
-                })??;
+                })
+                .and_then(|r| r);
+            if let Err(e) = result {
+                // Back to what is saved: every change not saved is dropped, those made
+                // during this write too, and each of their callers is told.
+                let mut staged = self.staged.lock().expect("state lock");
+                staged
+                    .state
+                    .clone_from(&self.state.lock().expect("state lock"));
+                let reason = e.to_string();
+                for t in tickets.iter().chain(&staged.unsaved) {
+                    let _ = t.set(Err(reason.clone()));
+                }
+                staged.unsaved.clear();
+                return Err(e);
+            }
         }
         *self.state.lock().expect("state lock") = next;
+        for t in &tickets {
+            let _ = t.set(Ok(()));
+        }
         self.changed();
         Ok(out)
+    }
+
+    /// The error of a change dropped by another caller's failed write.
+    fn lost(&self, reason: &str) -> state::StateError {
+        state::StateError::Io {
+            action: "write",
+            path: self.state_path.clone().unwrap_or_default(),
+            source: std::io::Error::other(reason.to_owned()),
+        }
     }
 
     /// Tells the live pages that what they show changed.
@@ -970,4 +1037,64 @@ fn watching(
         .filter(|(_, spec)| watches(spec))
         .map(|(name, spec)| ((*name).clone(), spec.required_checks.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shared;
+    use crate::store::{self as state, State};
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vigie-shared-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn shared(dir: &std::path::Path) -> Shared {
+        Shared::new(State::default(), dir.join("state.json"), None)
+    }
+
+    fn note(n: usize) -> impl FnOnce(&mut State) {
+        move |s: &mut State| s.deliveries.push_back(format!("change {n}"))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn changes_made_at_once_are_saved_together_and_each_caller_waits_for_its_own() {
+        let dir = scratch("together");
+        let shared = shared(&dir);
+        // All 50 are made while the first write is under way: the next write takes
+        // the 49 others.
+        let results = futures::future::join_all((0..50).map(|n| shared.update(note(n)))).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(shared.metrics.state_writes.get(), 2);
+        let on_disk = state::load(&dir.join("state.json")).unwrap().unwrap();
+        assert_eq!(on_disk.deliveries.len(), 50);
+        assert_eq!(*shared.state.lock().unwrap(), on_disk);
+        // Nothing changed: nothing written, and nothing waited for.
+        shared.update(|_| ()).await.unwrap();
+        assert_eq!(shared.metrics.state_writes.get(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_write_drops_every_change_not_saved_and_tells_each_caller() {
+        let dir = scratch("failed");
+        // A file where the state's directory should be: no write can succeed.
+        std::fs::write(dir.join("missing"), "").unwrap();
+        let shared = shared(&dir.join("missing"));
+        let results = futures::future::join_all((0..3).map(|n| shared.update(note(n)))).await;
+        for r in &results {
+            let e = r.as_ref().unwrap_err().to_string();
+            assert!(e.contains("state"), "{e}");
+        }
+        assert_eq!(*shared.state.lock().unwrap(), State::default());
+        // The next change starts from what is saved, not from what was dropped.
+        std::fs::remove_file(dir.join("missing")).unwrap();
+        std::fs::create_dir(dir.join("missing")).unwrap();
+        shared.update(note(9)).await.unwrap();
+        let on_disk = state::load(&dir.join("missing/state.json"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(on_disk.deliveries, ["change 9"]);
+    }
 }

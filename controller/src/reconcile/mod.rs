@@ -173,14 +173,18 @@ where
     K: Clock,
 {
     let started = Instant::now();
+    let mut laps = Laps::new(started);
     let result: Result<Reconciled, Error> = async {
         let status = ports.store.status(subject).await;
         // One instant for the probe's choice and the decision: a monitoring round due now
         // gets the full health check it counts.
         let now = ports.clock.now();
         let (observed, hooks) = observe(subject, &status, now, ports).await;
+        laps.lap("observe");
         let desired = resolve(subject, ports.revisions).await;
+        laps.lap("resolve");
         let ci = verdicts(subject, &status, ports.ci).await;
+        laps.lap("verdicts");
         let artifact_pending = ports
             .memory
             .artifact_pending(subject.key, status.rollout.as_ref().map(|r| &r.sha));
@@ -201,7 +205,9 @@ where
             status: &status,
             observed: &observations,
         });
+        laps.lap("decide");
         let recorded = record(subject, &status, decision, ports.store).await?;
+        laps.lap("record");
         if let Some(sha) = recorded
             .status
             .rollout
@@ -212,7 +218,13 @@ where
             tracing::Span::current().record("sha", sha.short());
         }
         let acted = act(subject, &recorded, &observed, ports).await;
+        laps.lap("act");
         report(subject, &recorded, ports.notifier, ports.metrics).await;
+        laps.lap("report");
+        // Where the time of a transition went, step by step (`RUST_LOG=vigie=debug`).
+        if !recorded.notifications.is_empty() {
+            tracing::debug!(steps = %laps, "transition timed");
+        }
         let mut status = recorded.status;
         let failed = match acted {
             Ok(()) => None,
@@ -256,6 +268,37 @@ where
         tracing::error!(error = %e, category = e.category().as_str(), "reconcile failed");
     }
     result
+}
+
+/// The time each step of one reconcile took.
+struct Laps {
+    last: Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Laps {
+    fn new(started: Instant) -> Self {
+        Self {
+            last: started,
+            laps: Vec::with_capacity(8),
+        }
+    }
+
+    fn lap(&mut self, step: &'static str) {
+        let now = Instant::now();
+        self.laps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Laps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (step, took)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " · " };
+            write!(f, "{sep}{step} {:.1} ms", took.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
 }
 
 /// What runs, how healthy it is (a full health check only when one is due), and the

@@ -321,6 +321,8 @@ pub struct Runner {
     reporter: crate::forge::Reporter,
     /// Writes the Dagster workspaces and has the webservers judge the code locations.
     dagster: Arc<crate::dagster::Instances<crate::dagster::Files>>,
+    /// The removal of what no Release wants any more, per environment, under way.
+    pruning: BTreeMap<String, tokio::task::JoinHandle<()>>,
 }
 
 /// What one reconcile task holds: the ports and the manifests in force when it started.
@@ -397,6 +399,7 @@ impl Runner {
             windows: Arc::default(),
             items: BTreeMap::new(),
             first_pass: None,
+            pruning: BTreeMap::new(),
             memory: Arc::default(),
             polls: Arc::new(polls),
             revisions: Arc::default(),
@@ -853,7 +856,7 @@ impl Runner {
             self.queue.retain(|_| false);
             return;
         }
-        self.prune(&items).await;
+        self.prune(&items);
         self.items = items
             .into_iter()
             .map(|i| (i.key.clone(), Arc::new(i)))
@@ -1065,9 +1068,13 @@ impl Runner {
             .collect()
     }
 
-    /// Removes the containers of code locations that no Release binds to an environment any more.
-    async fn prune(&self, items: &[Item]) {
-        let Some(m) = &self.manifests else { return };
+    /// Removes the containers of code locations that no Release binds to an environment
+    /// any more, and their Dagster workspace entries: in the background, one task per
+    /// environment at a time, so an engine that does not answer holds nothing else.
+    fn prune(&mut self, items: &[Item]) {
+        let Some(m) = self.manifests.clone() else {
+            return;
+        };
         let now = Timestamp::now();
         let recently_removed: Vec<ReleaseRecord> = self
             .records()
@@ -1078,10 +1085,11 @@ impl Runner {
                 })
             })
             .collect();
-        for (_, env) in m.environments.keys() {
-            let Ok(backend) = backend(&self.backends, env) else {
+        self.pruning.retain(|_, task| !task.is_finished());
+        for ((_, env), environment) in &m.environments {
+            if self.pruning.contains_key(env) || backend(&self.backends, env).is_err() {
                 continue;
-            };
+            }
             let keep: Vec<String> = items
                 .iter()
                 .filter(|i| &i.workload.environment == env)
@@ -1094,33 +1102,38 @@ impl Runner {
                 )
                 .collect();
             // Dagster locations nothing runs here any more leave the workspace.
-            if let Some(spec) = m
-                .environments
+            let forget: Vec<String> = m
+                .code_locations
                 .iter()
-                .find(|((_, name), _)| name == env)
-                .map(|(_, e)| &e.object.spec)
-                .filter(|spec| spec.dagster.is_some())
-            {
-                for ((_, name), l) in &m.code_locations {
-                    if let Some(d) = l
-                        .object
-                        .spec
-                        .dagster
-                        .as_ref()
-                        .filter(|_| !keep.contains(name))
-                    {
-                        crate::reconcile::Definitions::forget(&*self.dagster, spec, d.name(name))
-                            .await;
+                .filter(|_| environment.object.spec.dagster.is_some())
+                .filter_map(|((_, name), l)| {
+                    let d = l.object.spec.dagster.as_ref()?;
+                    (!keep.contains(name)).then(|| d.name(name).to_owned())
+                })
+                .collect();
+            let (backends, dagster, instance, env_name, spec) = (
+                self.backends.clone(),
+                self.dagster.clone(),
+                self.instance.clone(),
+                env.clone(),
+                environment.object.spec.clone(),
+            );
+            let task = tokio::spawn(async move {
+                for location in &forget {
+                    crate::reconcile::Definitions::forget(&*dagster, &spec, location).await;
+                }
+                let Ok(backend) = backend(&backends, &env_name) else {
+                    return;
+                };
+                match backend.prune(&instance, &env_name, &keep).await {
+                    Ok(removed) if !removed.is_empty() => {
+                        tracing::info!(environment = %env_name, ?removed, "removed containers no longer desired");
                     }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(environment = %env_name, error = %e, "prune skipped"),
                 }
-            }
-            match backend.prune(&self.instance, env, &keep).await {
-                Ok(removed) if !removed.is_empty() => {
-                    tracing::info!(environment = %env, ?removed, "removed containers no longer desired");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(environment = %env, error = %e, "prune skipped"),
-            }
+            });
+            self.pruning.insert(env.clone(), task);
         }
     }
 }
