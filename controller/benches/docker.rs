@@ -2,11 +2,23 @@
 //! against a baseline measured in the same run. Prints; asserts nothing.
 //!
 //! (a) manifest change → new SHA serving, against a raw `docker stop`/`rm`/`run`
-//!     of the same image (target: ≤ 1.2×);
-//! (b) red webhook → previous SHA serving again (target: ≤ 2 s; the scripts this
-//!     replaces poll CI every 10 s and redeploy in about 40 s);
-//! (c) resident memory of `vigie run` managing 50 releases idle (target: ≤ 50 MiB),
+//!     of the same image (target: ≤ 1.0×);
+//! (b) red webhook → previous SHA serving again, against the raw `docker stop` of the
+//!     bad container and `docker start` of the kept one, timed by the same client
+//!     (target: ≤ 1.2×), with where Vigie's time goes, read from its debug log;
+//! (c) 50 Releases deploying at once against 50 raw `docker run` in parallel (target:
+//!     ≤ 1.5×), and one Release's rollback while the 49 others deploy, against the same
+//!     rollback alone (target: ≤ 1.2×);
+//! (d) resident memory of `vigie run` managing 50 releases idle (target: ≤ 50 MiB),
 //!     against the same process managing none.
+//!
+//! `cargo bench --bench docker -- rollback fifty` runs only those parts (`deploy`,
+//! `rollback`, `fifty`, `memory`).
+
+#![allow(
+    clippy::too_many_lines,
+    reason = "a benchmark script: one story per part"
+)]
 
 #[path = "../tests/docker/mod.rs"]
 mod docker;
@@ -142,8 +154,54 @@ fn vigie_redeploy(shas: &[&str], rounds: usize) -> Vec<Duration> {
     times
 }
 
-/// (b) red verdict → previous SHA serving again.
-fn red_to_rollback(round: usize) -> Vec<Duration> {
+/// (b) baseline: the same rollback by hand. The good SHA's container is kept stopped
+/// (as Vigie keeps it); from the same instant, `docker stop` the bad one and `docker
+/// start` the good one, while the client polls.
+fn raw_rollback(rounds: usize) -> Vec<Duration> {
+    let demo = Demo::get();
+    let (good, bad) = (demo.sha("good"), demo.sha("bad"));
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let (kept, running) = ("vigie-bench-raw-good", "vigie-bench-raw-bad");
+    for (name, sha) in [(kept, good), (running, bad)] {
+        let _ = Command::new("docker").args(["rm", "-f", name]).output();
+        docker(&[
+            "create",
+            "--name",
+            name,
+            "-p",
+            &publish,
+            "-e",
+            &format!("VIGIE_SHA={sha}"),
+            &format!("vigie-demo:{sha}"),
+        ]);
+    }
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        docker(&["stop", kept]);
+        docker(&["start", running]);
+        wait_until(|| serves(port, bad)).expect("the bad raw container serves");
+        let start = Instant::now();
+        let switch = std::thread::spawn(move || {
+            docker(&["stop", running]);
+            docker(&["start", kept]);
+        });
+        times.push(time_until_serving(port, good, start));
+        switch.join().unwrap();
+    }
+    docker(&["rm", "-f", kept, running]);
+    times
+}
+
+/// One rollback timed from the client: when the red verdict left, and how long until
+/// the previous SHA served.
+struct Sample {
+    sent: jiff::Timestamp,
+    took: Duration,
+}
+
+/// (b) red verdict → previous SHA serving again; the samples, and Vigie's log.
+fn red_to_rollback(round: usize) -> (Vec<Sample>, String) {
     let demo = Demo::get();
     let good = demo.sha("good");
     let port = free_port();
@@ -162,19 +220,113 @@ fn red_to_rollback(round: usize) -> Vec<Duration> {
     v.wait_phase(&env, "Verifying", T);
     v.verdict("app", good, "success");
     v.wait_phase(&env, "Validated", T);
-    let mut times = Vec::new();
+    let mut samples = Vec::new();
     for bad in [demo.sha("bad"), demo.sha("fixed")] {
         v.write(
             "preprod.yaml",
             &release(&prefix, "preprod", Some(bad), port, ""),
         );
         v.wait_phase(&env, "Verifying", T);
-        let start = Instant::now();
+        // Serving, and its first health check passed: the verdict finds it settled.
+        wait_until(|| serves(port, bad)).expect("the bad SHA serves");
+        std::thread::sleep(Duration::from_millis(300));
+        let (sent, start) = (jiff::Timestamp::now(), Instant::now());
         v.verdict("app", bad, "failure");
-        times.push(time_until_serving(port, good, start));
+        samples.push(Sample {
+            sent,
+            took: time_until_serving(port, good, start),
+        });
         v.wait_phase(&env, "RolledBack", T);
     }
-    times
+    (samples, v.log())
+}
+
+/// Where one rollback's time went, from the client's clock and Vigie's debug lines
+/// (same machine, same clock): the webhook, the wait for a reconcile, each step of the
+/// pipeline, the engine's calls within `act`, and the engine until the port answers.
+fn trace(sample: &Sample, log: &str) -> Option<Vec<(String, Duration)>> {
+    let lines: Vec<String> = log.lines().map(plain).collect();
+    let at =
+        |line: &str| -> Option<jiff::Timestamp> { line.split_whitespace().next()?.parse().ok() };
+    let after = |from: usize, what: &str| {
+        lines
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find(|(_, l)| l.contains(what))
+            .map(|(i, l)| (i, l.clone()))
+    };
+    let since = |a: jiff::Timestamp, b: jiff::Timestamp| b.duration_since(a).unsigned_abs();
+    let first = lines.iter().position(|l| {
+        l.contains("CI verdict received")
+            && l.contains("Failure")
+            && at(l).is_some_and(|t| t >= sample.sent)
+    })?;
+    let received = at(&lines[first])?;
+    let (i, applied) = after(first, " applied ")?;
+    let (_, timed) = after(i, "transition timed")?;
+    let steps = laps(&timed);
+    let total: Duration = steps.iter().map(|(_, d)| *d).sum();
+    let started = at(&timed)?
+        .checked_sub(jiff::SignedDuration::try_from(total).ok()?)
+        .ok()?;
+    let mut out = vec![
+        (
+            "webhook: verified, recorded, 202".to_owned(),
+            since(sample.sent, received),
+        ),
+        (
+            "until the reconcile starts".to_owned(),
+            since(received, started),
+        ),
+    ];
+    for (step, took) in steps {
+        if step == "act" {
+            for (call, t) in laps(&applied) {
+                out.push((format!("act: engine {call}"), t));
+            }
+            continue;
+        }
+        out.push((step, took));
+    }
+    let serving = sample.took.checked_sub(since(sample.sent, at(&applied)?))?;
+    out.push(("after the start, until the port serves".to_owned(), serving));
+    Some(out)
+}
+
+/// A log line without its colours.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The `steps=observe 1.2 ms · record 3.4 ms` of a debug line.
+fn laps(line: &str) -> Vec<(String, Duration)> {
+    let Some((_, steps)) = line.split_once("steps=") else {
+        return Vec::new();
+    };
+    let steps = steps.split("container=").next().unwrap_or(steps);
+    steps
+        .split(" · ")
+        .filter_map(|lap| {
+            let mut words = lap.split_whitespace();
+            let step = words.next()?.to_owned();
+            let ms: f64 = words.next()?.parse().ok()?;
+            Some((step, Duration::from_secs_f64(ms / 1000.0)))
+        })
+        .collect()
 }
 
 #[allow(
@@ -195,7 +347,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// (c) resident memory with `n` releases, all validated, after `idle` of nothing.
+/// (d) resident memory with `n` releases, all validated, after `idle` of nothing.
 fn idle_memory(n: usize, idle: Duration) -> u64 {
     let demo = Demo::get();
     let good = demo.sha("good");
@@ -240,54 +392,299 @@ fn idle_memory(n: usize, idle: Duration) -> u64 {
     rss
 }
 
+/// (c) baseline: `n` raw `docker run` in parallel, until every one serves.
+fn raw_parallel_runs(n: usize) -> Duration {
+    let sha = Demo::get().sha("good").to_owned();
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let names: Vec<String> = (0..n).map(|i| format!("vigie-bench-raw-{i}")).collect();
+    for name in &names {
+        let _ = Command::new("docker").args(["rm", "-f", name]).output();
+    }
+    let start = Instant::now();
+    let runs: Vec<_> = names
+        .iter()
+        .zip(&ports)
+        .map(|(name, port)| {
+            let (name, sha, port) = (name.clone(), sha.clone(), *port);
+            std::thread::spawn(move || {
+                docker(&[
+                    "run",
+                    "-d",
+                    "--name",
+                    &name,
+                    "-p",
+                    &format!("127.0.0.1:{port}:8080"),
+                    "-e",
+                    &format!("VIGIE_SHA={sha}"),
+                    &format!("vigie-demo:{sha}"),
+                ]);
+            })
+        })
+        .collect();
+    for port in &ports {
+        wait_until_within(FIFTY, || serves(*port, &sha)).expect("every raw container serves");
+    }
+    let took = start.elapsed();
+    for r in runs {
+        r.join().unwrap();
+    }
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(names.iter().map(String::as_str));
+    docker(&rm);
+    took
+}
+
+fn wait_until_within(limit: Duration, mut f: impl FnMut() -> bool) -> Result<(), ()> {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() > limit {
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// `n` code locations and their Releases in one environment, each on its own port;
+/// `revision(i)` gives each its SHA.
+fn many(n: usize, ports: &[u16], revision: impl Fn(usize) -> String) -> String {
+    let demo = Demo::get();
+    let mut yaml = String::from(
+        "apiVersion: vigie.dev/v1alpha1\nkind: Environment\nmetadata: {name: bf}\nspec:\n  backend: {docker: {}}\n  verification: {timeout: 10m, healthTimeout: 5m}\n",
+    );
+    for (i, port) in ports.iter().enumerate().take(n) {
+        let _ = write!(
+            yaml,
+            "---\napiVersion: vigie.dev/v1alpha1\nkind: CodeLocation\nmetadata: {{name: app{i}}}\nspec:\n  repo: {{url: \"{url}\"}}\n  ci: {{webhook: {{}}}}\n  artifact: {{image: {{template: \"vigie-demo:{{sha}}\"}}}}\n  container: {{ports: [{{containerPort: 8080, hostPort: {port}}}]}}\n  healthCheck: {{path: /health, expectedBody: ok, timeout: 2s, retries: 5, interval: 500ms}}\n---\napiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: app{i}-bf}}\nspec: {{codeLocation: app{i}, environment: bf, revision: {rev}}}\n",
+            url = demo.url(),
+            rev = revision(i),
+        );
+    }
+    yaml
+}
+
+/// What (c) measured with Vigie.
+struct Fifty {
+    deploy: Duration,
+    alone: Duration,
+    loaded: Duration,
+}
+
+/// (c) Vigie: `n` Releases deploying at once from one manifest change, until every one
+/// serves; then the rollback of the first, alone and while the others deploy.
+fn fifty_with_vigie(n: usize) -> Fifty {
+    let demo = Demo::get();
+    let (good, bad, fixed) = (demo.sha("good"), demo.sha("bad"), demo.sha("fixed"));
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let mut v = Vigie::new("bench-fifty", &["bf"]);
+    v.write("all.yaml", &many(0, &ports, |_| String::new()));
+    v.start();
+    let start = Instant::now();
+    v.write("all.yaml", &many(n, &ports, |_| good.to_owned()));
+    for port in &ports {
+        wait_until_within(FIFTY, || serves(*port, good)).expect("every release serves");
+    }
+    let deploy = start.elapsed();
+    for i in 0..n {
+        wait_for(FIFTY, "a release to verify", || {
+            v.state()
+                .releases
+                .get(&format!("default/app{i}-bf"))
+                .filter(|r| r.status.phase == vigie::api::Phase::Verifying)
+                .map(|_| ())
+        });
+        v.verdict(&format!("app{i}"), good, "success");
+    }
+    let validated = |v: &Vigie, i: usize| {
+        v.state()
+            .releases
+            .get(&format!("default/app{i}-bf"))
+            .is_some_and(|r| r.status.phase == vigie::api::Phase::Validated)
+    };
+    wait_for(FIFTY, "every release to be validated", || {
+        (0..n).all(|i| validated(&v, i)).then_some(())
+    });
+    let victim = ports[0];
+    let phase = |v: &Vigie, phase: vigie::api::Phase| {
+        v.state()
+            .releases
+            .get("default/app0-bf")
+            .is_some_and(|r| r.status.phase == phase)
+    };
+    let rollback = |v: &Vigie, bad: &str, others: &dyn Fn(usize) -> String| {
+        v.write(
+            "all.yaml",
+            &many(n, &ports, |i| {
+                if i == 0 {
+                    bad.to_owned()
+                } else {
+                    good.to_owned()
+                }
+            }),
+        );
+        wait_for(FIFTY, "the victim to verify", || {
+            phase(v, vigie::api::Phase::Verifying).then_some(())
+        });
+        wait_until_within(FIFTY, || serves(victim, bad)).expect("the bad SHA serves");
+        std::thread::sleep(Duration::from_millis(300));
+        // The others move (or not) at the same instant as the red verdict.
+        let start = Instant::now();
+        v.write(
+            "all.yaml",
+            &many(
+                n,
+                &ports,
+                |i| if i == 0 { bad.to_owned() } else { others(i) },
+            ),
+        );
+        v.verdict("app0", bad, "failure");
+        let took = time_until_serving(victim, good, start);
+        wait_for(FIFTY, "the victim to be rolled back", || {
+            phase(v, vigie::api::Phase::RolledBack).then_some(())
+        });
+        took
+    };
+    let alone = rollback(&v, bad, &|_| good.to_owned());
+    let loaded = rollback(&v, fixed, &|_| fixed.to_owned());
+    for (i, port) in ports.iter().enumerate().skip(1) {
+        wait_until_within(FIFTY, || serves(*port, fixed))
+            .unwrap_or_else(|()| panic!("release {i} never served the new SHA"));
+    }
+    Fifty {
+        deploy,
+        alone,
+        loaded,
+    }
+}
+
+fn ratio(ours: Duration, base: Duration) -> f64 {
+    ours.as_secs_f64() / base.as_secs_f64()
+}
+
 fn main() {
     if !docker::docker_available() {
         eprintln!("bench: no Docker engine: run `make docker` first");
         std::process::exit(1);
     }
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let runs = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
     let demo = Demo::get();
     let shas = [demo.sha("good"), demo.sha("fixed")];
     let rounds = 5;
+    println!("Vigie standalone benchmarks (local Docker engine, {rounds} rounds where repeated)");
 
-    println!("Vigie standalone benchmarks (local Docker engine, {rounds} rounds where repeated)\n");
-    let raw = median(raw_redeploy(&shas, rounds));
-    let ours = median(vigie_redeploy(&shas, rounds));
-    println!("(a) new SHA serving after a change");
-    println!(
-        "    raw docker stop/rm/run of the same image : {}",
-        secs(raw)
-    );
-    println!(
-        "    vigie run, manifest change → serving      : {}",
-        secs(ours)
-    );
-    println!(
-        "    ratio                                     : {:.2}× (target ≤ 1.2×)",
-        ours.as_secs_f64() / raw.as_secs_f64()
-    );
-
-    let mut rollbacks = Vec::new();
-    for round in 0..3 {
-        rollbacks.extend(red_to_rollback(round));
+    if runs("deploy") {
+        let raw = median(raw_redeploy(&shas, rounds));
+        let ours = median(vigie_redeploy(&shas, rounds));
+        println!("\n(a) new SHA serving after a change (medians)");
+        println!(
+            "    raw docker stop/rm/run of the same image : {}",
+            secs(raw)
+        );
+        println!(
+            "    vigie run, manifest change → serving      : {}",
+            secs(ours)
+        );
+        println!(
+            "    ratio                                     : {:.2}× (target ≤ 1.0×)",
+            ratio(ours, raw)
+        );
     }
-    let worst = *rollbacks.iter().max().unwrap();
-    println!(
-        "\n(b) red webhook → previous SHA serving again ({} samples)",
-        rollbacks.len()
-    );
-    println!(
-        "    median {} · worst {} (target ≤ 2 s; the scripts replaced: 10 s CI poll + ~40 s redeploy)",
-        secs(median(rollbacks)),
-        secs(worst)
-    );
 
-    let idle = Duration::from_secs(10);
-    let empty = idle_memory(0, idle);
-    let fifty = idle_memory(50, idle);
-    println!(
-        "\n(c) resident memory of vigie run, idle {}s",
-        idle.as_secs()
-    );
-    println!("    0 releases  : {:.1} MiB", mib(empty));
-    println!("    50 releases : {:.1} MiB (target ≤ 50 MiB)", mib(fifty));
+    if runs("rollback") {
+        let raw = raw_rollback(6);
+        let mut samples = Vec::new();
+        let mut traces = Vec::new();
+        for round in 0..3 {
+            let (s, log) = red_to_rollback(round);
+            traces.extend(s.iter().filter_map(|s| trace(s, &log)));
+            samples.extend(s);
+        }
+        let took: Vec<Duration> = samples.iter().map(|s| s.took).collect();
+        let worst = *took.iter().max().unwrap();
+        let (raw, ours) = (median(raw), median(took));
+        println!(
+            "\n(b) red verdict → previous SHA serving again (medians of {})",
+            samples.len()
+        );
+        println!(
+            "    raw docker stop (bad) + start (kept good) : {}",
+            secs(raw)
+        );
+        println!(
+            "    vigie run, red webhook → serving          : {} (worst {})",
+            secs(ours),
+            secs(worst)
+        );
+        println!(
+            "    ratio                                     : {:.2}× (target ≤ 1.2×)",
+            ratio(ours, raw)
+        );
+        if let Some(first) = traces.first() {
+            println!(
+                "    where Vigie's time goes (median of {} traced rollbacks):",
+                traces.len()
+            );
+            for (k, (step, _)) in first.iter().enumerate() {
+                let at: Vec<Duration> = traces
+                    .iter()
+                    .filter_map(|t| t.get(k).filter(|(s, _)| s == step).map(|(_, d)| *d))
+                    .collect();
+                if at.is_empty() {
+                    continue;
+                }
+                println!(
+                    "      {step:<40} {:>8.1} ms",
+                    median(at).as_secs_f64() * 1000.0
+                );
+            }
+        }
+    }
+
+    if runs("fifty") {
+        let n = 50;
+        let raw = raw_parallel_runs(n);
+        let ours = fifty_with_vigie(n);
+        println!("\n(c) {n} Releases at once");
+        println!(
+            "    raw: {n} docker run in parallel, all serving : {}",
+            secs(raw)
+        );
+        println!(
+            "    vigie run: one manifest change, all serving : {}",
+            secs(ours.deploy)
+        );
+        println!(
+            "    ratio                                       : {:.2}× (target ≤ 1.5×)",
+            ratio(ours.deploy, raw)
+        );
+        println!(
+            "    one Release's rollback, alone               : {}",
+            secs(ours.alone)
+        );
+        println!(
+            "    the same while {} others deploy              : {}",
+            n - 1,
+            secs(ours.loaded)
+        );
+        println!(
+            "    ratio                                       : {:.2}× (target ≤ 1.2×)",
+            ratio(ours.loaded, ours.alone)
+        );
+    }
+
+    if runs("memory") {
+        let idle = Duration::from_secs(10);
+        let empty = idle_memory(0, idle);
+        let fifty = idle_memory(50, idle);
+        println!(
+            "\n(d) resident memory of vigie run, idle {}s",
+            idle.as_secs()
+        );
+        println!("    0 releases  : {:.1} MiB", mib(empty));
+        println!("    50 releases : {:.1} MiB (target ≤ 50 MiB)", mib(fifty));
+    }
 }

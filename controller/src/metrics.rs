@@ -294,6 +294,41 @@ pub fn event_name(e: EventKind) -> &'static str {
     }
 }
 
+/// The time each step of a task took, shown as `step 1.2 ms · step 0.3 ms` (the
+/// debug lines that say where a transition's time went).
+pub struct Laps {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Laps {
+    /// Laps from `started`.
+    #[must_use]
+    pub fn new(started: std::time::Instant) -> Self {
+        Self {
+            last: started,
+            laps: Vec::with_capacity(8),
+        }
+    }
+
+    /// The step that just ended.
+    pub fn lap(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Laps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (step, took)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " · " };
+            write!(f, "{sep}{step} {:.1} ms", took.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -583,3 +583,81 @@ fn a_container_name_held_by_a_foreign_container_is_reported_with_what_to_do() {
     v.terminate();
     v.remove_containers();
 }
+
+#[test]
+fn a_release_whose_health_check_retries_does_not_hold_another_releases_rollback() {
+    if !docker_available() {
+        return;
+    }
+    let demo = Demo::get();
+    let (good, bad, unhealthy) = (demo.sha("good"), demo.sha("bad"), demo.sha("unhealthy"));
+    let (v, port) = validated("alone", &vm_manifests("alone", demo, IMAGE_ARTIFACT));
+    // A second code location in the same environment whose health check retries for
+    // about 30 s (0.5 + 1 + 2 + 4 + 8 + 16 s) before it gives up.
+    let slow_port = free_port();
+    let slow = |sha: &str| {
+        format!(
+            r#"apiVersion: vigie.dev/v1alpha1
+kind: CodeLocation
+metadata: {{name: slow}}
+spec:
+  repo: {{url: "{url}"}}
+  ci: {{webhook: {{}}}}
+  artifact:
+{IMAGE_ARTIFACT}
+  container:
+    ports: [{{containerPort: 8080, hostPort: {slow_port}}}]
+  healthCheck: {{path: /health, expectedBody: ok, timeout: 2s, retries: 6, interval: 500ms}}
+---
+apiVersion: vigie.dev/v1alpha1
+kind: Release
+metadata: {{name: slow-preprod}}
+spec: {{codeLocation: slow, environment: alone-preprod, revision: {sha}}}
+"#,
+            url = demo.url()
+        )
+    };
+    v.write("slow.yaml", &slow(good));
+    let phase = |name: &str| {
+        v.state()
+            .releases
+            .get(&format!("default/{name}"))
+            .map(|r| r.status.phase)
+    };
+    wait_for(T, "the slow release to verify", || {
+        (phase("slow-preprod") == Some(vigie::api::Phase::Verifying)).then_some(())
+    });
+    assert_eq!(v.verdict("slow", good, "success"), 202);
+    wait_for(T, "the slow release to be validated", || {
+        (phase("slow-preprod") == Some(vigie::api::Phase::Validated)).then_some(())
+    });
+    v.write(
+        "preprod.yaml",
+        &release("alone", "preprod", Some(bad), port, ""),
+    );
+    v.wait_phase("alone-preprod", "Verifying", T);
+    wait_serving(port, bad);
+    // The slow release moves to a SHA that answers 500 on /health: once it serves,
+    // its reconcile is inside the health check's retries.
+    v.write("slow.yaml", &slow(unhealthy));
+    wait_serving(slow_port, unhealthy);
+    assert_eq!(v.verdict("app", bad, "failure"), 202);
+    wait_for(T, "the red release to be rolled back", || {
+        (phase("app-preprod") == Some(vigie::api::Phase::RolledBack)).then_some(())
+    });
+    // Rolled back while the other's health check still retries: it did not wait for it.
+    let other = phase("slow-preprod");
+    assert!(
+        matches!(
+            other,
+            Some(vigie::api::Phase::Deploying | vigie::api::Phase::Verifying)
+        ),
+        "{other:?}: {}",
+        v.log()
+    );
+    wait_serving(port, good);
+    wait_for(T, "the slow release to be rolled back in its turn", || {
+        (phase("slow-preprod") == Some(vigie::api::Phase::RolledBack)).then_some(())
+    });
+    wait_serving(slow_port, good);
+}

@@ -173,7 +173,7 @@ where
     K: Clock,
 {
     let started = Instant::now();
-    let mut laps = Laps::new(started);
+    let mut laps = crate::metrics::Laps::new(started);
     let result: Result<Reconciled, Error> = async {
         let status = ports.store.status(subject).await;
         // One instant for the probe's choice and the decision: a monitoring round due now
@@ -268,37 +268,6 @@ where
         tracing::error!(error = %e, category = e.category().as_str(), "reconcile failed");
     }
     result
-}
-
-/// The time each step of one reconcile took.
-struct Laps {
-    last: Instant,
-    laps: Vec<(&'static str, std::time::Duration)>,
-}
-
-impl Laps {
-    fn new(started: Instant) -> Self {
-        Self {
-            last: started,
-            laps: Vec::with_capacity(8),
-        }
-    }
-
-    fn lap(&mut self, step: &'static str) {
-        let now = Instant::now();
-        self.laps.push((step, now - self.last));
-        self.last = now;
-    }
-}
-
-impl std::fmt::Display for Laps {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (step, took)) in self.laps.iter().enumerate() {
-            let sep = if i == 0 { "" } else { " · " };
-            write!(f, "{sep}{step} {:.1} ms", took.as_secs_f64() * 1000.0)?;
-        }
-        Ok(())
-    }
 }
 
 /// What runs, how healthy it is (a full health check only when one is due), and the

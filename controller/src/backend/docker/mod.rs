@@ -634,6 +634,7 @@ impl Backend for DockerBackend {
     }
 
     async fn apply(&self, w: &Workload, target: &WorkloadTarget) -> Result<()> {
+        let mut laps = crate::metrics::Laps::new(std::time::Instant::now());
         let docker = self.docker().await?;
         let service = match &w.artifact {
             Artifact::Compose(a) => {
@@ -649,6 +650,7 @@ impl Backend for DockerBackend {
         let want = plan::workload_container(w, &target.sha, service.as_ref());
         let keep = target.keep.as_ref().map(|k| plan::container_name(w, k));
         let containers = self.containers(&docker, w).await?;
+        laps.lap("list");
         let existing = containers.iter().find(|c| name(c) == want.name);
         let needs_create = match existing {
             Some(c)
@@ -666,6 +668,7 @@ impl Backend for DockerBackend {
         if needs_create {
             // Created before the old one stops: a failed pull leaves what runs alone.
             self.create(&docker, &want).await?;
+            laps.lap("create");
         }
         // The working tree moves only once the container that runs it exists.
         if let Artifact::GitCheckout(g) = &w.artifact {
@@ -679,6 +682,7 @@ impl Backend for DockerBackend {
         {
             self.stop(&docker, c.id.as_deref().unwrap_or_default())
                 .await?;
+            laps.lap("stop");
         }
         if !target_running {
             match docker
@@ -691,7 +695,9 @@ impl Backend for DockerBackend {
                 }) => {}
                 Err(e) => return Err(engine(e)),
             }
+            laps.lap("start");
         }
+        tracing::debug!(container = %want.name, steps = %laps, "applied");
         for c in containers
             .iter()
             .filter(|c| name(c) != want.name && Some(name(c)) != keep.as_deref())
