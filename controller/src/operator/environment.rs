@@ -20,7 +20,7 @@ use kube::{
     runtime::{Controller, controller::Action, reflector::ObjectRef},
 };
 
-use super::{Ctx, scoped, watch_config};
+use super::{Ctx, objects_config, scoped};
 use crate::{
     api::{
         ConditionStatus, Environment, EnvironmentStatus, Phase, Release,
@@ -84,17 +84,18 @@ pub async fn controller(
 ) {
     let client = ctx.client.clone();
     let ns = ctx.options.namespace.clone();
+    let config = objects_config(&ctx.options);
     let env_ctx = Arc::new(EnvCtx {
         ctx,
         seen: Mutex::new(HashMap::new()),
     });
     Controller::new(
         scoped::<Environment>(&client, ns.as_deref()),
-        watch_config(),
+        config.clone(),
     )
     .watches(
         scoped::<Release>(&client, ns.as_deref()),
-        watch_config(),
+        config,
         |r: Release| {
             Some(ObjectRef::new(&r.spec.environment).within(&r.namespace().unwrap_or_default()))
         },

@@ -63,6 +63,8 @@ pub struct Options {
     pub http: crate::http::listener::Limits,
     /// Watch one namespace only; all namespaces when `None`.
     pub namespace: Option<String>,
+    /// Reconcile only the Releases, Environments and CodeLocations with these labels.
+    pub selector: Option<String>,
     /// Run only while holding the Lease.
     pub leader_election: bool,
     /// The Lease's namespace when given (`--lease-namespace`); else the namespace the
@@ -273,6 +275,15 @@ fn watch_config() -> watcher::Config {
     watcher::Config::default()
         .any_semantic()
         .timeout(WATCH_TIMEOUT_S)
+}
+
+/// The watch of the objects Vigie reconciles (Releases, Environments, CodeLocations):
+/// those matching `--selector`, when given.
+fn objects_config(options: &Options) -> watcher::Config {
+    match &options.selector {
+        Some(s) => watch_config().labels(s),
+        None => watch_config(),
+    }
 }
 
 /// Drops from a cached object what no reconcile reads and takes the most room: its

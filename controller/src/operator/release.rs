@@ -26,7 +26,7 @@ use kube::{
 };
 
 use super::{
-    Ctx, FINALIZER, ORPHAN_ANNOTATION, lean,
+    Ctx, FINALIZER, ORPHAN_ANNOTATION, lean, objects_config,
     ports::{EventNotifier, LocationVerdicts, StatusStore, publish, write_status},
     scoped, watch_config,
 };
@@ -124,7 +124,7 @@ pub async fn controller(
         env_writer,
         watcher(
             scoped::<Environment>(&client, ns.as_deref()),
-            watch_config(),
+            objects_config(&ctx.options),
         )
         .modify(lean),
     )
@@ -139,7 +139,7 @@ pub async fn controller(
         loc_writer,
         watcher(
             scoped::<CodeLocation>(&client, ns.as_deref()),
-            watch_config(),
+            objects_config(&ctx.options),
         )
         .modify(lean),
     )
@@ -179,7 +179,11 @@ pub async fn controller(
     let gone = ctx.clone();
     let releases = reflector::reflector(
         release_writer,
-        watcher(scoped::<Release>(&client, ns.as_deref()), watch_config()).modify(lean),
+        watcher(
+            scoped::<Release>(&client, ns.as_deref()),
+            objects_config(&ctx.options),
+        )
+        .modify(lean),
     )
     .default_backoff()
     // A Release without the finalizer is not reconciled once deleted: forget it here.
