@@ -1,14 +1,21 @@
-//! `make bench-k8s`: 500 Releases applied at once on the real control plane
-//! (e2e/k8s.sh), against the same 500 Deployments created directly through the API in
-//! the same run. Prints figures; asserts nothing about time.
+//! `make bench-k8s`: Releases applied at once on the real control plane
+//! (e2e/k8s.sh), spread over 50 namespaces (an Environment and a CodeLocation in each),
+//! against the same number of Deployments created directly through the API in the
+//! same run, over 50 namespaces too. 500 by default; `VIGIE_BENCH_K8S_RELEASES=500,5000`
+//! runs each size in turn. Prints figures, each next to its baseline; asserts nothing
+//! about time.
 //!
 //! - time until every Release is Deployed (its Deployment available at the SHA's
-//!   image), and the baseline: time until 500 Deployments created directly are
+//!   image), and the baseline: time until the Deployments created directly are
 //!   available;
+//! - Kubernetes API requests per Release by verb (`vigie_api_requests_total`), against
+//!   the one create per Deployment of the baseline;
 //! - the controller's resident memory after the rollout and after an idle minute;
-//! - Kubernetes API requests per Release (`vigie_api_requests_total`);
 //! - API requests per hour when nothing changes (an idle minute, extrapolated), with
-//!   leader election off (its Lease renewals, 2 requests every 2 s, come on top).
+//!   leader election off: its Lease renewals (2 requests every 2 s) are excluded.
+//!
+//! The controller reconciles only the bench's objects (`--selector`): other sessions'
+//! Releases in the cluster are left alone.
 
 #![allow(
     clippy::too_many_lines,
@@ -17,6 +24,7 @@
 )]
 
 use std::{
+    collections::BTreeMap,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -29,7 +37,7 @@ use kube::{
 };
 use vigie::api::{Phase, Release};
 
-const N: usize = 500;
+const NAMESPACES: usize = 50;
 const IN_FLIGHT: usize = 16;
 const QPS: &str = "100";
 const BURST: &str = "200";
@@ -58,16 +66,16 @@ fn sha(i: usize) -> String {
 async fn namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"vigie.dev/bench": "k8s"}}
     }))
     .unwrap();
     api.create(&PostParams::default(), &ns).await.unwrap();
 }
 
-fn direct(ns: &str, i: usize) -> Deployment {
+fn direct(ns: &str, i: usize, run: &str) -> Deployment {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": format!("app-{i}"), "namespace": ns},
+        "metadata": {"name": format!("app-{i}"), "namespace": ns, "labels": {"bench": run}},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": format!("app-{i}")}},
@@ -86,23 +94,38 @@ fn available(d: &Deployment) -> bool {
     s.observed_generation >= d.metadata.generation && s.available_replicas.unwrap_or(0) >= 1
 }
 
-/// Waits until `done` holds for `N` objects listed in `ns`.
-async fn wait_all<K>(api: &Api<K>, what: &str, done: impl Fn(&K) -> bool) -> Duration
+/// Waits until `done` holds for `total` objects with the label `selector` (listed a
+/// page at a time, every 500 ms).
+async fn wait_all<K>(
+    api: &Api<K>,
+    selector: &str,
+    total: usize,
+    what: &str,
+    done: impl Fn(&K) -> bool,
+) -> Duration
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let start = Instant::now();
     loop {
-        let list = api.list(&ListParams::default()).await.unwrap();
-        let n = list.items.iter().filter(|o| done(o)).count();
-        if n >= N {
+        let mut n = 0;
+        let mut params = ListParams::default().labels(selector).limit(1000);
+        loop {
+            let list = api.list(&params).await.unwrap();
+            n += list.items.iter().filter(|o| done(o)).count();
+            match list.metadata.continue_ {
+                Some(c) if !c.is_empty() => params = params.continue_token(&c),
+                _ => break,
+            }
+        }
+        if n >= total {
             return start.elapsed();
         }
         assert!(
-            start.elapsed() < Duration::from_secs(1800),
-            "{what}: only {n} of {N} after 30 min"
+            start.elapsed() < Duration::from_secs(3600),
+            "{what}: only {n} of {total} after an hour"
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -129,7 +152,7 @@ fn metrics(port: u16) -> String {
 }
 
 /// `vigie_api_requests_total` by verb.
-fn requests(port: u16) -> Vec<(String, f64)> {
+fn requests(port: u16) -> BTreeMap<String, f64> {
     metrics(port)
         .lines()
         .filter_map(|l| {
@@ -140,8 +163,19 @@ fn requests(port: u16) -> Vec<(String, f64)> {
         .collect()
 }
 
-fn total(r: &[(String, f64)]) -> f64 {
-    r.iter().map(|(_, v)| v).sum()
+fn total(r: &BTreeMap<String, f64>) -> f64 {
+    r.values().sum()
+}
+
+/// `after - before`, by verb, each divided by `per`.
+fn by_verb(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, per: f64) -> String {
+    after
+        .iter()
+        .map(|(v, n)| (v, n - before.get(v).copied().unwrap_or(0.0)))
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(v, n)| format!("{v} {:.2}", n / per))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 struct Kill(Child);
@@ -150,6 +184,220 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Removes a run's namespaces; the Releases' finalizers, if any, are cleared first (the
+/// controller that would run them is gone).
+async fn remove(client: &Client, namespaces: &[String]) {
+    for ns in namespaces {
+        let releases: Api<Release> = Api::namespaced(client.clone(), ns);
+        if let Ok(list) = releases.list(&ListParams::default()).await {
+            for r in list
+                .items
+                .iter()
+                .filter(|r| r.metadata.finalizers.is_some())
+            {
+                let name = r.metadata.name.clone().unwrap_or_default();
+                let _ = releases
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(
+                            serde_json::json!({"metadata": {"finalizers": null}}),
+                        ),
+                    )
+                    .await;
+            }
+        }
+        let api: Api<Namespace> = Api::all(client.clone());
+        let _ = api.delete(ns, &DeleteParams::default()).await;
+    }
+}
+
+/// One size: `n` Deployments created directly, then `n` Releases, over 50 namespaces each.
+async fn run(client: &Client, n: usize, stamp: u64) {
+    let run = format!("{stamp}-{n}");
+    let direct_ns: Vec<String> = (0..NAMESPACES)
+        .map(|j| format!("bench-direct-{run}-{j}"))
+        .collect();
+    let vigie_ns: Vec<String> = (0..NAMESPACES)
+        .map(|j| format!("bench-vigie-{run}-{j}"))
+        .collect();
+    for ns in direct_ns.iter().chain(&vigie_ns) {
+        namespace(client, ns).await;
+    }
+    println!(
+        "== {n} Releases over {NAMESPACES} namespaces, vs {n} Deployments created directly over {NAMESPACES} namespaces"
+    );
+
+    // Baseline: the API server and the Deployment controller alone.
+    let start = Instant::now();
+    stream::iter(0..n)
+        .for_each_concurrent(IN_FLIGHT, |i| {
+            let ns = direct_ns[i % NAMESPACES].clone();
+            let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            let run = run.clone();
+            async move {
+                api.create(&PostParams::default(), &direct(&ns, i, &run))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    let created = start.elapsed();
+    let all_deployments: Api<Deployment> = Api::all(client.clone());
+    wait_all(
+        &all_deployments,
+        &format!("bench={run}"),
+        n,
+        "direct Deployments available",
+        available,
+    )
+    .await;
+    let direct_total = start.elapsed();
+    println!(
+        "baseline: {n} Deployments created directly in {:.2} s (1 create each), all available after {:.2} s",
+        created.as_secs_f64(),
+        direct_total.as_secs_f64()
+    );
+    remove(client, &direct_ns).await;
+
+    // Vigie: an Environment and a CodeLocation per namespace, n Releases.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let selector = format!("vigie.dev/bench={run}");
+    let child = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args([
+            "controller",
+            &format!("--listen=127.0.0.1:{port}"),
+            &format!("--selector={selector}"),
+            "--leader-elect=false",
+            &format!("--kube-api-qps={QPS}"),
+            &format!("--kube-api-burst={BURST}"),
+            "--log-format=json",
+        ])
+        .env("KUBECONFIG", kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigie controller starts");
+    let pid = child.id();
+    let guard = Kill(child);
+    let dynamic = |kind: &str, ns: &str| {
+        let gvk = kube::api::GroupVersionKind::gvk("vigie.dev", "v1alpha1", kind);
+        let ar = kube::api::ApiResource::from_gvk(&gvk);
+        Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, &ar)
+    };
+    let labels = serde_json::json!({"vigie.dev/bench": run});
+    for ns in &vigie_ns {
+        let env: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "vigie.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": "preprod", "namespace": ns, "labels": labels},
+            "spec": {"backend": {"kubernetes": {"namespace": ns}}}
+        }))
+        .unwrap();
+        dynamic("Environment", ns)
+            .create(&PostParams::default(), &env)
+            .await
+            .unwrap();
+        let loc: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "vigie.dev/v1alpha1", "kind": "CodeLocation",
+            "metadata": {"name": "app", "namespace": ns, "labels": labels},
+            "spec": {"repo": {"url": "https://git.example/app.git"}, "ci": {"webhook": {}},
+                "artifact": {"image": {"template": "registry.example/app:{sha}"}},
+                "container": {"ports": [{"containerPort": 8080}]}}
+        }))
+        .unwrap();
+        dynamic("CodeLocation", ns)
+            .create(&PostParams::default(), &loc)
+            .await
+            .unwrap();
+    }
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The Environments and CodeLocations settle (their first status) before the count.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = requests(port);
+    let start = Instant::now();
+    stream::iter(0..n)
+        .for_each_concurrent(IN_FLIGHT, |i| {
+            let ns = vigie_ns[i % NAMESPACES].clone();
+            let api = dynamic("Release", &ns);
+            let labels = labels.clone();
+            async move {
+                let r: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "vigie.dev/v1alpha1", "kind": "Release",
+                    "metadata": {"name": format!("app-{i}"), "namespace": ns, "labels": labels},
+                    "spec": {"codeLocation": "app", "environment": "preprod", "revision": sha(i)}
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &r).await.unwrap();
+            }
+        })
+        .await;
+    let applied = start.elapsed();
+    let all_releases: Api<Release> = Api::all(client.clone());
+    wait_all(
+        &all_releases,
+        &selector,
+        n,
+        "Releases deployed",
+        |r: &Release| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Verifying && s.deployed_sha.is_some())
+        },
+    )
+    .await;
+    let vigie_total = start.elapsed();
+    let after = requests(port);
+    let rss_rollout = rss_kib(pid);
+    let rollout_requests = total(&after) - total(&before);
+    println!(
+        "vigie: {n} Releases applied in {:.2} s, all Deployed after {:.2} s; ratio to the baseline {:.2}x (target <= {}x; before: 4.1x at 500 in one namespace) (qps {QPS}, burst {BURST})",
+        applied.as_secs_f64(),
+        vigie_total.as_secs_f64(),
+        vigie_total.as_secs_f64() / direct_total.as_secs_f64(),
+        if n > 500 { "2" } else { "1.5" },
+    );
+    println!(
+        "API requests per Release, first deploy: {:.2} ({}) — baseline: 1 create per Deployment created directly; target <= 3; before: 8.3 (patch 5.6, create 2.0, get 0.6)",
+        rollout_requests / n as f64,
+        by_verb(&before, &after, n as f64)
+    );
+    println!(
+        "controller RSS after the rollout: {:.1} MiB (target <= 150 MiB at 5,000; before: 53.1 MiB at 500)",
+        rss_rollout as f64 / 1024.0
+    );
+
+    // Idle: nothing changes for a minute.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_start = requests(port);
+    let window = Duration::from_secs(60);
+    tokio::time::sleep(window).await;
+    let idle_end = requests(port);
+    let idle = total(&idle_end) - total(&idle_start);
+    let per_hour = 3600.0 / window.as_secs_f64();
+    println!(
+        "idle: {idle:.0} API requests in {} s = {:.0} per hour ({}) — leader election off, its Lease renewals (3600/hour) excluded; target 0; before: 60 per hour",
+        window.as_secs(),
+        idle * per_hour,
+        by_verb(&idle_start, &idle_end, 1.0 / per_hour)
+    );
+    println!(
+        "controller RSS after an idle minute: {:.1} MiB",
+        rss_kib(pid) as f64 / 1024.0
+    );
+    drop(guard);
+    remove(client, &vigie_ns).await;
 }
 
 #[tokio::main]
@@ -175,168 +423,11 @@ async fn main() {
         .unwrap()
         .as_secs()
         % 1_000_000;
-    let base_ns = format!("bench-direct-{stamp}");
-    let vigie_ns = format!("bench-vigie-{stamp}");
-    namespace(&client, &base_ns).await;
-    namespace(&client, &vigie_ns).await;
-
-    // Baseline: the API server and the Deployment controller alone.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &base_ns);
-    let start = Instant::now();
-    stream::iter(0..N)
-        .for_each_concurrent(IN_FLIGHT, |i| {
-            let api = deployments.clone();
-            let ns = base_ns.clone();
-            async move {
-                api.create(&PostParams::default(), &direct(&ns, i))
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
-    let created = start.elapsed();
-    let rest = wait_all(&deployments, "direct Deployments available", available).await;
-    let direct_total = start.elapsed();
-    println!(
-        "baseline: {N} Deployments created directly in {:.2} s, all available after {:.2} s",
-        created.as_secs_f64(),
-        direct_total.as_secs_f64()
-    );
-    let _ = rest;
-
-    // Vigie: one Environment, one CodeLocation, 500 Releases.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_vigie"))
-        .args([
-            "controller",
-            &format!("--listen=127.0.0.1:{port}"),
-            &format!("--namespace={vigie_ns}"),
-            "--leader-elect=false",
-            &format!("--kube-api-qps={QPS}"),
-            &format!("--kube-api-burst={BURST}"),
-            "--log-format=json",
-        ])
-        .env("KUBECONFIG", kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vigie controller starts");
-    let pid = child.id();
-    let guard = Kill(child);
-    let shared = format!(
-        r#"{{"apiVersion": "vigie.dev/v1alpha1", "kind": "Environment", "metadata": {{"name": "preprod", "namespace": "{vigie_ns}"}},
-            "spec": {{"backend": {{"kubernetes": {{"namespace": "{vigie_ns}"}}}}}}}}"#
-    );
-    let dynamic = |kind: &str| {
-        let gvk = kube::api::GroupVersionKind::gvk("vigie.dev", "v1alpha1", kind);
-        let ar = kube::api::ApiResource::from_gvk(&gvk);
-        Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), &vigie_ns, &ar)
-    };
-    let env: kube::api::DynamicObject = serde_json::from_str(&shared).unwrap();
-    dynamic("Environment")
-        .create(&PostParams::default(), &env)
-        .await
-        .unwrap();
-    let loc: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "vigie.dev/v1alpha1", "kind": "CodeLocation",
-        "metadata": {"name": "app", "namespace": vigie_ns},
-        "spec": {"repo": {"url": "https://git.example/app.git"}, "ci": {"webhook": {}},
-            "artifact": {"image": {"template": "registry.example/app:{sha}"}},
-            "container": {"ports": [{"containerPort": 8080}]}}
-    }))
-    .unwrap();
-    dynamic("CodeLocation")
-        .create(&PostParams::default(), &loc)
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let before = total(&requests(port));
-    let releases: Api<Release> = Api::namespaced(client.clone(), &vigie_ns);
-    let start = Instant::now();
-    let api = dynamic("Release");
-    stream::iter(0..N)
-        .for_each_concurrent(IN_FLIGHT, |i| {
-            let api = api.clone();
-            let ns = vigie_ns.clone();
-            async move {
-                let r: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "vigie.dev/v1alpha1", "kind": "Release",
-                    "metadata": {"name": format!("app-{i}"), "namespace": ns},
-                    "spec": {"codeLocation": "app", "environment": "preprod", "revision": sha(i)}
-                }))
-                .unwrap();
-                api.create(&PostParams::default(), &r).await.unwrap();
-            }
-        })
-        .await;
-    let applied = start.elapsed();
-    wait_all(&releases, "Releases deployed", |r: &Release| {
-        r.status
-            .as_ref()
-            .is_some_and(|s| s.phase == Phase::Verifying && s.deployed_sha.is_some())
-    })
-    .await;
-    let vigie_total = start.elapsed();
-    let vigie_deployments: Api<Deployment> = Api::namespaced(client.clone(), &vigie_ns);
-    let all_available = vigie_deployments
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|d| available(d))
-        .count();
-    let rollout_requests = total(&requests(port)) - before;
-    let rss_rollout = rss_kib(pid);
-    println!(
-        "vigie: {N} Releases applied in {:.2} s, all Deployed after {:.2} s ({all_available} Deployments available); ratio to the baseline {:.2}x (qps {QPS}, burst {BURST})",
-        applied.as_secs_f64(),
-        vigie_total.as_secs_f64(),
-        vigie_total.as_secs_f64() / direct_total.as_secs_f64()
-    );
-    println!(
-        "API requests: {rollout_requests:.0} for {N} Releases = {:.1} per Release ({})",
-        rollout_requests / N as f64,
-        requests(port)
-            .iter()
-            .map(|(v, n)| format!("{v} {n:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "controller RSS after the rollout: {:.1} MiB",
-        rss_rollout as f64 / 1024.0
-    );
-
-    // Idle: nothing changes for a minute.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let idle_start = total(&requests(port));
-    let window = Duration::from_secs(60);
-    tokio::time::sleep(window).await;
-    let idle = total(&requests(port)) - idle_start;
-    println!(
-        "idle: {idle:.0} API requests in {} s = {:.0} per hour (leader election off; its Lease renewals add 3600/hour)",
-        window.as_secs(),
-        idle * 3600.0 / window.as_secs_f64()
-    );
-    println!(
-        "controller RSS after an idle minute: {:.1} MiB",
-        rss_kib(pid) as f64 / 1024.0
-    );
-
-    drop(guard);
-    for ns in [&base_ns, &vigie_ns] {
-        let api: Api<Namespace> = Api::all(client.clone());
-        let _ = api.delete(ns, &DeleteParams::default()).await;
+    let sizes = std::env::var("VIGIE_BENCH_K8S_RELEASES").unwrap_or_else(|_| "500".into());
+    for n in sizes
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
+        run(&client, n, stamp).await;
     }
 }

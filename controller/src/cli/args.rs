@@ -326,6 +326,11 @@ pub struct ControllerArgs {
     /// Watch this namespace only (default: all namespaces).
     #[arg(long, env = "VIGIE_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Reconcile only the Releases, Environments and CodeLocations that match this
+    /// label selector (default: all of them), e.g. to share a cluster between
+    /// controllers.
+    #[arg(long, env = "VIGIE_SELECTOR")]
+    pub selector: Option<String>,
     /// Run the controllers only while holding the leader Lease (for several replicas).
     #[arg(long, env = "VIGIE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,

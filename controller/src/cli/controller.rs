@@ -100,6 +100,7 @@ pub(super) fn controller(args: ControllerArgs) -> ExitCode {
         listen: args.listen,
         http: args.http.limits(),
         namespace: args.namespace,
+        selector: args.selector,
         leader_election: args.leader_elect,
         lease_namespace: args.lease_namespace,
         lease_name: args.lease_name,

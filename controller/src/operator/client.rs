@@ -119,11 +119,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.requests
-            .get_or_create(&VerbLabel {
-                verb: verb(req.method(), req.uri().query()),
-            })
-            .inc();
+        let verb = verb(req.method(), req.uri().query());
+        tracing::trace!(verb, path = req.uri().path(), "API request");
+        self.requests.get_or_create(&VerbLabel { verb }).inc();
         let wait = self
             .bucket
             .lock()

@@ -1,7 +1,16 @@
 //! The Environment controller: is the backend reachable (the namespace exists and can
 //! be used; the Docker engine answers), and one line per Release bound to it.
+//!
+//! Its cost in API requests is bounded: the namespace of a Kubernetes backend is read
+//! when the spec changes and then hourly (a Docker engine is pinged every minute: no
+//! API request), and the summary of the Releases, which changes with each of their
+//! transitions, is written at most every [`SUMMARY_EVERY`] per Environment.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -11,7 +20,7 @@ use kube::{
     runtime::{Controller, controller::Action, reflector::ObjectRef},
 };
 
-use super::{Ctx, scoped, watch_config};
+use super::{Ctx, objects_config, scoped};
 use crate::{
     api::{
         ConditionStatus, Environment, EnvironmentStatus, Phase, Release,
@@ -22,8 +31,51 @@ use crate::{
     lifecycle::set_condition,
 };
 
-/// The backend is checked again this often.
-const RECHECK: Duration = Duration::from_secs(60);
+/// A Docker engine is pinged again this often.
+const RECHECK_DOCKER: Duration = Duration::from_secs(60);
+/// A Kubernetes namespace is read again this often (a resync: a deleted namespace also
+/// shows in the Releases, whose Deployments go with it).
+const RECHECK_KUBERNETES: Duration = Duration::from_secs(3600);
+/// A backend that did not answer is checked again this often.
+const RECHECK_FAILED: Duration = Duration::from_secs(10);
+/// The Releases' summary is written at most this often per Environment.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// What the controller remembers of an Environment between reconciles.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// The generation whose backend was checked, when, and the answer.
+    checked: (Option<i64>, Instant, Result<(), String>),
+    /// When its status was last written.
+    written: Option<Instant>,
+}
+
+/// The controller's context: the operator's, and what it remembers.
+struct EnvCtx {
+    ctx: Arc<Ctx>,
+    seen: Mutex<HashMap<ObjectRef<Environment>, Seen>>,
+}
+
+/// Whether the backend is checked again: a new generation, or the last check is older
+/// than `every`.
+fn check_due(
+    checked: Option<&(Option<i64>, Instant, Result<(), String>)>,
+    generation: Option<i64>,
+    now: Instant,
+    every: Duration,
+) -> bool {
+    checked.is_none_or(|(g, at, _)| *g != generation || now.saturating_duration_since(*at) >= every)
+}
+
+/// How long a status write waits: not at all when what the Environment itself says
+/// changed (its backend, its generation), else until [`SUMMARY_EVERY`] after the last
+/// write (the summary of its Releases).
+fn write_wait(own_change: bool, written: Option<Instant>, now: Instant) -> Duration {
+    match written {
+        Some(at) if !own_change => SUMMARY_EVERY.saturating_sub(now.saturating_duration_since(at)),
+        _ => Duration::ZERO,
+    }
+}
 
 /// Runs the Environment controller until `stop` resolves.
 pub async fn controller(
@@ -32,13 +84,18 @@ pub async fn controller(
 ) {
     let client = ctx.client.clone();
     let ns = ctx.options.namespace.clone();
+    let config = objects_config(&ctx.options);
+    let env_ctx = Arc::new(EnvCtx {
+        ctx,
+        seen: Mutex::new(HashMap::new()),
+    });
     Controller::new(
         scoped::<Environment>(&client, ns.as_deref()),
-        watch_config(),
+        config.clone(),
     )
     .watches(
         scoped::<Release>(&client, ns.as_deref()),
-        watch_config(),
+        config,
         |r: Release| {
             Some(ObjectRef::new(&r.spec.environment).within(&r.namespace().unwrap_or_default()))
         },
@@ -50,7 +107,7 @@ pub async fn controller(
             tracing::warn!(error = %e, "environment reconcile failed");
             Action::requeue(Duration::from_secs(10))
         },
-        ctx,
+        env_ctx,
     )
     .for_each(|_| async {})
     .await;
@@ -64,10 +121,32 @@ async fn check(ctx: &Ctx, env: &Environment) -> Result<(), crate::backend::Backe
 }
 
 #[allow(clippy::too_many_lines, reason = "one status, built field by field")]
-async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, kube::Error> {
+async fn reconcile(env: Arc<Environment>, env_ctx: Arc<EnvCtx>) -> Result<Action, kube::Error> {
+    let ctx = &env_ctx.ctx;
     let ns = env.namespace().unwrap_or_default();
     let name = env.name_any();
-    let reachable = check(&ctx, &env).await;
+    let key = ObjectRef::from_obj(&*env);
+    let every = match env.spec.backend {
+        BackendSpec::Kubernetes(_) => RECHECK_KUBERNETES,
+        BackendSpec::Docker(_) => RECHECK_DOCKER,
+    };
+    let seen = env_ctx.seen.lock().ok().and_then(|s| s.get(&key).cloned());
+    let started = Instant::now();
+    // A backend that did not answer is asked again sooner.
+    let every_after = |c: &(Option<i64>, Instant, Result<(), String>)| {
+        if c.2.is_ok() { every } else { RECHECK_FAILED }
+    };
+    let checked = match seen.as_ref().map(|s| &s.checked) {
+        Some(c) if !check_due(Some(c), env.metadata.generation, started, every_after(c)) => {
+            c.clone()
+        }
+        _ => (
+            env.metadata.generation,
+            started,
+            check(ctx, &env).await.map_err(|e| e.to_string()),
+        ),
+    };
+    let reachable = checked.2.clone();
     let releases: Vec<Arc<Release>> = ctx
         .release_store()
         .map(|s| s.state())
@@ -128,7 +207,7 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, kube:
             crate::lifecycle::READY,
             ConditionStatus::False,
             "BackendUnavailable",
-            &e.to_string(),
+            e,
             now,
             env.metadata.generation,
         ),
@@ -154,7 +233,24 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, kube:
             env.metadata.generation,
         );
     }
+    let mut written = seen.and_then(|s| s.written);
+    let every = every_after(&checked);
+    let mut next = every.saturating_sub(started.saturating_duration_since(checked.1));
     if env.status.as_ref() != Some(&status) {
+        let own_change = old.observed_generation != status.observed_generation
+            || old
+                .conditions
+                .iter()
+                .find(|c| c.type_ == crate::lifecycle::READY)
+                != status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == crate::lifecycle::READY);
+        let wait = write_wait(own_change, written, Instant::now());
+        if !wait.is_zero() {
+            remember(&env_ctx, key, checked, written);
+            return Ok(Action::requeue(wait.min(next)));
+        }
         let api: Api<Environment> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = serde_json::json!({
             "apiVersion": "vigie.dev/v1alpha1",
@@ -167,6 +263,67 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, kube:
             &Patch::Apply(&patch),
         )
         .await?;
+        written = Some(Instant::now());
     }
-    Ok(Action::requeue(RECHECK))
+    remember(&env_ctx, key, checked, written);
+    if next.is_zero() {
+        next = every;
+    }
+    Ok(Action::requeue(next))
+}
+
+fn remember(
+    env_ctx: &EnvCtx,
+    key: ObjectRef<Environment>,
+    checked: (Option<i64>, Instant, Result<(), String>),
+    written: Option<Instant>,
+) {
+    if let Ok(mut s) = env_ctx.seen.lock() {
+        s.insert(key, Seen { checked, written });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_is_checked_again_on_a_new_generation_or_when_the_last_check_is_old() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(3600);
+        assert!(check_due(None, Some(1), t0, every));
+        let checked = (Some(1), t0, Ok(()));
+        assert!(!check_due(
+            Some(&checked),
+            Some(1),
+            t0 + Duration::from_secs(60),
+            every
+        ));
+        assert!(check_due(
+            Some(&checked),
+            Some(2),
+            t0 + Duration::from_secs(1),
+            every
+        ));
+        assert!(check_due(Some(&checked), Some(1), t0 + every, every));
+    }
+
+    #[test]
+    fn the_summary_of_the_releases_is_written_at_most_every_ten_seconds() {
+        let t0 = Instant::now();
+        assert_eq!(write_wait(false, None, t0), Duration::ZERO, "never written");
+        assert_eq!(
+            write_wait(false, Some(t0), t0 + Duration::from_secs(4)),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            write_wait(false, Some(t0), t0 + Duration::from_secs(11)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            write_wait(true, Some(t0), t0 + Duration::from_secs(1)),
+            Duration::ZERO,
+            "the backend or the spec changed: at once"
+        );
+    }
 }

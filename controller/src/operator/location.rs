@@ -11,7 +11,7 @@ use kube::{
     runtime::{Controller, controller::Action},
 };
 
-use super::{Ctx, scoped, secrets, watch_config};
+use super::{Ctx, objects_config, scoped, secrets};
 use crate::{
     api::{CodeLocation, ConditionStatus},
     lifecycle::set_condition,
@@ -29,7 +29,7 @@ pub async fn controller(
     let ns = ctx.options.namespace.clone();
     Controller::new(
         scoped::<CodeLocation>(&client, ns.as_deref()),
-        watch_config(),
+        objects_config(&ctx.options),
     )
     .graceful_shutdown_on(stop)
     .run(

@@ -20,7 +20,8 @@ use crate::{
     reconcile::{Error, Notifier, Store, Subject, verdicts::VerdictStore},
 };
 
-/// A Release's status subresource, written by server-side apply with one field manager.
+/// A Release's status subresource, written by server-side apply with one field manager,
+/// once per transition ([`crate::lifecycle::progress`]).
 pub struct StatusStore<'a> {
     /// The Releases of the namespace.
     pub api: &'a Api<Release>,
@@ -54,6 +55,12 @@ impl Store for StatusStore<'_> {
     }
 
     async fn record(&self, _: &Subject<'_>, status: &ReleaseStatus) -> Result<(), Error> {
+        // One write per transition: the steps of a rollout in flight (each watch event
+        // of its Deployment) stay in memory until the next transition writes them.
+        let recorded = self.release.status.clone().unwrap_or_default();
+        if crate::lifecycle::progress::progress_only(&recorded, status) {
+            return Ok(());
+        }
         write_status(self.api, &self.release.name_any(), status)
             .await
             .map_err(|e| Error::Record {

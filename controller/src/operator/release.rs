@@ -1,8 +1,8 @@
 //! The Release controller: watches, the finalizer and requeue timing around the one
 //! pipeline ([`crate::reconcile`]), with the operator's ports ([`super::ports`]): the
-//! status subresource, the CodeLocation's verdicts, Kubernetes Events. A finalizer
-//! removes the workloads when the Release is deleted, unless it carries
-//! `vigie.dev/orphan: "true"`.
+//! status subresource, the CodeLocation's verdicts, Kubernetes Events. The workloads
+//! go with a deleted Release (owner references, or a finalizer where those cannot do
+//! it: [`super::finalizer`]), unless it carries `vigie.dev/orphan: "true"`.
 
 use crate::backend::BackendError;
 use std::{
@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
@@ -26,7 +26,7 @@ use kube::{
 };
 
 use super::{
-    Ctx, FINALIZER, ORPHAN_ANNOTATION,
+    Ctx, FINALIZER, ORPHAN_ANNOTATION, lean, objects_config,
     ports::{EventNotifier, LocationVerdicts, StatusStore, publish, write_status},
     scoped, watch_config,
 };
@@ -124,8 +124,9 @@ pub async fn controller(
         env_writer,
         watcher(
             scoped::<Environment>(&client, ns.as_deref()),
-            watch_config(),
-        ),
+            objects_config(&ctx.options),
+        )
+        .modify(lean),
     )
     .default_backoff()
     .touched_objects()
@@ -138,8 +139,9 @@ pub async fn controller(
         loc_writer,
         watcher(
             scoped::<CodeLocation>(&client, ns.as_deref()),
-            watch_config(),
-        ),
+            objects_config(&ctx.options),
+        )
+        .modify(lean),
     )
     .default_backoff()
     .touched_objects()
@@ -165,7 +167,8 @@ pub async fn controller(
         watcher(
             scoped::<Deployment>(&client, ns.as_deref()),
             watch_config().labels("vigie.dev/release"),
-        ),
+        )
+        .modify(lean),
     )
     .default_backoff()
     .touched_objects();
@@ -173,11 +176,28 @@ pub async fn controller(
     // — not when its status does (that is this controller writing): upstream status
     // changes reach downstream Releases through `trigger`.
     let (store, release_writer) = reflector::store::<Release>();
+    let gone = ctx.clone();
     let releases = reflector::reflector(
         release_writer,
-        watcher(scoped::<Release>(&client, ns.as_deref()), watch_config()),
+        watcher(
+            scoped::<Release>(&client, ns.as_deref()),
+            objects_config(&ctx.options),
+        )
+        .modify(lean),
     )
     .default_backoff()
+    // A Release without the finalizer is not reconciled once deleted: forget it here.
+    .inspect_ok(move |e| {
+        if let watcher::Event::Delete(r) = e {
+            gone.memory.forget(&ReleaseKey::new(
+                r.namespace().unwrap_or_default(),
+                r.name_any(),
+            ));
+            if let Ok(mut f) = gone.failures.lock() {
+                f.remove(&ObjectRef::from_obj(r));
+            }
+        }
+    })
     .touched_objects()
     .predicate_filter(
         |r: &Release| {
@@ -298,6 +318,21 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
     let ns = release.namespace().unwrap_or_default();
     let api: Api<Release> = ctx.api(&ns);
     let object = ObjectRef::from_obj(&*release);
+    if !wants_finalizer(&ctx, &release) {
+        // What it owns goes with it (owner references): no finalizer to add or run.
+        let result = if release.metadata.deletion_timestamp.is_some() {
+            ctx.memory.forget(&ReleaseKey::new(&ns, release.name_any()));
+            Ok(Action::await_change())
+        } else {
+            Box::pin(apply(&release, &ctx)).await
+        };
+        if result.is_ok()
+            && let Ok(mut f) = ctx.failures.lock()
+        {
+            f.remove(&object);
+        }
+        return result;
+    }
     let result = finalizer(&api, FINALIZER, release, |event| async {
         match event {
             Event::Apply(r) => Box::pin(apply(&r, &ctx)).await,
@@ -326,6 +361,28 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
         f.remove(&object);
     }
     result
+}
+
+/// Whether the Release carries the finalizer, or needs it
+/// ([`super::finalizer::needed`]); a Release whose Environment or CodeLocation is
+/// missing owns nothing yet.
+fn wants_finalizer(ctx: &Ctx, r: &Release) -> bool {
+    if r.finalizers().iter().any(|f| f == FINALIZER) {
+        return true;
+    }
+    let ns = r.namespace().unwrap_or_default();
+    let env = ctx
+        .environments
+        .get(&ObjectRef::new(&r.spec.environment).within(&ns));
+    let loc = ctx
+        .locations
+        .get(&ObjectRef::new(&r.spec.code_location).within(&ns));
+    let (Some(env), Some(loc)) = (env, loc) else {
+        return false;
+    };
+    let orphan = r.annotations().get(ORPHAN_ANNOTATION).map(String::as_str) == Some("true");
+    let dagster = workload(ctx, r, &loc, &env).dagster.is_some();
+    super::finalizer::needed(&ns, orphan, &env.spec, dagster)
 }
 
 /// Whether both caches (Environments and CodeLocations) hold their initial lists,
