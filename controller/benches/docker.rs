@@ -356,8 +356,8 @@ fn idle_memory(n: usize, idle: Duration) -> u64 {
     let mut yaml = String::from(
         "apiVersion: vigie.dev/v1alpha1\nkind: Environment\nmetadata: {name: bm}\nspec:\n  backend: {docker: {}}\n",
     );
-    for i in 0..n {
-        let port = free_port();
+    let ports = distinct_ports(n);
+    for (i, port) in ports.iter().enumerate() {
         let _ = write!(
             yaml,
             "---\napiVersion: vigie.dev/v1alpha1\nkind: CodeLocation\nmetadata: {{name: app{i}}}\nspec:\n  repo: {{url: \"{url}\"}}\n  ci: {{webhook: {{}}}}\n  artifact: {{image: {{template: \"vigie-demo:{{sha}}\"}}}}\n  container: {{ports: [{{containerPort: 8080, hostPort: {port}}}]}}\n  healthCheck: {{path: /health, expectedBody: ok, timeout: 2s, retries: 5, interval: 500ms}}\n---\napiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: app{i}-bm}}\nspec: {{codeLocation: app{i}, environment: bm, revision: {good}}}\n",
@@ -395,7 +395,7 @@ fn idle_memory(n: usize, idle: Duration) -> u64 {
 /// (c) baseline: `n` raw `docker run` in parallel, until every one serves.
 fn raw_parallel_runs(n: usize) -> Duration {
     let sha = Demo::get().sha("good").to_owned();
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let ports = distinct_ports(n);
     let names: Vec<String> = (0..n).map(|i| format!("vigie-bench-raw-{i}")).collect();
     for name in &names {
         let _ = Command::new("docker").args(["rm", "-f", name]).output();
@@ -475,7 +475,7 @@ struct Fifty {
 fn fifty_with_vigie(n: usize) -> Fifty {
     let demo = Demo::get();
     let (good, bad, fixed) = (demo.sha("good"), demo.sha("bad"), demo.sha("fixed"));
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let ports = distinct_ports(n);
     let mut v = Vigie::new("bench-fifty", &["bf"]);
     v.write("all.yaml", &many(0, &ports, |_| String::new()));
     v.start();
@@ -555,6 +555,16 @@ fn fifty_with_vigie(n: usize) -> Fifty {
         alone,
         loaded,
     }
+}
+
+/// `n` distinct free ports (each held until all are chosen, so none comes twice).
+fn distinct_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn ratio(ours: Duration, base: Duration) -> f64 {
