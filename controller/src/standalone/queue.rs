@@ -238,4 +238,79 @@ mod tests {
         assert!(q.is_in_flight(&"a"));
         assert_eq!(q.next_deadline(), None);
     }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Wake(u8),
+        Take,
+        Done(u8, Option<u8>),
+        Due(u8),
+        Forget(u8),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..4u8).prop_map(Op::Wake),
+            Just(Op::Take),
+            (0..4u8, proptest::option::of(0..20u8)).prop_map(|(k, at)| Op::Done(k, at)),
+            (0..20u8).prop_map(Op::Due),
+            (0..4u8).prop_map(Op::Forget),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever happens: never more than the limit at once, never one Release twice
+        /// at once, and every Release woken is started once the others are done.
+        #[test]
+        fn the_queue_keeps_its_bounds_and_starts_every_woken_release(
+            limit in 1..4usize,
+            ops in proptest::collection::vec(op(), 0..60),
+        ) {
+            let mut q: Queue<u8, u8> = Queue::new(limit);
+            let mut running = std::collections::BTreeSet::new();
+            let mut woken = std::collections::BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Wake(k) => {
+                        q.wake(&k);
+                        woken.insert(k);
+                    }
+                    Op::Take => {
+                        for k in q.take() {
+                            proptest::prop_assert!(running.insert(k), "{k} started twice");
+                            woken.remove(&k);
+                        }
+                    }
+                    Op::Done(k, at) => {
+                        if running.remove(&k) {
+                            q.done(&k, at);
+                        }
+                    }
+                    Op::Due(now) => {
+                        let due: Vec<u8> = q.deadlines.iter().filter(|(_, t)| **t <= now).map(|(k, _)| *k).collect();
+                        q.wake_due(now);
+                        woken.extend(due);
+                    }
+                    Op::Forget(k) => {
+                        q.retain(|x| *x != k);
+                        woken.remove(&k);
+                    }
+                }
+                proptest::prop_assert!(q.in_flight() <= limit);
+                proptest::prop_assert_eq!(q.in_flight(), running.len());
+            }
+            // Drain: everything running ends, and what was woken starts, in turn.
+            for _ in 0..8 {
+                for k in std::mem::take(&mut running) {
+                    q.done(&k, None);
+                }
+                for k in q.take() {
+                    running.insert(k);
+                    woken.remove(&k);
+                }
+            }
+            proptest::prop_assert!(woken.is_empty(), "never started: {woken:?}");
+        }
+    }
 }

@@ -42,6 +42,10 @@ use crate::{
 const ENGINE_TIMEOUT_SECS: u64 = 120;
 /// Grace period of `docker stop`.
 const STOP_GRACE_SECS: i32 = 10;
+/// Deploys of new containers (create, stop the old one, start) at once on one engine.
+/// A switch to a container that already exists (a rollback to the kept one) does not
+/// wait for them: the engine is not saturated by fifty creations when a rollback comes.
+const DEPLOY_LANES: usize = 4;
 /// A container restarted this many times within [`LOOP_WINDOW`] is restart-looping.
 const LOOP_RESTARTS: i64 = 2;
 /// See [`LOOP_RESTARTS`].
@@ -55,6 +59,8 @@ pub struct DockerBackend {
     host: String,
     /// For a remote engine (`tcp://`, `ssh://`), the machine health checks go to.
     remote: Option<String>,
+    /// Deploys that create a container take one ([`DEPLOY_LANES`]).
+    deploys: Arc<tokio::sync::Semaphore>,
 }
 
 /// The machine of a remote engine address: `tcp://h:2376` and `ssh://user@h` give `h`.
@@ -130,6 +136,7 @@ impl DockerBackend {
             http,
             remote: remote_machine(&host),
             host,
+            deploys: Arc::new(tokio::sync::Semaphore::new(DEPLOY_LANES)),
         })
     }
 
@@ -665,11 +672,17 @@ impl Backend for DockerBackend {
             }
             None => true,
         };
-        if needs_create {
+        // A new container waits for a lane; switching to one that exists does not.
+        let _lane = if needs_create {
+            let lane = self.deploys.acquire().await.map_err(engine)?;
+            laps.lap("lane");
             // Created before the old one stops: a failed pull leaves what runs alone.
             self.create(&docker, &want).await?;
             laps.lap("create");
-        }
+            Some(lane)
+        } else {
+            None
+        };
         // The working tree moves only once the container that runs it exists.
         if let Artifact::GitCheckout(g) = &w.artifact {
             self.sync_checkout(&docker, w, &g.path, &want.name, &target.sha)
