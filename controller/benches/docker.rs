@@ -353,38 +353,10 @@ fn idle_memory(n: usize, idle: Duration) -> u64 {
     let good = demo.sha("good");
     let test = format!("bench-memory-{n}");
     let mut v = Vigie::new(&test, &["bm"]);
-    let mut yaml = String::from(
-        "apiVersion: vigie.dev/v1alpha1\nkind: Environment\nmetadata: {name: bm}\nspec:\n  backend: {docker: {}}\n",
-    );
     let ports = distinct_ports(n);
-    for (i, port) in ports.iter().enumerate() {
-        let _ = write!(
-            yaml,
-            "---\napiVersion: vigie.dev/v1alpha1\nkind: CodeLocation\nmetadata: {{name: app{i}}}\nspec:\n  repo: {{url: \"{url}\"}}\n  ci: {{webhook: {{}}}}\n  artifact: {{image: {{template: \"vigie-demo:{{sha}}\"}}}}\n  container: {{ports: [{{containerPort: 8080, hostPort: {port}}}]}}\n  healthCheck: {{path: /health, expectedBody: ok, timeout: 2s, retries: 5, interval: 500ms}}\n---\napiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: app{i}-bm}}\nspec: {{codeLocation: app{i}, environment: bm, revision: {good}}}\n",
-            url = demo.url()
-        );
-    }
-    v.write("all.yaml", &yaml);
+    v.write("all.yaml", &many("bm", n, &ports, |_| good.to_owned()));
     v.start();
-    for i in 0..n {
-        wait_for(FIFTY, "a release to verify", || {
-            v.state()
-                .releases
-                .get(&format!("default/app{i}-bm"))
-                .filter(|r| r.status.phase == vigie::api::Phase::Verifying)
-                .map(|_| ())
-        });
-        v.verdict(&format!("app{i}"), good, "success");
-    }
-    wait_for(FIFTY, "every release to be validated", || {
-        let state = v.state();
-        (state.releases.len() == n
-            && state
-                .releases
-                .values()
-                .all(|r| r.status.phase == vigie::api::Phase::Validated))
-        .then_some(())
-    });
+    validate_all(&v, "bm", n, good);
     std::thread::sleep(idle);
     let pid = v.pid().expect("vigie runs");
     let rss = rss_kib(pid);
@@ -445,22 +417,44 @@ fn wait_until_within(limit: Duration, mut f: impl FnMut() -> bool) -> Result<(),
     Ok(())
 }
 
-/// `n` code locations and their Releases in one environment, each on its own port;
-/// `revision(i)` gives each its SHA.
-fn many(n: usize, ports: &[u16], revision: impl Fn(usize) -> String) -> String {
+/// `n` code locations and their Releases (`app{i}-{env}`) in the environment `env`,
+/// each on its own port; `revision(i)` gives each its SHA.
+fn many(env: &str, n: usize, ports: &[u16], revision: impl Fn(usize) -> String) -> String {
     let demo = Demo::get();
-    let mut yaml = String::from(
-        "apiVersion: vigie.dev/v1alpha1\nkind: Environment\nmetadata: {name: bf}\nspec:\n  backend: {docker: {}}\n  verification: {timeout: 10m, healthTimeout: 5m}\n",
+    let mut yaml = format!(
+        "apiVersion: vigie.dev/v1alpha1\nkind: Environment\nmetadata: {{name: {env}}}\nspec:\n  backend: {{docker: {{}}}}\n  verification: {{timeout: 10m, healthTimeout: 5m}}\n",
     );
     for (i, port) in ports.iter().enumerate().take(n) {
         let _ = write!(
             yaml,
-            "---\napiVersion: vigie.dev/v1alpha1\nkind: CodeLocation\nmetadata: {{name: app{i}}}\nspec:\n  repo: {{url: \"{url}\"}}\n  ci: {{webhook: {{}}}}\n  artifact: {{image: {{template: \"vigie-demo:{{sha}}\"}}}}\n  container: {{ports: [{{containerPort: 8080, hostPort: {port}}}]}}\n  healthCheck: {{path: /health, expectedBody: ok, timeout: 2s, retries: 5, interval: 500ms}}\n---\napiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: app{i}-bf}}\nspec: {{codeLocation: app{i}, environment: bf, revision: {rev}}}\n",
+            "---\napiVersion: vigie.dev/v1alpha1\nkind: CodeLocation\nmetadata: {{name: app{i}}}\nspec:\n  repo: {{url: \"{url}\"}}\n  ci: {{webhook: {{}}}}\n  artifact: {{image: {{template: \"vigie-demo:{{sha}}\"}}}}\n  container: {{ports: [{{containerPort: 8080, hostPort: {port}}}]}}\n  healthCheck: {{path: /health, expectedBody: ok, timeout: 2s, retries: 5, interval: 500ms}}\n---\napiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: app{i}-{env}}}\nspec: {{codeLocation: app{i}, environment: {env}, revision: {rev}}}\n",
             url = demo.url(),
             rev = revision(i),
         );
     }
     yaml
+}
+
+/// Sends a green verdict for each of the `n` Releases of `env` once it verifies `sha`,
+/// and waits until every one is validated.
+fn validate_all(v: &Vigie, env: &str, n: usize, sha: &str) {
+    let phase = |i: usize| {
+        v.state()
+            .releases
+            .get(&format!("default/app{i}-{env}"))
+            .map(|r| r.status.phase)
+    };
+    for i in 0..n {
+        wait_for(FIFTY, "a release to verify", || {
+            (phase(i) == Some(vigie::api::Phase::Verifying)).then_some(())
+        });
+        v.verdict(&format!("app{i}"), sha, "success");
+    }
+    wait_for(FIFTY, "every release to be validated", || {
+        (0..n)
+            .all(|i| phase(i) == Some(vigie::api::Phase::Validated))
+            .then_some(())
+    });
 }
 
 /// What (c) measured with Vigie.
@@ -477,33 +471,15 @@ fn fifty_with_vigie(n: usize) -> Fifty {
     let (good, bad, fixed) = (demo.sha("good"), demo.sha("bad"), demo.sha("fixed"));
     let ports = distinct_ports(n);
     let mut v = Vigie::new("bench-fifty", &["bf"]);
-    v.write("all.yaml", &many(0, &ports, |_| String::new()));
+    v.write("all.yaml", &many("bf", 0, &ports, |_| String::new()));
     v.start();
     let start = Instant::now();
-    v.write("all.yaml", &many(n, &ports, |_| good.to_owned()));
+    v.write("all.yaml", &many("bf", n, &ports, |_| good.to_owned()));
     for port in &ports {
         wait_until_within(FIFTY, || serves(*port, good)).expect("every release serves");
     }
     let deploy = start.elapsed();
-    for i in 0..n {
-        wait_for(FIFTY, "a release to verify", || {
-            v.state()
-                .releases
-                .get(&format!("default/app{i}-bf"))
-                .filter(|r| r.status.phase == vigie::api::Phase::Verifying)
-                .map(|_| ())
-        });
-        v.verdict(&format!("app{i}"), good, "success");
-    }
-    let validated = |v: &Vigie, i: usize| {
-        v.state()
-            .releases
-            .get(&format!("default/app{i}-bf"))
-            .is_some_and(|r| r.status.phase == vigie::api::Phase::Validated)
-    };
-    wait_for(FIFTY, "every release to be validated", || {
-        (0..n).all(|i| validated(&v, i)).then_some(())
-    });
+    validate_all(&v, "bf", n, good);
     let victim = ports[0];
     let phase = |v: &Vigie, phase: vigie::api::Phase| {
         v.state()
@@ -514,7 +490,7 @@ fn fifty_with_vigie(n: usize) -> Fifty {
     let rollback = |v: &Vigie, bad: &str, others: &dyn Fn(usize) -> String| {
         v.write(
             "all.yaml",
-            &many(n, &ports, |i| {
+            &many("bf", n, &ports, |i| {
                 if i == 0 {
                     bad.to_owned()
                 } else {
@@ -531,11 +507,9 @@ fn fifty_with_vigie(n: usize) -> Fifty {
         let start = Instant::now();
         v.write(
             "all.yaml",
-            &many(
-                n,
-                &ports,
-                |i| if i == 0 { bad.to_owned() } else { others(i) },
-            ),
+            &many("bf", n, &ports, |i| {
+                if i == 0 { bad.to_owned() } else { others(i) }
+            }),
         );
         v.verdict("app0", bad, "failure");
         let took = time_until_serving(victim, good, start);

@@ -363,6 +363,22 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
     result
 }
 
+/// The Release's Environment and CodeLocation, from the caches; `None` when either is
+/// missing.
+fn parents(
+    ctx: &Ctx,
+    r: &Release,
+) -> Option<(Arc<crate::api::Environment>, Arc<crate::api::CodeLocation>)> {
+    let ns = r.namespace().unwrap_or_default();
+    let env = ctx
+        .environments
+        .get(&ObjectRef::new(&r.spec.environment).within(&ns))?;
+    let loc = ctx
+        .locations
+        .get(&ObjectRef::new(&r.spec.code_location).within(&ns))?;
+    Some((env, loc))
+}
+
 /// Whether the Release carries the finalizer, or needs it
 /// ([`super::finalizer::needed`]); a Release whose Environment or CodeLocation is
 /// missing owns nothing yet.
@@ -370,19 +386,17 @@ fn wants_finalizer(ctx: &Ctx, r: &Release) -> bool {
     if r.finalizers().iter().any(|f| f == FINALIZER) {
         return true;
     }
-    let ns = r.namespace().unwrap_or_default();
-    let env = ctx
-        .environments
-        .get(&ObjectRef::new(&r.spec.environment).within(&ns));
-    let loc = ctx
-        .locations
-        .get(&ObjectRef::new(&r.spec.code_location).within(&ns));
-    let (Some(env), Some(loc)) = (env, loc) else {
+    let Some((env, loc)) = parents(ctx, r) else {
         return false;
     };
     let orphan = r.annotations().get(ORPHAN_ANNOTATION).map(String::as_str) == Some("true");
     let dagster = workload(ctx, r, &loc, &env).dagster.is_some();
-    super::finalizer::needed(&ns, orphan, &env.spec, dagster)
+    super::finalizer::needed(
+        &r.namespace().unwrap_or_default(),
+        orphan,
+        &env.spec,
+        dagster,
+    )
 }
 
 /// Whether both caches (Environments and CodeLocations) hold their initial lists,
@@ -643,13 +657,7 @@ fn requeue(env: &Environment, loc: &CodeLocation, done: &reconcile::Reconciled) 
 async fn cleanup(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
     let ns = r.namespace().unwrap_or_default();
     let orphan = r.annotations().get(ORPHAN_ANNOTATION).map(String::as_str) == Some("true");
-    let env = ctx
-        .environments
-        .get(&ObjectRef::new(&r.spec.environment).within(&ns));
-    let loc = ctx
-        .locations
-        .get(&ObjectRef::new(&r.spec.code_location).within(&ns));
-    let (Some(env), Some(loc)) = (env, loc) else {
+    let Some((env, loc)) = parents(ctx, r) else {
         tracing::warn!(release = %r.name_any(), "deleted while its Environment or CodeLocation is gone: nothing known to remove");
         return Ok(Action::await_change());
     };
