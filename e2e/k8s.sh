@@ -229,8 +229,8 @@ metadata:
   annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
   labels: {kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, type: kwok}
 status:
-  allocatable: {cpu: "64", memory: 256Gi, pods: "1000"}
-  capacity: {cpu: "64", memory: 256Gi, pods: "1000"}
+  allocatable: {cpu: "64", memory: 256Gi, pods: "6000"}
+  capacity: {cpu: "64", memory: 256Gi, pods: "6000"}
 EOF
   done
   # kwok's heartbeats are slow for the node lifecycle controller, which would mark the
