@@ -47,15 +47,8 @@ fn time_until_serving(port: u16, sha: &str, start: Instant) -> Duration {
     start.elapsed()
 }
 
-fn wait_until(mut f: impl FnMut() -> bool) -> Result<(), ()> {
-    let start = Instant::now();
-    while !f() {
-        if start.elapsed() > T {
-            return Err(());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
+fn wait_until(f: impl FnMut() -> bool) -> Result<(), ()> {
+    wait_until_within(T, f)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

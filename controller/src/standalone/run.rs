@@ -572,64 +572,61 @@ impl Runner {
         let Some(writer) = self.writer.clone().filter(|w| w.target.scope.rollbacks) else {
             return;
         };
-        {
-            let Some((from, to, reason)) = crate::gitops::writeback::pending_rollback(&done.status)
-            else {
-                return;
-            };
-            let key = item.key.to_string();
-            if !writer.due(&key, &to) {
-                return;
-            }
-            let message = crate::gitops::writeback::rollback_message(
-                &item.release.spec.code_location,
-                &item.release.spec.environment,
-                &key,
-                &from,
-                &to,
-                Some(&reason),
-            );
-            let (writer, shared, ns, name) = (
-                writer.clone(),
-                self.shared.clone(),
-                item.key.namespace.clone(),
-                item.key.name.clone(),
-            );
-            tokio::spawn(async move {
-                let result = writer.set_revision(&ns, &name, &to, message).await;
-                let line = match &result {
-                    Ok(crate::gitops::writeback::Outcome::Unchanged) => return,
-                    Ok(outcome) => {
-                        shared.metrics.write_backs.inc();
-                        shared.git_pushed.store(true, Ordering::Relaxed);
-                        shared.wake.notify_one();
-                        let line = format!(
-                            "{key} rolled back {} → {}: {}",
-                            from.short(),
-                            to.short(),
-                            crate::gitops::writeback::describe(outcome, &writer.target.source)
-                        );
-                        tracing::info!(release = %key, "rollback written back: {line}");
-                        line
-                    }
-                    Err(e) => {
-                        shared.metrics.write_back_errors.inc();
-                        tracing::warn!(release = %key, error = %e, "rollback: write-back failed");
-                        format!("{key} rollback to {} failed: {e}", to.short())
-                    }
-                };
-                let now = Timestamp::now();
-                let recorded = shared
-                    .update(|next| {
-                        next.git_sync.get_or_insert_default().write_back =
-                            Some(format!("{line} ({now})"));
-                    })
-                    .await;
-                if let Err(e) = recorded {
-                    tracing::error!(error = %e, "failed to record a write-back");
-                }
-            });
+        let Some((from, to, reason)) = crate::gitops::writeback::pending_rollback(&done.status)
+        else {
+            return;
+        };
+        let key = item.key.to_string();
+        if !writer.due(&key, &to) {
+            return;
         }
+        let message = crate::gitops::writeback::rollback_message(
+            &item.release.spec.code_location,
+            &item.release.spec.environment,
+            &key,
+            &from,
+            &to,
+            Some(&reason),
+        );
+        let (shared, ns, name) = (
+            self.shared.clone(),
+            item.key.namespace.clone(),
+            item.key.name.clone(),
+        );
+        tokio::spawn(async move {
+            let result = writer.set_revision(&ns, &name, &to, message).await;
+            let line = match &result {
+                Ok(crate::gitops::writeback::Outcome::Unchanged) => return,
+                Ok(outcome) => {
+                    shared.metrics.write_backs.inc();
+                    shared.git_pushed.store(true, Ordering::Relaxed);
+                    shared.wake.notify_one();
+                    let line = format!(
+                        "{key} rolled back {} → {}: {}",
+                        from.short(),
+                        to.short(),
+                        crate::gitops::writeback::describe(outcome, &writer.target.source)
+                    );
+                    tracing::info!(release = %key, "rollback written back: {line}");
+                    line
+                }
+                Err(e) => {
+                    shared.metrics.write_back_errors.inc();
+                    tracing::warn!(release = %key, error = %e, "rollback: write-back failed");
+                    format!("{key} rollback to {} failed: {e}", to.short())
+                }
+            };
+            let now = Timestamp::now();
+            let recorded = shared
+                .update(|next| {
+                    next.git_sync.get_or_insert_default().write_back =
+                        Some(format!("{line} ({now})"));
+                })
+                .await;
+            if let Err(e) = recorded {
+                tracing::error!(error = %e, "failed to record a write-back");
+            }
+        });
     }
 
     /// Updates the record of the git source's synchronisation in the state.
