@@ -299,7 +299,10 @@ async fn run(client: &Client, n: usize, stamp: u64) {
         let env: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "vigie.dev/v1alpha1", "kind": "Environment",
             "metadata": {"name": "preprod", "namespace": ns, "labels": labels},
-            "spec": {"backend": {"kubernetes": {"namespace": ns}}}
+            "spec": {"backend": {"kubernetes": {"namespace": ns}},
+                // No verdict comes: the first Releases would fail their verification
+                // (5 minutes by default) before the last of 5,000 is Deployed.
+                "verification": {"timeout": "2h"}}
         }))
         .unwrap();
         dynamic("Environment", ns)

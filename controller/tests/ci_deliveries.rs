@@ -8,6 +8,8 @@
 mod docker;
 mod skip;
 
+use std::{fmt::Write, time::Duration};
+
 use docker::{SECRET, Vigie, http_post_reply};
 use vigie::{api::release::CiState, ci::webhook};
 
@@ -266,5 +268,61 @@ fn deliveries_for_a_repository_no_location_watches_are_acknowledged_as_ignored()
         &body,
     );
     assert_eq!(status, 401);
+    v.terminate();
+}
+
+/// A log line without its terminal colours.
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A verdict reconciles the Releases of the code location it names and no other, with
+/// no refresh of the manifests: fifty Releases do not each ask their engine for their
+/// containers because one of them got a verdict.
+#[test]
+fn a_verdict_wakes_the_releases_of_its_code_location_only() {
+    let mut v = Vigie::new("ci-deliveries-wakes-one-location", &[]);
+    std::fs::write(v.dir.join("github-secret"), GITHUB_SECRET).unwrap();
+    std::fs::write(v.dir.join("own-key"), OWN_KEY).unwrap();
+    std::fs::write(v.dir.join("gitlab-token"), GITLAB_TOKEN).unwrap();
+    let mut releases = String::new();
+    for l in ["shared", "by-id", "by-path"] {
+        let _ = write!(
+            releases,
+            "---\napiVersion: vigie.dev/v1alpha1\nkind: Release\nmetadata: {{name: {l}-preprod}}\nspec: {{codeLocation: {l}, environment: preprod, revision: {}}}\n",
+            sha('c')
+        );
+    }
+    v.write("app.yaml", &(manifests(&v.dir) + &releases));
+    // No refresh by the clock during the test: only the verdict wakes anything.
+    v.interval = 3600.0;
+    v.start();
+    let refreshes = |v: &Vigie| v.log().matches(" refreshed").count();
+    let before = refreshes(&v);
+    assert_eq!(v.verdict("shared", &sha('c'), "failure"), 202);
+    let woken = docker::wait_for(Duration::from_secs(10), "the verdict to wake", || {
+        v.log()
+            .lines()
+            .map(plain)
+            .find(|l| l.contains(" woken") && l.contains("\"shared\""))
+    });
+    assert!(
+        woken.contains("releases=1"),
+        "one Release of the three is woken: {woken}"
+    );
+    assert_eq!(
+        refreshes(&v),
+        before,
+        "a verdict does not refresh the manifests nor wake every Release"
+    );
     v.terminate();
 }

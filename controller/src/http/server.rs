@@ -4,7 +4,7 @@
 //! in the operator) before it is acknowledged, and wakes the reconciler.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::PathBuf,
     sync::{
         Arc, Mutex, RwLock,
@@ -63,8 +63,16 @@ pub struct Shared {
     pub persist: Option<Arc<dyn Persist>>,
     /// The HMAC key of `/hooks/ci`; deliveries are refused without one.
     pub secret: Option<Vec<u8>>,
-    /// Wakes the reconciler early (a verdict arrived).
+    /// Wakes the reconciler for a refresh: every Release is reconciled (`vigie run`),
+    /// the GitOps loop looks for a push (the operator).
     pub wake: Notify,
+    /// The code locations whose verdicts changed since the reconciler last looked
+    /// (`vigie run` reconciles their Releases only; see [`Shared::wake_locations`]).
+    /// Bounded by the code locations there are; the operator, whose watches bring the
+    /// verdicts, never takes them.
+    woken: Mutex<BTreeSet<String>>,
+    /// Wakes the reconciler for what [`Shared::take_woken`] gives.
+    pub nudge: Notify,
     /// Metrics.
     pub metrics: Metrics,
     /// Set once manifests are loaded and a first round is done.
@@ -113,6 +121,8 @@ impl Shared {
             persist: None,
             secret,
             wake: Notify::new(),
+            woken: Mutex::new(BTreeSet::new()),
+            nudge: Notify::new(),
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
             ci: RwLock::new(BTreeMap::new()),
@@ -224,6 +234,21 @@ impl Shared {
             path: self.state_path.clone().unwrap_or_default(),
             source: std::io::Error::other(reason.to_owned()),
         }
+    }
+
+    /// A verdict of these code locations changed: their Releases are reconciled, and
+    /// no other (a verdict for one Release does not make fifty observe their engine).
+    pub fn wake_locations(&self, locations: &[String]) {
+        self.woken
+            .lock()
+            .expect("woken lock")
+            .extend(locations.iter().cloned());
+        self.nudge.notify_one();
+    }
+
+    /// The code locations woken since the last call.
+    pub fn take_woken(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.woken.lock().expect("woken lock"))
     }
 
     /// Tells the live pages that what they show changed.
@@ -530,7 +555,7 @@ async fn ci_hook(
                 state = ?report.state,
                 "CI verdict received"
             );
-            shared.wake.notify_one();
+            shared.wake_locations(&locations);
             reply(
                 &shared,
                 "accepted",
@@ -870,7 +895,8 @@ async fn finish(
     }
     match result {
         Ok(true) => {
-            shared.wake.notify_one();
+            let locations: Vec<String> = targets.iter().map(|(l, _)| l.clone()).collect();
+            shared.wake_locations(&locations);
             reply(
                 shared,
                 "accepted",

@@ -25,7 +25,7 @@ use super::{
 use crate::{
     api::{
         Phase, Release, Sha,
-        environment::{Backend as BackendSpec, EnvironmentSpec},
+        environment::{Backend as BackendSpec, DockerBackend as DockerSpec, EnvironmentSpec},
     },
     backend::{Backend, Workload, docker::DockerBackend},
     error::Category,
@@ -236,6 +236,7 @@ impl Runner {
                     refresh = Instant::now() >= next_refresh;
                 }
                 () = self.shared.wake.notified() => refresh = true,
+                () = self.shared.nudge.notified() => self.wake_named(),
                 () = &mut stop => break,
             }
         }
@@ -323,6 +324,8 @@ pub struct Runner {
     dagster: Arc<crate::dagster::Instances<crate::dagster::Files>>,
     /// The removal of what no Release wants any more, per environment, under way.
     pruning: BTreeMap<String, tokio::task::JoinHandle<()>>,
+    /// The Docker engines of the manifests in force, by what names them.
+    engines: Vec<(DockerSpec, DockerBackend)>,
 }
 
 /// What one reconcile task holds: the ports and the manifests in force when it started.
@@ -400,6 +403,7 @@ impl Runner {
             items: BTreeMap::new(),
             first_pass: None,
             pruning: BTreeMap::new(),
+            engines: Vec::new(),
             memory: Arc::default(),
             polls: Arc::new(polls),
             revisions: Arc::default(),
@@ -707,32 +711,7 @@ impl Runner {
         }
         tracing::info!("{}", m.summary(report.files.len()));
         self.shared.metrics.manifests_valid.set(1);
-        let mut backends = BTreeMap::new();
-        let mut windows = BTreeMap::new();
-        for ((_, name), env) in &m.environments {
-            let backend = match &env.object.spec.backend {
-                BackendSpec::Docker(d) => DockerBackend::connect(d),
-                BackendSpec::Kubernetes(k) => Err(BackendError::Unsupported(format!(
-                    "the Kubernetes backend (namespace {}) needs the operator, not vigie run",
-                    k.namespace
-                ))),
-            };
-            if let Err(e) = &backend {
-                tracing::error!(environment = %name, error = %e, "backend unusable");
-            }
-            backends.insert(name.clone(), backend);
-            if let Some(w) = env
-                .object
-                .spec
-                .windows
-                .as_ref()
-                .and_then(|w| Windows::new(w).ok())
-            {
-                windows.insert(name.clone(), w);
-            }
-        }
-        self.backends = Arc::new(backends);
-        self.windows = Arc::new(windows);
+        self.environments(&m);
         if let Ok(mut repos) = self.shared.tracked_repos.write() {
             *repos = m
                 .code_locations
@@ -753,6 +732,58 @@ impl Runner {
         }
         self.shared.changed();
         self.manifests = Some(m);
+    }
+
+    /// The backend and the deploy windows of each environment of `m`.
+    fn environments(&mut self, m: &Manifests) {
+        let mut backends = BTreeMap::new();
+        let mut windows = BTreeMap::new();
+        let mut engines = Vec::new();
+        for ((_, name), env) in &m.environments {
+            let backend = match &env.object.spec.backend {
+                BackendSpec::Docker(d) => self.engine(&mut engines, d),
+                BackendSpec::Kubernetes(k) => Err(BackendError::Unsupported(format!(
+                    "the Kubernetes backend (namespace {}) needs the operator, not vigie run",
+                    k.namespace
+                ))),
+            };
+            if let Err(e) = &backend {
+                tracing::error!(environment = %name, error = %e, "backend unusable");
+            }
+            backends.insert(name.clone(), backend);
+            if let Some(w) = env
+                .object
+                .spec
+                .windows
+                .as_ref()
+                .and_then(|w| Windows::new(w).ok())
+            {
+                windows.insert(name.clone(), w);
+            }
+        }
+        self.engines = engines;
+        self.backends = Arc::new(backends);
+        self.windows = Arc::new(windows);
+    }
+
+    /// The client of the engine `spec` names: one per engine, shared by the
+    /// environments on it and kept across reloads, so that its deploy lanes and the
+    /// rollbacks' right of way hold for every deploy on that engine.
+    fn engine(
+        &self,
+        fresh: &mut Vec<(DockerSpec, DockerBackend)>,
+        spec: &DockerSpec,
+    ) -> Result<DockerBackend, BackendError> {
+        let same = |(s, _): &&(DockerSpec, DockerBackend)| s.host == spec.host && s.tls == spec.tls;
+        if let Some((_, b)) = fresh.iter().find(same) {
+            return Ok(b.clone());
+        }
+        let b = match self.engines.iter().find(same) {
+            Some((_, b)) => b.clone(),
+            None => DockerBackend::connect(spec)?,
+        };
+        fresh.push((spec.clone(), b.clone()));
+        Ok(b)
     }
 
     /// Keeps the manifests' problems in the state, for `vigie status`.
@@ -872,6 +903,23 @@ impl Runner {
             elapsed_ms = started.elapsed().as_millis(),
             "refreshed"
         );
+    }
+
+    /// Wakes the Releases of the code locations a verdict named (no refresh: the
+    /// manifests and the other Releases are as they were). A person's promotion,
+    /// rollback or clearance is laid over the manifests: it refreshes.
+    fn wake_named(&mut self) {
+        let woken = self.shared.take_woken();
+        let keys: Vec<ReleaseKey> = self
+            .items
+            .values()
+            .filter(|i| woken.contains(&i.release.spec.code_location))
+            .map(|i| i.key.clone())
+            .collect();
+        tracing::debug!(releases = keys.len(), ?woken, "woken");
+        for key in &keys {
+            self.queue.wake(key);
+        }
     }
 
     /// Starts the reconciles due: those woken, and those whose deadline passed.

@@ -186,6 +186,8 @@ pub struct Vigie {
     pub source: Option<String>,
     /// More arguments of `vigie run`.
     pub extra_args: Vec<String>,
+    /// `--interval` (seconds); 0.5 unless set.
+    pub interval: f64,
     /// The open-file limit (soft and hard) `vigie run` starts with, by `prlimit`.
     pub nofile: Option<u64>,
     pub state: PathBuf,
@@ -205,6 +207,7 @@ impl Vigie {
             manifests: dir.join("manifests"),
             source: None,
             extra_args: Vec::new(),
+            interval: 0.5,
             nofile: None,
             state: dir.join("state.json"),
             dir,
@@ -248,14 +251,8 @@ impl Vigie {
             None => Command::new(env!("CARGO_BIN_EXE_vigie")),
         };
         let child = command
-            .args([
-                "run",
-                "--interval",
-                "0.5",
-                "--removal-grace",
-                "2",
-                "--listen",
-            ])
+            .args(["run", "--interval", &self.interval.to_string()])
+            .args(["--removal-grace", "2", "--listen"])
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--manifests")
             .arg(

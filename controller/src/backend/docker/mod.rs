@@ -61,6 +61,42 @@ pub struct DockerBackend {
     remote: Option<String>,
     /// Deploys that create a container take one ([`DEPLOY_LANES`]).
     deploys: Arc<tokio::sync::Semaphore>,
+    /// Switches to an existing container (rollbacks) go first.
+    right_of_way: RightOfWay,
+}
+
+/// Rollbacks' right of way on one engine: while a switch to an existing container is
+/// under way, deploys that create containers wait before each of their engine calls, so
+/// the rollback's `stop` and `start` do not queue in the engine behind them.
+#[derive(Clone)]
+struct RightOfWay(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl RightOfWay {
+    fn new() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(0)))
+    }
+
+    /// A switch starts; it has the right of way until the guard is dropped.
+    fn switch(&self) -> Switching {
+        self.0.send_modify(|n| *n += 1);
+        Switching(self.0.clone())
+    }
+
+    /// Waits while a switch is under way.
+    async fn give_way(&self) {
+        let mut switches = self.0.subscribe();
+        // `self` holds the sender: the wait cannot fail.
+        let _ = switches.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// One switch under way (see [`RightOfWay`]).
+struct Switching(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for Switching {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 /// The machine of a remote engine address: `tcp://h:2376` and `ssh://user@h` give `h`.
@@ -137,6 +173,7 @@ impl DockerBackend {
             remote: remote_machine(&host),
             host,
             deploys: Arc::new(tokio::sync::Semaphore::new(DEPLOY_LANES)),
+            right_of_way: RightOfWay::new(),
         })
     }
 
@@ -672,16 +709,18 @@ impl Backend for DockerBackend {
             }
             None => true,
         };
-        // A new container waits for a lane; switching to one that exists does not.
-        let _lane = if needs_create {
+        // A new container waits for a lane; switching to one that exists does not, and
+        // the deploys in the lanes give way to it at each of their engine calls.
+        let (_lane, switching) = if needs_create {
             let lane = self.deploys.acquire().await.map_err(engine)?;
+            self.right_of_way.give_way().await;
             laps.lap("lane");
             // Created before the old one stops: a failed pull leaves what runs alone.
             self.create(&docker, &want).await?;
             laps.lap("create");
-            Some(lane)
+            (Some(lane), None)
         } else {
-            None
+            (None, Some(self.right_of_way.switch()))
         };
         // The working tree moves only once the container that runs it exists.
         if let Artifact::GitCheckout(g) = &w.artifact {
@@ -693,11 +732,17 @@ impl Backend for DockerBackend {
             .iter()
             .filter(|c| name(c) != want.name && is_running(c))
         {
+            if needs_create {
+                self.right_of_way.give_way().await;
+            }
             self.stop(&docker, c.id.as_deref().unwrap_or_default())
                 .await?;
             laps.lap("stop");
         }
         if !target_running {
+            if needs_create {
+                self.right_of_way.give_way().await;
+            }
             match docker
                 .start_container(&want.name, None::<StartContainerOptions>)
                 .await
@@ -710,6 +755,8 @@ impl Backend for DockerBackend {
             }
             laps.lap("start");
         }
+        // The deploys waiting on it go on while the replaced containers are removed.
+        drop(switching);
         tracing::debug!(container = %want.name, steps = %laps, "applied");
         for c in containers
             .iter()
@@ -841,7 +888,40 @@ impl Backend for DockerBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::remote_machine;
+    use super::{RightOfWay, remote_machine};
+    use futures::FutureExt;
+
+    #[tokio::test]
+    async fn a_deploy_gives_way_while_a_switch_is_under_way_and_only_then() {
+        let road = RightOfWay::new();
+        assert!(
+            road.give_way().now_or_never().is_some(),
+            "no switch: a deploy goes on at once"
+        );
+        let first = road.switch();
+        let second = road.switch();
+        let waiting = road.give_way();
+        tokio::pin!(waiting);
+        assert!(
+            (&mut waiting).now_or_never().is_none(),
+            "two switches under way"
+        );
+        drop(first);
+        assert!(
+            (&mut waiting).now_or_never().is_none(),
+            "one still under way"
+        );
+        drop(second);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the deploy goes on once every switch is done");
+        let cloned = road.clone();
+        let _third = cloned.switch();
+        assert!(
+            road.give_way().now_or_never().is_none(),
+            "the clients of one engine share its right of way"
+        );
+    }
 
     #[test]
     fn remote_engines_name_the_machine_health_checks_go_to() {
