@@ -447,8 +447,9 @@ impl Sender {
     async fn with_retries(&self, sink: &NotificationSink, namespace: &str, m: &Message) {
         let kind = kind(sink);
         if kind == "kubernetesEvents" {
-            // The operator publishes an Event for every transition already; outside
-            // Kubernetes there is nowhere to put one.
+            // The operator publishes the Events itself, as this sink's filter says
+            // (`operator::ports::published_as_event`); outside Kubernetes there is
+            // nowhere to put one.
             return;
         }
         let mut delay = self.retry.first_delay;

@@ -12,7 +12,10 @@ use kube::{
 
 use super::Ctx;
 use crate::{
-    api::{CodeLocation, Release, ReleaseStatus, SecretSource, Sha, environment::EventKind},
+    api::{
+        CodeLocation, Release, ReleaseStatus, SecretSource, Sha,
+        environment::{EnvironmentSpec, EventKind},
+    },
     ci::StoredVerdict,
     error::Category,
     lifecycle::{CiVerdict, Notification},
@@ -161,6 +164,19 @@ fn event_type(kind: EventKind) -> EventType {
     }
 }
 
+/// Whether a transition becomes a Kubernetes Event on the Release: every one, unless
+/// the Environment lists `kubernetesEvents` sinks; then those their `events` name (a
+/// sink with no `events`: every one). Each Event is one API request.
+#[must_use]
+pub fn published_as_event(environment: &EnvironmentSpec, kind: EventKind) -> bool {
+    let mut sinks = environment
+        .notifications
+        .iter()
+        .filter(|s| s.kubernetes_events.is_some())
+        .peekable();
+    sinks.peek().is_none() || sinks.any(|s| s.events.is_empty() || s.events.contains(&kind))
+}
+
 /// The Event's note: location, short SHA, the other SHA, why, who, and the CI link.
 #[must_use]
 pub fn event_note(location: &str, n: &Notification) -> String {
@@ -184,7 +200,10 @@ pub fn event_note(location: &str, n: &Notification) -> String {
 impl Notifier for EventNotifier<'_> {
     async fn transitions(&self, subject: &Subject<'_>, notifications: &[Notification]) {
         let r = self.release;
-        for n in notifications {
+        for n in notifications
+            .iter()
+            .filter(|n| published_as_event(subject.environment, n.event))
+        {
             super::transition_event(
                 self.ctx,
                 r.object_ref(&()),
@@ -251,5 +270,76 @@ pub(super) async fn publish(ctx: &Ctx, r: &Release, type_: EventType, reason: &s
     };
     if let Err(e) = ctx.recorder.publish(&event, &r.object_ref(&())).await {
         tracing::warn!(error = %e, "failed to publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::published_as_event;
+    use crate::api::environment::{EnvironmentSpec, EventKind};
+
+    fn environment(sinks: &str) -> EnvironmentSpec {
+        let sinks: serde_json::Value = serde_json::from_str(sinks).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "backend": {"kubernetes": {"namespace": "apps"}},
+            "notifications": sinks,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_transition_is_an_event_unless_a_kubernetes_events_sink_chooses() {
+        let all = [
+            EventKind::DeployStarted,
+            EventKind::Deployed,
+            EventKind::Validated,
+            EventKind::VerificationFailed,
+            EventKind::RolledBack,
+            EventKind::Failed,
+        ];
+        let none = environment("[]");
+        let chat_only = environment(
+            r#"[
+            {"name": "chat", "events": ["RolledBack"], "webhook": {"url": {"file": "/u"}}}
+        ]"#,
+        );
+        let every = environment(r#"[{"name": "events", "kubernetesEvents": {}}]"#);
+        for kind in all {
+            assert!(published_as_event(&none, kind), "{kind:?} with no sink");
+            assert!(
+                published_as_event(&chat_only, kind),
+                "{kind:?}: another sink's filter does not choose the Events"
+            );
+            assert!(
+                published_as_event(&every, kind),
+                "{kind:?}: a sink with no filter"
+            );
+        }
+        let failures = environment(
+            r#"[
+            {"name": "events", "kubernetesEvents": {}, "events": ["VerificationFailed", "RolledBack", "Failed"]}
+        ]"#,
+        );
+        let chosen: Vec<EventKind> = all
+            .into_iter()
+            .filter(|k| published_as_event(&failures, *k))
+            .collect();
+        assert_eq!(
+            chosen,
+            [
+                EventKind::VerificationFailed,
+                EventKind::RolledBack,
+                EventKind::Failed
+            ]
+        );
+        let two = environment(
+            r#"[
+            {"name": "a", "kubernetesEvents": {}, "events": ["Deployed"]},
+            {"name": "b", "kubernetesEvents": {}, "events": ["Failed"]}
+        ]"#,
+        );
+        assert!(published_as_event(&two, EventKind::Deployed));
+        assert!(published_as_event(&two, EventKind::Failed));
+        assert!(!published_as_event(&two, EventKind::DeployStarted));
     }
 }
