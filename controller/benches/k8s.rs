@@ -3,9 +3,8 @@
 //! against the same number of Deployments created directly through the API in the
 //! same run, over 50 namespaces too. 500 by default; `VIGIE_BENCH_K8S_RELEASES=500,5000`
 //! runs each size in turn (5,000 needs the capacity of a control plane started by
-//! this version of e2e/k8s.sh: 2 kwok nodes of 6,000 pods; kwok brings up about 4 pods
-//! a second here, so that run takes the better part of an hour). Prints figures, each next to its baseline; asserts nothing
-//! about time.
+//! this version of e2e/k8s.sh, 2 kwok nodes of 6,000 pods, and takes about 10 minutes
+//! here). Prints figures, each next to its baseline; asserts nothing about time.
 //!
 //! - time until every Release is Deployed (its Deployment available at the SHA's
 //!   image), and the baseline: time until the Deployments created directly are
