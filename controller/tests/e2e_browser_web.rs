@@ -72,7 +72,10 @@ fn settled<T>(f: impl Fn() -> T) -> T {
             Ok(v) => return v,
             Err(e) => {
                 let text = e.downcast_ref::<String>().cloned().unwrap_or_default();
-                if !text.contains("stale element") {
+                // The element left the page as it was replaced (see `is_gone`).
+                if !text.contains("stale element")
+                    && !text.contains("does not belong to the document")
+                {
                     std::panic::resume_unwind(e);
                 }
             }

@@ -694,7 +694,7 @@ impl<'b> Element<'b> {
     fn try_text(&self) -> Option<String> {
         match self.try_command("GET", "/text", None) {
             Ok(v) => Some(string(v)),
-            Err(e) if e.error == "stale element reference" => None,
+            Err(e) if e.is_gone() => None,
             Err(e) => panic!("WebDriver: the text of {self:?}: {e}"),
         }
     }
@@ -857,6 +857,16 @@ impl fmt::Display for WebDriverError {
 }
 
 impl WebDriverError {
+    /// The element left the document (the page changed between finding it and asking):
+    /// WebDriver says `stale element reference`, or chromedriver, when the page is being
+    /// replaced at that instant, an `unknown error` from its inspector ("Node with given
+    /// id does not belong to the document").
+    fn is_gone(&self) -> bool {
+        self.error == "stale element reference"
+            || (self.error == "unknown error"
+                && self.message.contains("does not belong to the document"))
+    }
+
     fn http(message: impl fmt::Display) -> Self {
         Self {
             error: "http".to_owned(),
