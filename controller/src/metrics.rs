@@ -113,6 +113,10 @@ pub struct Metrics {
     pub http_refused: Family<RejectionLabel, Counter>,
     /// Reports to the forge (deployment statuses, commit statuses) by provider and outcome.
     pub forge_reports: Family<ForgeLabel, Counter>,
+    /// Kubernetes Events waiting to be created (operator).
+    pub events_queued: Gauge,
+    /// Kubernetes Events dropped: too many were waiting (operator).
+    pub events_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -144,6 +148,18 @@ impl Default for Metrics {
         let http_refused = Family::<RejectionLabel, Counter>::default();
         let reconcile_errors = Family::<CategoryLabel, Counter>::default();
         let forge_reports = Family::<ForgeLabel, Counter>::default();
+        let events_queued = Gauge::default();
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_queued",
+            "Kubernetes Events waiting to be created",
+            events_queued.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Kubernetes Events dropped: too many were waiting",
+            events_dropped.clone(),
+        );
         registry.register(
             "forge_reports",
             "Reports to the forge (deployments, commit statuses) by provider and outcome",
@@ -235,6 +251,8 @@ impl Default for Metrics {
             notifications,
             http_refused,
             forge_reports,
+            events_queued,
+            events_dropped,
         }
     }
 }

@@ -352,15 +352,21 @@ async fn under_the_charts_service_account_a_red_verdict_rolls_the_deployment_bac
         table.contains("web-preprod") && table.contains("RolledBack") && table.contains(&a[..7]),
         "{table}"
     );
-    let events = stdout(&kubectl(&[
-        "-n",
-        &n,
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=Release",
-    ]));
-    for reason in ["DeployStarted", "Deployed", "Validated", "RolledBack"] {
+    // Events go out in the background, after the transitions.
+    let reasons = ["DeployStarted", "Deployed", "Validated", "RolledBack"];
+    let events = eventually(T, "an Event of each transition", || async {
+        Some(stdout(&kubectl(&[
+            "-n",
+            &n,
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Release",
+        ])))
+        .filter(|e| reasons.iter().all(|r| e.contains(r)))
+    })
+    .await;
+    for reason in reasons {
         assert!(events.contains(reason), "no {reason} Event:\n{events}");
     }
     // The same metrics, with the same meaning, as `vigie run` shows for the same story
@@ -1340,16 +1346,20 @@ async fn a_post_deploy_job_counts_as_health_and_its_failure_rolls_back() {
         .find(|j| j.name.starts_with("web-preprod-smoke-bbbbbbb-"))
         .unwrap_or_else(|| panic!("no Job for b: {jobs:?}"));
     assert_eq!(failed.failed, "1", "{jobs:?}");
-    let events = stdout(&kubectl(&[
-        "-n",
-        &n,
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=Release,reason=HookFailed",
-        "-o",
-        "jsonpath={.items[*].message}",
-    ]));
+    let events = eventually(T, "a HookFailed Event", || async {
+        Some(stdout(&kubectl(&[
+            "-n",
+            &n,
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Release,reason=HookFailed",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])))
+        .filter(|e| e.contains("post-deploy hook smoke failed"))
+    })
+    .await;
     assert!(events.contains("post-deploy hook smoke failed"), "{events}");
 }
 

@@ -251,7 +251,14 @@ async fn reconcile(env: Arc<Environment>, env_ctx: Arc<EnvCtx>) -> Result<Action
             remember(&env_ctx, key, checked, written);
             return Ok(Action::requeue(wait.min(next)));
         }
-        let api: Api<Environment> = Api::namespaced(ctx.client.clone(), &ns);
+        // A change of its own (generation, Ready) is the reconciler's work; a summary
+        // alone waits for a token the work leaves free.
+        let client = if own_change {
+            ctx.client.clone()
+        } else {
+            ctx.background.clone()
+        };
+        let api: Api<Environment> = Api::namespaced(client, &ns);
         let patch = serde_json::json!({
             "apiVersion": "vigie.dev/v1alpha1",
             "kind": "Environment",

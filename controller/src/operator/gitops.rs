@@ -205,7 +205,8 @@ async fn once(ctx: &Ctx, options: &Options, synced: &mut Synced) {
                 } else {
                     format!("{} at {}: {detail}", options.source, sha.short())
                 };
-                super::transition_event(ctx, regarding, type_, reason, &note, "Sync").await;
+                ctx.events
+                    .transition(regarding, type_, reason, &note, "Sync");
             }
         }
         Err(e) => {
@@ -411,7 +412,8 @@ async fn fail(
     reason: &str,
 ) {
     if let Some(regarding) = write_status(ctx, options, synced, Some(error), now).await {
-        super::transition_event(ctx, regarding, EventType::Warning, reason, error, "Sync").await;
+        ctx.events
+            .transition(regarding, EventType::Warning, reason, error, "Sync");
     }
 }
 

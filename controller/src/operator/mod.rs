@@ -8,6 +8,7 @@
 
 pub mod client;
 mod environment;
+mod events;
 mod finalizer;
 pub mod gitops;
 pub mod leader;
@@ -32,7 +33,6 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         WatchStreamExt,
-        events::{Recorder, Reporter},
         reflector::{self, Store},
         watcher,
     },
@@ -123,10 +123,11 @@ pub struct Ctx {
     pub(crate) options: Options,
     /// The Lease's namespace, where the ConfigMaps `vigie-push` and `vigie-gitops` go.
     pub(crate) lease_namespace: String,
-    /// This replica's identity (in the Lease, and the Events' reporting instance).
-    pub(crate) identity: String,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) recorder: Recorder,
+    /// Kubernetes Events, created in the background.
+    pub(crate) events: events::Events,
+    /// The client of the background: what may wait for the reconcilers' work.
+    pub(crate) background: Client,
     pub(crate) environments: Store<Environment>,
     pub(crate) locations: Store<CodeLocation>,
     pub(crate) releases: Mutex<Option<Store<Release>>>,
@@ -190,79 +191,28 @@ async fn count_phases(ctx: Arc<Ctx>) {
     }
 }
 
-/// Publishes one Event for one transition. Unlike the kube Recorder, which folds
-/// Events of the same reason into a series that keeps the first note, every transition
-/// gets its own Event, so `kubectl get events` shows each SHA.
-pub(crate) async fn transition_event(
-    ctx: &Ctx,
-    regarding: k8s_openapi::api::core::v1::ObjectReference,
-    type_: kube::runtime::events::EventType,
-    reason: &str,
-    note: &str,
-    action: &str,
-) {
-    use k8s_openapi::{
-        api::events::v1::Event,
-        apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
-    };
-    use sha2::Digest;
-    let ns = regarding
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let now = jiff::Timestamp::now();
-    let digest = hex::encode(
-        &sha2::Sha256::digest(format!("{reason}{note}{}", now.as_nanosecond()).as_bytes())[..6],
-    );
-    let mut note = note.to_owned();
-    note.truncate(1000);
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{digest}",
-                regarding.name.as_deref().unwrap_or("vigie")
-            )),
-            namespace: Some(ns.clone()),
-            ..ObjectMeta::default()
-        },
-        event_time: Some(MicroTime(now)),
-        action: Some(action.to_owned()),
-        reason: Some(reason.to_owned()),
-        note: Some(note),
-        type_: Some(
-            match type_ {
-                kube::runtime::events::EventType::Normal => "Normal",
-                kube::runtime::events::EventType::Warning => "Warning",
-            }
-            .to_owned(),
-        ),
-        regarding: Some(regarding),
-        reporting_controller: Some("vigie.dev/controller".into()),
-        reporting_instance: Some(ctx.identity.clone()),
-        ..Event::default()
-    };
-    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Err(e) = api.create(&kube::api::PostParams::default(), &event).await {
-        tracing::warn!(error = %e, "failed to publish an Event");
-    }
-}
-
-/// Builds the client from the kubeconfig or the in-cluster configuration, throttled.
+/// Builds the clients from the kubeconfig or the in-cluster configuration, throttled
+/// by one bucket: the reconcilers' work, and the background (Events, summaries) that
+/// takes only the tokens the work leaves free.
 ///
 /// # Errors
 /// When no configuration is found.
-pub async fn client(
+pub async fn clients(
     qps: f64,
     burst: u32,
     metrics: &crate::metrics::Metrics,
-) -> Result<Client, OperatorError> {
+) -> Result<(Client, Client), OperatorError> {
     let config = kube::Config::infer()
         .await
         .map_err(|e| OperatorError::Config(e.to_string()))?;
-    let layer = client::ThrottleLayer::new(qps, burst, metrics.api_requests.clone());
-    let builder = kube::client::ClientBuilder::try_from(config)
-        .map_err(|e| OperatorError::Config(e.to_string()))?;
-    Ok(builder.with_layer(&layer).build())
+    let work = client::ThrottleLayer::new(qps, burst, metrics.api_requests.clone());
+    let background = work.background();
+    let build = |layer: &client::ThrottleLayer| {
+        kube::client::ClientBuilder::try_from(config.clone())
+            .map(|b| b.with_layer(layer).build())
+            .map_err(|e| OperatorError::Config(e.to_string()))
+    };
+    Ok((build(&work)?, build(&background)?))
 }
 
 /// How long a watch request lasts before it is made again (the API server's own
@@ -457,7 +407,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     let secrets_cache = secrets::SecretCache::default();
     let mut shared = Shared::new_in_memory(options.webhook_secret.clone());
     shared.resolver = secrets_cache.resolver();
-    let client = client(options.qps, options.burst, &shared.metrics).await?;
+    let (client, background) = clients(options.qps, options.burst, &shared.metrics).await?;
     shared.persist = Some(Arc::new(KubePersist {
         client: client.clone(),
     }));
@@ -556,10 +506,6 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     }
     shared.metrics.leader.set(1);
 
-    let reporter = Reporter {
-        controller: "vigie".into(),
-        instance: Some(identity.clone()),
-    };
     let (env_reader, env_writer) = reflector::store::<Environment>();
     let (loc_reader, loc_writer) = reflector::store::<CodeLocation>();
     let polls = crate::reconcile::verdicts::Polls::default();
@@ -580,11 +526,16 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         dagster: crate::dagster::Instances::new(crate::dagster::configmap::ConfigMaps::new(
             client.clone(),
         )),
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::Events::start(
+            background.clone(),
+            &identity,
+            shared.metrics.events_queued.clone(),
+            shared.metrics.events_dropped.clone(),
+        ),
+        background,
         client: client.clone(),
         options: options.clone(),
         lease_namespace: lease_namespace.clone(),
-        identity: identity.clone(),
         shared: shared.clone(),
         environments: env_reader,
         locations: loc_reader,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::events::{Event as KubeEvent, EventType},
+    runtime::events::EventType,
 };
 
 use super::Ctx;
@@ -204,15 +204,13 @@ impl Notifier for EventNotifier<'_> {
             .iter()
             .filter(|n| published_as_event(subject.environment, n.event))
         {
-            super::transition_event(
-                self.ctx,
+            self.ctx.events.transition(
                 r.object_ref(&()),
                 event_type(n.event),
                 event_name(n.event),
                 &event_note(&r.spec.code_location, n),
                 "Reconcile",
-            )
-            .await;
+            );
         }
         let repo = &self.location.spec.repo;
         // The credentials (an App's token may need a request) only when a sink is told.
@@ -246,31 +244,14 @@ impl Notifier for EventNotifier<'_> {
             EventType::Warning,
             "ApplyFailed",
             &note,
-        )
-        .await;
+        );
     }
 }
 
-/// Publishes one Event on a Release (notes over 1000 bytes are cut).
-pub(super) async fn publish(ctx: &Ctx, r: &Release, type_: EventType, reason: &str, note: &str) {
-    let mut note = note.to_owned();
-    if note.len() > 1000 {
-        let mut cut = 1000;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-    }
-    let event = KubeEvent {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &r.object_ref(&())).await {
-        tracing::warn!(error = %e, "failed to publish an Event");
-    }
+/// Publishes one Event on a Release, folded into a series with those of the same
+/// reason (notes over 1000 bytes are cut), in the background.
+pub(super) fn publish(ctx: &Ctx, r: &Release, type_: EventType, reason: &str, note: &str) {
+    ctx.events.series(r.object_ref(&()), type_, reason, note);
 }
 
 #[cfg(test)]

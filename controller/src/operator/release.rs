@@ -675,8 +675,7 @@ async fn cleanup(r: &Release, ctx: &Ctx) -> Result<Action, Error> {
             EventType::Normal,
             "Orphaned",
             "deleted; its workloads were left running",
-        )
-        .await;
+        );
     } else {
         b.delete(&workload)
             .await
@@ -734,28 +733,24 @@ fn write_back_rollback(ctx: &Arc<Ctx>, r: &Release, status: &ReleaseStatus) {
                     .git_pushed
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 ctx.shared.wake.notify_waiters();
-                super::transition_event(
-                    &ctx,
+                ctx.events.transition(
                     r.object_ref(&()),
                     EventType::Normal,
                     "WrittenBack",
                     &note,
                     "WriteBack",
-                )
-                .await;
+                );
             }
             Err(e) => {
                 ctx.shared.metrics.write_back_errors.inc();
                 tracing::warn!(release = %key, error = %e, "rollback: write-back failed");
-                super::transition_event(
-                    &ctx,
+                ctx.events.transition(
                     r.object_ref(&()),
                     EventType::Warning,
                     "WriteBackFailed",
                     &e.to_string(),
                     "WriteBack",
-                )
-                .await;
+                );
             }
         }
     });

@@ -127,10 +127,11 @@ impl ApiTracking<'_> {
             .map(AsRef::as_ref)
     }
 
-    async fn publish(&self, b: &Bound, type_: EventType, reason: &str, note: &str) {
+    fn publish(&self, b: &Bound, type_: EventType, reason: &str, note: &str) {
         if let Some(r) = self.release(b) {
-            super::transition_event(self.ctx, r.object_ref(&()), type_, reason, note, "Track")
-                .await;
+            self.ctx
+                .events
+                .transition(r.object_ref(&()), type_, reason, note, "Track");
         }
     }
 
@@ -162,7 +163,7 @@ impl Tracking for ApiTracking<'_> {
             .await
             .map_err(crate::error::RecordError::kubernetes)?;
         let note = self.moved(b, sha, reference);
-        self.publish(b, EventType::Normal, "Tracked", &note).await;
+        self.publish(b, EventType::Normal, "Tracked", &note);
         Ok(())
     }
 
@@ -171,7 +172,7 @@ impl Tracking for ApiTracking<'_> {
             Refusal::NotFollowed => "TrackingRefused",
             Refusal::NotApplied => "TrackingNotApplied",
         };
-        self.publish(b, EventType::Warning, event, reason).await;
+        self.publish(b, EventType::Warning, event, reason);
     }
 
     async fn written_back(
@@ -184,12 +185,10 @@ impl Tracking for ApiTracking<'_> {
         match outcome {
             Ok(how) => {
                 let note = format!("{}: {how}", self.moved(b, sha, reference));
-                self.publish(b, EventType::Normal, "WrittenBack", &note)
-                    .await;
+                self.publish(b, EventType::Normal, "WrittenBack", &note);
             }
             Err(e) => {
-                self.publish(b, EventType::Warning, "WriteBackFailed", &e.to_string())
-                    .await;
+                self.publish(b, EventType::Warning, "WriteBackFailed", &e.to_string());
             }
         }
     }
