@@ -117,6 +117,15 @@ impl Events {
         self.send(Outgoing::Series(Box::new((event, regarding))));
     }
 
+    /// Waits until every queued Event is created, or `within` has passed (on the way
+    /// out: the last transitions' Events before the Lease is given up).
+    pub async fn flush(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.queued.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     fn send(&self, out: Outgoing) {
         // Counted before it is sent: the task may take it first.
         self.queued.inc();

@@ -656,6 +656,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     // given up; within the pod's default 30 s grace period.
     ctx.dispatcher.flush(Duration::from_secs(5)).await;
     ctx.reporter.flush(Duration::from_secs(3)).await;
+    ctx.events.flush(Duration::from_secs(3)).await;
     shared.metrics.leader.set(0);
     if result.is_ok()
         && let Some(e) = &elector
