@@ -354,17 +354,13 @@ async fn under_the_charts_service_account_a_red_verdict_rolls_the_deployment_bac
     );
     // Events go out in the background, after the transitions.
     let reasons = ["DeployStarted", "Deployed", "Validated", "RolledBack"];
-    let events = eventually(T, "an Event of each transition", || async {
-        Some(stdout(&kubectl(&[
-            "-n",
-            &n,
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.kind=Release",
-        ])))
-        .filter(|e| reasons.iter().all(|r| e.contains(r)))
-    })
+    let events = events_showing(
+        &n,
+        "involvedObject.kind=Release",
+        None,
+        "an Event of each transition",
+        |e| reasons.iter().all(|r| e.contains(r)),
+    )
     .await;
     for reason in reasons {
         assert!(events.contains(reason), "no {reason} Event:\n{events}");
@@ -1346,21 +1342,35 @@ async fn a_post_deploy_job_counts_as_health_and_its_failure_rolls_back() {
         .find(|j| j.name.starts_with("web-preprod-smoke-bbbbbbb-"))
         .unwrap_or_else(|| panic!("no Job for b: {jobs:?}"));
     assert_eq!(failed.failed, "1", "{jobs:?}");
-    let events = eventually(T, "a HookFailed Event", || async {
-        Some(stdout(&kubectl(&[
-            "-n",
-            &n,
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.kind=Release,reason=HookFailed",
-            "-o",
-            "jsonpath={.items[*].message}",
-        ])))
-        .filter(|e| e.contains("post-deploy hook smoke failed"))
-    })
+    let events = events_showing(
+        &n,
+        "involvedObject.kind=Release,reason=HookFailed",
+        Some("jsonpath={.items[*].message}"),
+        "a HookFailed Event",
+        |e| e.contains("post-deploy hook smoke failed"),
+    )
     .await;
     assert!(events.contains("post-deploy hook smoke failed"), "{events}");
+}
+
+/// Waits until the Events of `ns` that `selector` picks (`kubectl get events
+/// --field-selector`, printed as `output` asks) show what `shows` wants, and returns
+/// them: Events go out in the background, after their transitions.
+async fn events_showing(
+    ns: &str,
+    selector: &str,
+    output: Option<&str>,
+    what: &str,
+    shows: impl Fn(&str) -> bool,
+) -> String {
+    eventually(T, what, || async {
+        let mut args = vec!["-n", ns, "get", "events", "--field-selector", selector];
+        if let Some(o) = output {
+            args.extend(["-o", o]);
+        }
+        Some(stdout(&kubectl(&args))).filter(|e| shows(e))
+    })
+    .await
 }
 
 /// A fresh bare repository `<name>.git` in a temporary folder, and a work tree on
@@ -1465,17 +1475,13 @@ async fn gitops_applies_a_branch_prunes_what_leaves_it_and_puts_back_hand_change
             .filter(|r| r.spec.revision.as_deref() == Some(b.as_str()))
     })
     .await;
-    let events = eventually(T, "a DriftCorrected Event", || async {
-        Some(stdout(&kubectl(&[
-            "-n",
-            &n,
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=vigie-gitops",
-        ])))
-        .filter(|e| e.contains("DriftCorrected"))
-    })
+    let events = events_showing(
+        &n,
+        "involvedObject.name=vigie-gitops",
+        None,
+        "a DriftCorrected Event",
+        |e| e.contains("DriftCorrected"),
+    )
     .await;
     assert!(
         events.contains(&format!("Release {n}/web-preprod")),
@@ -1565,16 +1571,8 @@ async fn a_tracked_branch_moves_the_release_forward_and_a_force_push_is_refused(
     std::fs::write(work.join("app.txt"), "two\n").unwrap();
     let two = commit_all(&work, "two");
     wait_rolled_out(&n, "web-preprod", &image(&two)).await;
-    let events = eventually(T, "a Tracked Event", || async {
-        Some(stdout(&kubectl(&[
-            "-n",
-            &n,
-            "get",
-            "events",
-            "--field-selector",
-            "reason=Tracked",
-        ])))
-        .filter(|e| e.contains(&two[..7]))
+    let events = events_showing(&n, "reason=Tracked", None, "a Tracked Event", |e| {
+        e.contains(&two[..7])
     })
     .await;
     assert!(events.contains("(main)"), "{events}");
@@ -1588,17 +1586,13 @@ async fn a_tracked_branch_moves_the_release_forward_and_a_force_push_is_refused(
         &work,
         &["push", "-q", "--force", "origin", "rewritten:main"],
     );
-    let refused = eventually(T, "a TrackingRefused Event", || async {
-        Some(stdout(&kubectl(&[
-            "-n",
-            &n,
-            "get",
-            "events",
-            "--field-selector",
-            "reason=TrackingRefused",
-        ])))
-        .filter(|e| e.contains("does not descend from"))
-    })
+    let refused = events_showing(
+        &n,
+        "reason=TrackingRefused",
+        None,
+        "a TrackingRefused Event",
+        |e| e.contains("does not descend from"),
+    )
     .await;
     assert!(refused.contains(&two[..7]), "{refused}");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1659,16 +1653,8 @@ async fn tracked_updates_and_rollbacks_are_committed_to_the_gitops_repository() 
     // A new commit on main: committed to the GitOps repository, which the sync applies.
     std::fs::write(code_work.join("app.txt"), "two\n").unwrap();
     let two = commit_all(&code_work, "two");
-    let written = eventually(T, "a WrittenBack Event", || async {
-        Some(stdout(&kubectl(&[
-            "-n",
-            &n,
-            "get",
-            "events",
-            "--field-selector",
-            "reason=WrittenBack",
-        ])))
-        .filter(|e| e.contains(&two[..7]))
+    let written = events_showing(&n, "reason=WrittenBack", None, "a WrittenBack Event", |e| {
+        e.contains(&two[..7])
     })
     .await;
     assert!(written.contains("(main)"), "{written}");
