@@ -15,6 +15,13 @@
 //! - API requests per hour when nothing changes (an idle minute, extrapolated), with
 //!   leader election off: its Lease renewals (2 requests every 2 s) are excluded.
 //!
+//! `VIGIE_BENCH_K8S_EVENTS=all,failures` runs the Vigie part twice against the same
+//! baseline: every transition an Event (the default), then Environments whose
+//! `kubernetesEvents` sink names only the failures (what a first deploy that goes well
+//! costs without its two Events).
+//!
+//! `VIGIE_BENCH_K8S_LOG=<folder>` keeps each controller's debug log there.
+//!
 //! The controller reconciles only the bench's objects (`--selector`): other sessions'
 //! Releases in the cluster are left alone.
 
@@ -229,15 +236,21 @@ async fn remove(client: &Client, namespaces: &[String]) {
 }
 
 /// One size: `n` Deployments created directly, then `n` Releases, over 50 namespaces each.
-async fn run(client: &Client, n: usize, stamp: u64) {
+/// Which transitions the bench's Environments publish as Kubernetes Events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Events {
+    /// Every transition (no `kubernetesEvents` sink: the default).
+    All,
+    /// Those that need a person: a `kubernetesEvents` sink naming the failures.
+    Failures,
+}
+
+async fn run(client: &Client, n: usize, stamp: u64, passes: &[Events]) {
     let run = format!("{stamp}-{n}");
     let direct_ns: Vec<String> = (0..NAMESPACES)
         .map(|j| format!("bench-direct-{run}-{j}"))
         .collect();
-    let vigie_ns: Vec<String> = (0..NAMESPACES)
-        .map(|j| format!("bench-vigie-{run}-{j}"))
-        .collect();
-    for ns in direct_ns.iter().chain(&vigie_ns) {
+    for ns in &direct_ns {
         namespace(client, ns).await;
     }
     println!(
@@ -275,14 +288,38 @@ async fn run(client: &Client, n: usize, stamp: u64) {
         direct_total.as_secs_f64()
     );
     remove(client, &direct_ns).await;
+    for (k, events) in passes.iter().enumerate() {
+        vigie(client, n, &format!("{run}-{k}"), direct_total, *events).await;
+    }
+}
 
-    // Vigie: an Environment and a CodeLocation per namespace, n Releases.
+/// Vigie: an Environment and a CodeLocation per namespace, n Releases.
+async fn vigie(client: &Client, n: usize, run: &str, direct_total: Duration, events: Events) {
+    let vigie_ns: Vec<String> = (0..NAMESPACES)
+        .map(|j| format!("bench-vigie-{run}-{j}"))
+        .collect();
+    for ns in &vigie_ns {
+        namespace(client, ns).await;
+    }
+    println!(
+        "-- {}",
+        match events {
+            Events::All => "every transition an Event (the default)",
+            Events::Failures =>
+                "Events for failures only (a kubernetesEvents sink: VerificationFailed, RolledBack, Failed, HookFailed)",
+        }
+    );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let selector = format!("vigie.dev/bench={run}");
+    // VIGIE_BENCH_K8S_LOG=<folder>: the controller's debug log of each pass there.
+    let log = std::env::var_os("VIGIE_BENCH_K8S_LOG").map(|dir| {
+        std::fs::File::create(std::path::Path::new(&dir).join(format!("controller-{run}.log")))
+            .expect("VIGIE_BENCH_K8S_LOG is a folder")
+    });
     let child = Command::new(env!("CARGO_BIN_EXE_vigie"))
         .args([
             "controller",
@@ -294,9 +331,12 @@ async fn run(client: &Client, n: usize, stamp: u64) {
             "--log-format=json",
         ])
         .env("KUBECONFIG", kubeconfig())
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            if log.is_some() { "vigie=debug" } else { "warn" },
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log.map_or_else(Stdio::null, Stdio::from))
         .spawn()
         .expect("vigie controller starts");
     let pid = child.id();
@@ -307,6 +347,11 @@ async fn run(client: &Client, n: usize, stamp: u64) {
         Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), ns, &ar)
     };
     let labels = serde_json::json!({"vigie.dev/bench": run});
+    let notifications = match events {
+        Events::All => serde_json::json!([]),
+        Events::Failures => serde_json::json!([{"name": "events", "kubernetesEvents": {},
+            "events": ["VerificationFailed", "RolledBack", "Failed", "HookFailed"]}]),
+    };
     for ns in &vigie_ns {
         let env: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "vigie.dev/v1alpha1", "kind": "Environment",
@@ -314,7 +359,8 @@ async fn run(client: &Client, n: usize, stamp: u64) {
             "spec": {"backend": {"kubernetes": {"namespace": ns}},
                 // No verdict comes: the first Releases would fail their verification
                 // (5 minutes by default) before the last of 5,000 is Deployed.
-                "verification": {"timeout": "2h"}}
+                "verification": {"timeout": "2h"},
+                "notifications": notifications}
         }))
         .unwrap();
         dynamic("Environment", ns)
@@ -458,10 +504,19 @@ async fn main() {
         .as_secs()
         % 1_000_000;
     let sizes = std::env::var("VIGIE_BENCH_K8S_RELEASES").unwrap_or_else(|_| "500".into());
+    let passes: Vec<Events> = std::env::var("VIGIE_BENCH_K8S_EVENTS")
+        .unwrap_or_else(|_| "all".into())
+        .split(',')
+        .map(|e| match e.trim() {
+            "all" => Events::All,
+            "failures" => Events::Failures,
+            other => panic!("VIGIE_BENCH_K8S_EVENTS: {other:?} is neither all nor failures"),
+        })
+        .collect();
     for n in sizes
         .split(',')
         .filter_map(|s| s.trim().parse::<usize>().ok())
     {
-        run(&client, n, stamp).await;
+        run(&client, n, stamp, &passes).await;
     }
 }
