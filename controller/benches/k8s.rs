@@ -235,7 +235,6 @@ async fn remove(client: &Client, namespaces: &[String]) {
     }
 }
 
-/// One size: `n` Deployments created directly, then `n` Releases, over 50 namespaces each.
 /// Which transitions the bench's Environments publish as Kubernetes Events.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Events {
@@ -245,14 +244,20 @@ enum Events {
     Failures,
 }
 
-async fn run(client: &Client, n: usize, stamp: u64, passes: &[Events]) {
-    let run = format!("{stamp}-{n}");
-    let direct_ns: Vec<String> = (0..NAMESPACES)
-        .map(|j| format!("bench-direct-{run}-{j}"))
-        .collect();
-    for ns in &direct_ns {
+/// The bench's `NAMESPACES` namespaces `<prefix>-0`, `<prefix>-1`…, created.
+async fn namespaces(client: &Client, prefix: &str) -> Vec<String> {
+    let names: Vec<String> = (0..NAMESPACES).map(|j| format!("{prefix}-{j}")).collect();
+    for ns in &names {
         namespace(client, ns).await;
     }
+    names
+}
+
+/// One size: `n` Deployments created directly, then `n` Releases for each pass, over 50
+/// namespaces each.
+async fn run(client: &Client, n: usize, stamp: u64, passes: &[Events]) {
+    let run = format!("{stamp}-{n}");
+    let direct_ns = namespaces(client, &format!("bench-direct-{run}")).await;
     println!(
         "== {n} Releases over {NAMESPACES} namespaces, vs {n} Deployments created directly over {NAMESPACES} namespaces"
     );
@@ -295,12 +300,7 @@ async fn run(client: &Client, n: usize, stamp: u64, passes: &[Events]) {
 
 /// Vigie: an Environment and a CodeLocation per namespace, n Releases.
 async fn vigie(client: &Client, n: usize, run: &str, direct_total: Duration, events: Events) {
-    let vigie_ns: Vec<String> = (0..NAMESPACES)
-        .map(|j| format!("bench-vigie-{run}-{j}"))
-        .collect();
-    for ns in &vigie_ns {
-        namespace(client, ns).await;
-    }
+    let vigie_ns = namespaces(client, &format!("bench-vigie-{run}")).await;
     println!(
         "-- {}",
         match events {
